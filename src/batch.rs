@@ -1,0 +1,201 @@
+//! Notifications that go out together, or not at all.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::{Notification, Notifier, Op, SessionId};
+
+/// A pending list of notifications tied to a unit of work.
+///
+/// Nothing is sent until [`commit`](Batch::commit); a batch that is dropped
+/// or [`discard`](Batch::discard)ed sends nothing. Committing a root batch
+/// (from [`Notifier::batch`]) sends its notifications in order; committing a
+/// [`child`](Batch::child) hands them to its parent, so nested units of work
+/// (savepoints) go out when the outermost one commits.
+///
+/// The same batch type serves the database transaction
+/// ([`sea_orm::Transaction`](crate::sea_orm::Transaction)) and the request
+/// ([`axum::layer`](crate::axum::layer)). It is a cheap handle: clones share
+/// the same pending list.
+///
+/// # Coalescing
+///
+/// Within one batch, a notification is dropped when an earlier one has the
+/// same collection, op, audience and origin and is about the same row: the
+/// same `id` field when the data is a JSON object with one, otherwise the same
+/// data (or both without data). The earlier notification keeps its place and
+/// takes the later one's data. So a transaction that updates row 7 five times
+/// sends one `update` for row 7; one that updates rows 7 and 8 sends two.
+///
+/// ```
+/// use tidings::{Notifier, Op};
+/// use serde_json::json;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let notifier = Notifier::new();
+/// let batch = notifier.batch();
+/// batch.notify_with("posts", Op::Update, &json!({ "id": 7 })).unwrap();
+/// batch.notify_with("posts", Op::Update, &json!({ "id": 7, "title": "new" })).unwrap();
+/// batch.notify_with("posts", Op::Update, &json!({ "id": 8 })).unwrap();
+/// assert_eq!(batch.len(), 2);
+///
+/// let dropped = notifier.batch();
+/// dropped.notify("forums", Op::Delete);
+/// drop(dropped); // rolled back: nothing is sent
+///
+/// batch.commit();
+/// assert_eq!(notifier.cursor().seq(), 2);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Batch {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    parent: Parent,
+    origin: Option<SessionId>,
+}
+
+enum Parent {
+    Notifier(Notifier),
+    Batch(Batch),
+}
+
+#[derive(Default)]
+struct Pending {
+    items: Vec<Notification>,
+    index: HashMap<Key, usize>,
+}
+
+/// What makes two notifications "the same" for coalescing.
+#[derive(PartialEq, Eq, Hash)]
+struct Key {
+    collection: Box<str>,
+    op: Op,
+    audience: Option<Arc<str>>,
+    origin: Option<SessionId>,
+    skip_origin: bool,
+    row: Option<Box<str>>,
+}
+
+impl Key {
+    fn of(n: &Notification) -> Key {
+        #[derive(serde::Deserialize)]
+        struct Probe<'a> {
+            #[serde(borrow)]
+            id: Option<&'a RawValue>,
+        }
+        let row = n.data.as_deref().map(|data| {
+            let raw = data.get();
+            match serde_json::from_str::<Probe>(raw) {
+                Ok(Probe { id: Some(id) }) => format!("id:{}", id.get()).into(),
+                _ => format!("data:{raw}").into(),
+            }
+        });
+        Key {
+            collection: n.collection.as_ref().into(),
+            op: n.op,
+            audience: n.audience.clone(),
+            origin: n.origin,
+            skip_origin: n.skip_origin,
+            row,
+        }
+    }
+}
+
+impl Batch {
+    pub(crate) fn new(notifier: Notifier, origin: Option<SessionId>) -> Batch {
+        Batch::with_parent(Parent::Notifier(notifier), origin)
+    }
+
+    fn with_parent(parent: Parent, origin: Option<SessionId>) -> Batch {
+        Batch {
+            shared: Arc::new(Shared {
+                pending: Mutex::new(Pending::default()),
+                parent,
+                origin,
+            }),
+        }
+    }
+
+    /// A nested batch: committing it moves its notifications into this one.
+    pub fn child(&self) -> Batch {
+        Batch::with_parent(Parent::Batch(self.clone()), self.shared.origin)
+    }
+
+    /// Adds a notification without data.
+    pub fn notify(&self, collection: impl Into<Cow<'static, str>>, op: Op) {
+        self.push(Notification::new(collection, op));
+    }
+
+    /// Adds a notification with `data`, serialized now.
+    pub fn notify_with<T: Serialize + ?Sized>(
+        &self,
+        collection: impl Into<Cow<'static, str>>,
+        op: Op,
+        data: &T,
+    ) -> Result<(), serde_json::Error> {
+        self.push(Notification::new(collection, op).with_data(data)?);
+        Ok(())
+    }
+
+    /// Adds a notification, coalescing it with an earlier equal one.
+    pub fn push(&self, mut notification: Notification) {
+        if notification.origin.is_none() {
+            notification.origin = self.shared.origin;
+        }
+        let key = Key::of(&notification);
+        let mut pending = self.lock();
+        match pending.index.get(&key) {
+            Some(&at) => pending.items[at].data = notification.data,
+            None => {
+                let at = pending.items.len();
+                pending.items.push(notification);
+                pending.index.insert(key, at);
+            }
+        }
+    }
+
+    /// How many notifications are pending.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sends the pending notifications in order (or hands them to the parent
+    /// batch) and empties this batch.
+    pub fn commit(&self) {
+        let items = std::mem::take(&mut *self.lock()).items;
+        match &self.shared.parent {
+            Parent::Notifier(notifier) => items.into_iter().for_each(|n| notifier.send(n)),
+            Parent::Batch(parent) => items.into_iter().for_each(|n| parent.push(n)),
+        }
+    }
+
+    /// Drops the pending notifications.
+    pub fn discard(&self) {
+        *self.lock() = Pending::default();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // The lock is never held across user code, so poisoning cannot leave
+        // the list half-updated.
+        self.shared.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("pending", &self.len()).finish()
+    }
+}

@@ -1,0 +1,198 @@
+//! The bounded history of emitted notifications: one shared log that is at
+//! once the replay buffer and every session's outbound queue.
+//!
+//! Each notification is serialized once, into a frame that already carries
+//! its cursor, and stored here. A session is only a position in this log, so
+//! fan-out costs no copy and no allocation per client, a reconnecting client
+//! resumes by reading from its cursor, and a session that falls further
+//! behind than the log is long has, by construction, lost frames: it gets a
+//! `resync` instead of a silent gap or an unbounded queue.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::ws::Utf8Bytes;
+
+use crate::{Cursor, Notification, SessionId};
+
+/// One emitted notification, as sessions read it.
+pub(crate) struct Entry {
+    pub(crate) seq: u64,
+    pub(crate) frame: Utf8Bytes,
+    pub(crate) collection: Cow<'static, str>,
+    pub(crate) audience: Option<Arc<str>>,
+    pub(crate) skip: Option<SessionId>,
+}
+
+pub(crate) struct History {
+    epoch: u32,
+    capacity: usize,
+    ring: RwLock<Ring>,
+}
+
+struct Ring {
+    entries: VecDeque<Entry>,
+    /// The sequence number the next notification gets; the first is 1, so
+    /// cursor `<epoch>-0` means "before everything".
+    next_seq: u64,
+}
+
+/// What reading the log produced.
+pub(crate) enum Read {
+    /// Frames were appended to the output (possibly none); read on from `next`.
+    Read { next: u64 },
+    /// Entries the reader had not seen were evicted: it must resync and read
+    /// on from `next`, which is `head.seq() + 1`.
+    Lagged { head: Cursor, next: u64 },
+}
+
+impl History {
+    pub(crate) fn new(epoch: u32, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        History {
+            epoch,
+            capacity,
+            ring: RwLock::new(Ring {
+                entries: VecDeque::with_capacity(capacity.min(4096)),
+                next_seq: 1,
+            }),
+        }
+    }
+
+    /// Assigns the next cursor to `n`, stores its frame, and returns the cursor.
+    pub(crate) fn append(&self, n: Notification) -> Cursor {
+        let skip = n.skipped_session();
+        let mut frame = String::with_capacity(n.frame_capacity());
+        n.write_open_frame(&mut frame);
+        frame.push_str(r#","cursor":""#);
+
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let cursor = Cursor::new(self.epoch, ring.next_seq);
+        ring.next_seq += 1;
+        // Only the cursor is written under the lock: order of the log is the
+        // order of the cursors, with no re-ordering step anywhere.
+        cursor.push_to(&mut frame);
+        frame.push_str("\"}");
+        let evicted = if ring.entries.len() == self.capacity {
+            ring.entries.pop_front()
+        } else {
+            None
+        };
+        ring.entries.push_back(Entry {
+            seq: cursor.seq(),
+            frame: Utf8Bytes::from(frame),
+            collection: n.collection,
+            audience: n.audience,
+            skip,
+        });
+        drop(ring);
+        // Freed outside the lock.
+        drop(evicted);
+        cursor
+    }
+
+    /// The cursor of the last emitted notification.
+    pub(crate) fn head(&self) -> Cursor {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        Cursor::new(self.epoch, ring.next_seq - 1)
+    }
+
+    /// Where a client that last saw `cursor` reads on from, if the log still
+    /// holds everything after it; `None` when the cursor is from another
+    /// epoch, from the future, or older than the log.
+    pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<u64> {
+        if cursor.epoch() != self.epoch {
+            return None;
+        }
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+        let next = cursor.seq().checked_add(1)?;
+        (next >= first && next <= ring.next_seq).then_some(next)
+    }
+
+    /// Appends to `out` the frames of up to `max` entries from `next` on that
+    /// pass `wanted`.
+    pub(crate) fn read(
+        &self,
+        next: u64,
+        max: usize,
+        mut wanted: impl FnMut(&Entry) -> bool,
+        out: &mut Vec<Utf8Bytes>,
+    ) -> Read {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+        if next < first {
+            return Read::Lagged {
+                head: Cursor::new(self.epoch, ring.next_seq - 1),
+                next: ring.next_seq,
+            };
+        }
+        let start = (next - first) as usize;
+        let mut last = next;
+        for entry in ring.entries.range(start.min(ring.entries.len())..).take(max) {
+            last = entry.seq + 1;
+            if wanted(entry) {
+                // A reference-count bump: the frame is shared, never copied.
+                out.push(entry.frame.clone());
+            }
+        }
+        Read::Read { next: last }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Op;
+
+    fn collect(h: &History, next: u64) -> (Vec<String>, Read) {
+        let mut out = Vec::new();
+        let r = h.read(next, 100, |_| true, &mut out);
+        (out.into_iter().map(|f| f.to_string()).collect(), r)
+    }
+
+    #[test]
+    fn frames_carry_their_cursor() {
+        let h = History::new(0xabc, 4);
+        let c = h.append(Notification::new("forums", Op::Insert));
+        assert_eq!(c.seq(), 1);
+        let (frames, _) = collect(&h, 1);
+        assert_eq!(
+            frames,
+            [r#"{"collection":"forums","op":"insert","cursor":"00000abc-1"}"#]
+        );
+    }
+
+    #[test]
+    fn evicted_entries_make_readers_lag() {
+        let h = History::new(1, 2);
+        for _ in 0..3 {
+            h.append(Notification::new("a", Op::Update));
+        }
+        match collect(&h, 1).1 {
+            Read::Lagged { head, next } => {
+                assert_eq!(head.seq(), 3);
+                assert_eq!(next, 4);
+            }
+            Read::Read { .. } => panic!("reader at 1 must lag once 1 is evicted"),
+        }
+        let (frames, r) = collect(&h, 2);
+        assert_eq!(frames.len(), 2);
+        assert!(matches!(r, Read::Read { next: 4 }));
+    }
+
+    #[test]
+    fn resume_accepts_only_cursors_the_log_covers() {
+        let h = History::new(7, 2);
+        assert_eq!(h.resume_from(Cursor::new(7, 0)), Some(1));
+        for _ in 0..3 {
+            h.append(Notification::new("a", Op::Update));
+        }
+        assert_eq!(h.resume_from(Cursor::new(7, 0)), None, "entry 1 is gone");
+        assert_eq!(h.resume_from(Cursor::new(7, 1)), Some(2));
+        assert_eq!(h.resume_from(Cursor::new(7, 3)), Some(4));
+        assert_eq!(h.resume_from(Cursor::new(7, 4)), None, "from the future");
+        assert_eq!(h.resume_from(Cursor::new(8, 1)), None, "foreign epoch");
+    }
+}

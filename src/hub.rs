@@ -1,0 +1,143 @@
+//! Fan-out: the registry of live sessions and the task that wakes them.
+//!
+//! The caller of `notify` only appends to the history and pokes one
+//! dispatcher task; waking N sessions happens on that task, off the caller's
+//! path, so the caller's cost does not grow with the number of clients.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use dashmap::DashMap;
+use tokio::sync::{Notify, watch};
+
+use crate::history::History;
+use crate::{Config, Cursor, Notification, SessionId};
+
+pub(crate) struct Hub {
+    pub(crate) config: Config,
+    pub(crate) history: History,
+    /// Each live session's wake-up signal.
+    sessions: DashMap<SessionId, Arc<Notify>>,
+    dispatch: Arc<Notify>,
+    count: watch::Sender<usize>,
+    closing: watch::Sender<bool>,
+    ids: RandomState,
+    next_id: AtomicU64,
+    started: Instant,
+}
+
+impl Hub {
+    /// Creates the hub and spawns its dispatcher on the current tokio runtime.
+    pub(crate) fn start(config: Config) -> Arc<Hub> {
+        let ids = RandomState::new();
+        let epoch = ids.hash_one(std::time::SystemTime::now()) as u32;
+        let hub = Arc::new(Hub {
+            history: History::new(epoch, config.replay_capacity),
+            config,
+            sessions: DashMap::new(),
+            dispatch: Arc::new(Notify::new()),
+            count: watch::Sender::new(0),
+            closing: watch::Sender::new(false),
+            ids,
+            next_id: AtomicU64::new(0),
+            started: Instant::now(),
+        });
+        tokio::spawn(dispatch(Arc::downgrade(&hub), hub.dispatch.clone()));
+        hub
+    }
+
+    /// Stores `n` in the history and schedules the wake-up of every session.
+    pub(crate) fn emit(&self, n: Notification) -> Cursor {
+        let cursor = self.history.append(n);
+        self.dispatch.notify_one();
+        cursor
+    }
+
+    /// Adds a session; it is woken for every notification emitted from now on.
+    pub(crate) fn register(&self) -> (SessionId, Arc<Notify>) {
+        let wake = Arc::new(Notify::new());
+        loop {
+            // Ids are keyed hashes of a counter: unique in practice, and not
+            // guessable by other clients (they gate the originator skip).
+            let id = SessionId::from_raw(self.ids.hash_one(self.next_id.fetch_add(1, Ordering::Relaxed)));
+            if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
+                slot.insert(wake.clone());
+                self.count.send_modify(|n| *n += 1);
+                return (id, wake);
+            }
+        }
+    }
+
+    pub(crate) fn unregister(&self, id: SessionId) {
+        if self.sessions.remove(&id).is_some() {
+            self.count.send_modify(|n| *n -= 1);
+        }
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    pub(crate) fn watch_sessions(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Milliseconds since the hub started: a cheap clock for liveness stamps.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Tells every session to close with 1001 and waits until all are gone or
+    /// the shutdown timeout passes.
+    pub(crate) async fn shutdown(&self) {
+        self.closing.send_replace(true);
+        let mut count = self.count.subscribe();
+        let all_closed = count.wait_for(|n| *n == 0);
+        if tokio::time::timeout(self.config.shutdown_timeout, all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = self.session_count(),
+                "tidings: sessions still open after the shutdown timeout"
+            );
+        }
+    }
+
+    fn wake_sessions(&self) {
+        for session in self.sessions.iter() {
+            session.value().notify_one();
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Lets the dispatcher notice the hub is gone and end.
+        self.dispatch.notify_one();
+    }
+}
+
+/// Wakes the sessions after each burst of emitted notifications. A burst of
+/// any length costs one pass over the sessions, since `notify_one` keeps at
+/// most one pending wake-up.
+async fn dispatch(hub: Weak<Hub>, signal: Arc<Notify>) {
+    loop {
+        signal.notified().await;
+        match hub.upgrade() {
+            Some(hub) => hub.wake_sessions(),
+            None => return,
+        }
+    }
+}

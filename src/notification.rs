@@ -1,0 +1,246 @@
+//! The data: what changed, and who should hear about it.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::SessionId;
+
+/// What happened to the rows of a collection.
+///
+/// Serialized in lowercase: `"insert"`, `"update"`, `"delete"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// Rows were created.
+    Insert,
+    /// Rows were changed.
+    Update,
+    /// Rows were removed.
+    Delete,
+}
+
+impl Op {
+    /// The wire name: `insert`, `update` or `delete`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One change, ready to be broadcast.
+///
+/// On the wire it is a JSON object; `data` and `origin` are omitted when absent,
+/// and the hub adds the `cursor` it assigns when the notification is emitted:
+///
+/// ```json
+/// {"collection":"forums","op":"insert","data":{"id":7},"cursor":"5f1c2a9e-42"}
+/// ```
+///
+/// Clients must ignore fields they do not know: later versions may add some.
+///
+/// ```
+/// use tidings::{Notification, Op};
+///
+/// let n = Notification::new("forums", Op::Update)
+///     .with_data(&serde_json::json!({ "id": 7 }))
+///     .unwrap()
+///     .to("user:42");
+/// assert_eq!(n.collection(), "forums");
+/// assert_eq!(n.data().unwrap().get(), r#"{"id":7}"#);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub(crate) collection: Cow<'static, str>,
+    pub(crate) op: Op,
+    // Serialized once, on the caller's side; never re-serialized per client.
+    pub(crate) data: Option<Box<RawValue>>,
+    pub(crate) audience: Option<Arc<str>>,
+    pub(crate) origin: Option<SessionId>,
+    pub(crate) skip_origin: bool,
+}
+
+impl Notification {
+    /// A notification about `collection` without data.
+    pub fn new(collection: impl Into<Cow<'static, str>>, op: Op) -> Self {
+        Notification {
+            collection: collection.into(),
+            op,
+            data: None,
+            audience: None,
+            origin: None,
+            skip_origin: true,
+        }
+    }
+
+    /// Attaches `data`, serialized now, once.
+    ///
+    /// Fails only when `data`'s `Serialize` implementation fails (for example a map
+    /// with non-string keys).
+    pub fn with_data<T: Serialize + ?Sized>(mut self, data: &T) -> Result<Self, serde_json::Error> {
+        self.data = Some(serde_json::value::to_raw_value(data)?);
+        Ok(self)
+    }
+
+    /// Attaches data that is already serialized JSON.
+    pub fn with_raw_data(mut self, data: Box<RawValue>) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    /// Addresses the notification to one audience (for example `user:42` or
+    /// `admin`): only sessions whose [`Identity`](crate::Identity) belongs to it
+    /// receive it, live or in replay. Without an audience every session may.
+    pub fn to(mut self, audience: impl Into<Arc<str>>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Records the session whose request caused this change (see
+    /// [`Originator`](crate::axum::Originator)). That session does not receive
+    /// the notification unless [`deliver_to_origin`](Self::deliver_to_origin)
+    /// is called; every session sees the id in the `origin` field.
+    pub fn from_session(mut self, session: SessionId) -> Self {
+        self.origin = Some(session);
+        self
+    }
+
+    /// Delivers the notification to its originating session too (the default
+    /// is to skip it, since that tab already knows about its own write).
+    pub fn deliver_to_origin(mut self) -> Self {
+        self.skip_origin = false;
+        self
+    }
+
+    /// The collection this notification is about.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// What happened.
+    pub fn op(&self) -> Op {
+        self.op
+    }
+
+    /// The serialized data, if any.
+    pub fn data(&self) -> Option<&RawValue> {
+        self.data.as_deref()
+    }
+
+    /// The audience, if the notification is addressed to one.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// The originating session, if known.
+    pub fn origin(&self) -> Option<SessionId> {
+        self.origin
+    }
+
+    /// The session that must not receive this notification, if any.
+    pub(crate) fn skipped_session(&self) -> Option<SessionId> {
+        self.origin.filter(|_| self.skip_origin)
+    }
+
+    /// Writes the wire form without its closing brace, so that the hub can
+    /// append the cursor it assigns without copying the rest.
+    pub(crate) fn write_open_frame(&self, out: &mut String) {
+        out.push_str(r#"{"collection":"#);
+        push_json_str(out, &self.collection);
+        out.push_str(r#","op":""#);
+        out.push_str(self.op.as_str());
+        out.push('"');
+        if let Some(data) = &self.data {
+            out.push_str(r#","data":"#);
+            out.push_str(data.get());
+        }
+        if let Some(origin) = self.origin {
+            out.push_str(r#","origin":""#);
+            origin.push_to(out);
+            out.push('"');
+        }
+    }
+
+    /// An upper bound on the length of [`write_open_frame`](Self::write_open_frame)'s
+    /// output plus a cursor, so the frame is allocated once.
+    pub(crate) fn frame_capacity(&self) -> usize {
+        // Fixed keys and punctuation, an origin, a cursor: under 112 bytes.
+        // Escaping can at most multiply the collection's length by six.
+        112 + self.collection.len() * 6 + self.data.as_ref().map_or(0, |d| d.get().len())
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub(crate) fn push_json_str(out: &mut String, s: &str) {
+    // Collection names are almost always plain identifiers: skip the escaper.
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        // Serializing a &str into a String cannot fail.
+        out.push_str(&serde_json::to_string(s).expect("a str always serializes"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: &Notification) -> String {
+        let mut s = String::new();
+        n.write_open_frame(&mut s);
+        s.push('}');
+        s
+    }
+
+    #[test]
+    fn wire_form_omits_absent_fields() {
+        let n = Notification::new("forums", Op::Insert);
+        assert_eq!(frame(&n), r#"{"collection":"forums","op":"insert"}"#);
+    }
+
+    #[test]
+    fn wire_form_carries_data_and_origin() {
+        let n = Notification::new("posts", Op::Delete)
+            .with_data(&serde_json::json!({"id": 3}))
+            .unwrap()
+            .from_session(SessionId::from_raw(0xab));
+        assert_eq!(
+            frame(&n),
+            r#"{"collection":"posts","op":"delete","data":{"id":3},"origin":"00000000000000ab"}"#
+        );
+    }
+
+    #[test]
+    fn collection_names_are_escaped() {
+        let n = Notification::new("we\"ird\n", Op::Update);
+        let v: serde_json::Value = serde_json::from_str(&frame(&n)).unwrap();
+        assert_eq!(v["collection"], "we\"ird\n");
+    }
+
+    #[test]
+    fn capacity_covers_the_frame_and_a_cursor() {
+        let n = Notification::new("\"\"\"", Op::Update)
+            .with_data(&serde_json::json!({"id": 1}))
+            .unwrap()
+            .from_session(SessionId::from_raw(u64::MAX));
+        let f = frame(&n);
+        let cursor = r#","cursor":"ffffffff-18446744073709551615""#;
+        assert!(f.len() + cursor.len() <= n.frame_capacity());
+    }
+}

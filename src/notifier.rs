@@ -1,0 +1,149 @@
+//! The handle applications hold: cheap to clone, called after every write.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::hub::Hub;
+use crate::{Batch, Config, Cursor, Notification, Op, SessionId};
+
+/// Tells every connected client what changed.
+///
+/// Clone it into handlers and repositories (it is an `Arc`). Each call
+/// serializes the notification once, appends it to the shared history and
+/// returns; waking the sessions happens on a background task, so the cost to
+/// the caller does not depend on how many clients are connected.
+///
+/// ```
+/// use tidings::{Notifier, Op};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let notifier = Notifier::new();
+///
+/// // After a write:
+/// notifier.notify("forums", Op::Insert);
+/// notifier.notify_with("forums", Op::Update, &serde_json::json!({ "id": 7 })).unwrap();
+///
+/// // From a spawned task, exactly the same:
+/// let n = notifier.clone();
+/// tokio::spawn(async move { n.notify("posts", Op::Delete) }).await.unwrap();
+///
+/// assert_eq!(notifier.cursor().seq(), 3);
+/// # }
+/// ```
+///
+/// Must be created inside a tokio runtime (it spawns its dispatcher task).
+#[derive(Clone)]
+pub struct Notifier {
+    hub: Arc<Hub>,
+}
+
+impl Notifier {
+    /// A notifier with the default [`Config`].
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Notifier::with_config(Config::default())
+    }
+
+    /// A notifier with the given configuration.
+    pub fn with_config(config: Config) -> Self {
+        Notifier {
+            hub: Hub::start(config),
+        }
+    }
+
+    /// Broadcasts that `collection` changed, without data.
+    pub fn notify(&self, collection: impl Into<Cow<'static, str>>, op: Op) {
+        self.send(Notification::new(collection, op));
+    }
+
+    /// Broadcasts that `collection` changed, with `data` (typically the row's
+    /// id) serialized once for all clients.
+    pub fn notify_with<T: Serialize + ?Sized>(
+        &self,
+        collection: impl Into<Cow<'static, str>>,
+        op: Op,
+        data: &T,
+    ) -> Result<(), serde_json::Error> {
+        self.send(Notification::new(collection, op).with_data(data)?);
+        Ok(())
+    }
+
+    /// Broadcasts a notification built with [`Notification`]'s methods (for
+    /// an audience, or with the originating session).
+    pub fn send(&self, notification: Notification) {
+        self.hub.emit(notification);
+    }
+
+    /// A batch whose notifications go out together when it is committed, and
+    /// never if it is dropped first. See [`Batch`].
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.clone(), None)
+    }
+
+    /// A batch whose notifications are marked as caused by `session` (see
+    /// [`Notification::from_session`]), so that session skips them. The
+    /// request layer ([`axum::layer`](crate::axum::layer)) makes one from the
+    /// `tidings-session` header.
+    pub fn batch_from(&self, session: Option<SessionId>) -> Batch {
+        Batch::new(self.clone(), session)
+    }
+
+    /// The cursor of the last notification sent.
+    pub fn cursor(&self) -> Cursor {
+        self.hub.history.head()
+    }
+
+    /// How many sessions are connected.
+    pub fn session_count(&self) -> usize {
+        self.hub.session_count()
+    }
+
+    /// A receiver of the session count, for metrics and for waiting until
+    /// clients have connected or left.
+    pub fn watch_sessions(&self) -> watch::Receiver<usize> {
+        self.hub.watch_sessions()
+    }
+
+    /// The configuration this notifier runs with.
+    pub fn config(&self) -> &Config {
+        &self.hub.config
+    }
+
+    /// Closes every session with code 1001 (going away), refuses new ones
+    /// with 503, and waits until all have closed or the shutdown timeout has
+    /// passed.
+    ///
+    /// axum's graceful shutdown does not wait for upgraded connections, so
+    /// call this from the shutdown future:
+    ///
+    /// ```no_run
+    /// # async fn run(listener: tokio::net::TcpListener, app: axum::Router, notifier: tidings::Notifier) {
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(async move {
+    ///         tokio::signal::ctrl_c().await.ok();
+    ///         notifier.shutdown().await;
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # }
+    /// ```
+    pub async fn shutdown(&self) {
+        self.hub.shutdown().await;
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifier")
+            .field("cursor", &self.cursor().to_string())
+            .field("sessions", &self.session_count())
+            .finish()
+    }
+}

@@ -1,0 +1,98 @@
+//! The control frames of the wire protocol (see `docs/protocol.md`).
+//!
+//! Notifications are the only frames without a `type` field; everything the
+//! server says about the session itself has one.
+
+use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{Cursor, SessionId};
+
+/// A frame a client may send.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum ClientFrame {
+    Subscribe { collections: Vec<String> },
+    Unsubscribe { collections: Vec<String> },
+}
+
+/// A control frame the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub(crate) enum ServerFrame<'a> {
+    /// The first frame of every session.
+    Hello {
+        session: SessionId,
+        #[serde(serialize_with = "as_string")]
+        cursor: Cursor,
+    },
+    /// Notifications were lost for this session: reload everything.
+    Resync {
+        #[serde(serialize_with = "as_string")]
+        cursor: Cursor,
+    },
+    /// The session's subscriptions after a subscribe/unsubscribe.
+    Subscribed { collections: Vec<&'a str> },
+    /// A client frame was refused; the session goes on.
+    Error { code: ErrorCode, message: &'a str },
+}
+
+/// Machine-readable reasons in `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ErrorCode {
+    /// Not JSON, or not a known control frame.
+    BadFrame,
+    /// A subscription the authorize hook does not allow.
+    Forbidden,
+}
+
+impl ServerFrame<'_> {
+    pub(crate) fn to_text(&self) -> Utf8Bytes {
+        // Our own enums with string fields: serialization cannot fail.
+        Utf8Bytes::from(serde_json::to_string(self).expect("control frames serialize"))
+    }
+}
+
+fn as_string<S: serde::Serializer>(c: &Cursor, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(c)
+}
+
+/// Close codes (RFC 6455) and the reasons the server gives with them.
+pub(crate) mod close {
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const UNSUPPORTED: u16 = 1003;
+    pub(crate) const TOO_BIG: u16 = 1009;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let hello = ServerFrame::Hello {
+            session: SessionId::from_raw(1),
+            cursor: Cursor::new(2, 3),
+        };
+        assert_eq!(
+            hello.to_text().as_str(),
+            r#"{"type":"hello","session":"0000000000000001","cursor":"00000002-3"}"#
+        );
+        let err = ServerFrame::Error {
+            code: ErrorCode::BadFrame,
+            message: "x",
+        };
+        assert_eq!(
+            err.to_text().as_str(),
+            r#"{"type":"error","code":"bad_frame","message":"x"}"#
+        );
+    }
+
+    #[test]
+    fn client_frames_parse() {
+        let f: ClientFrame = serde_json::from_str(r#"{"type":"subscribe","collections":["a"]}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Subscribe { collections } if collections == ["a"]));
+        assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"dance"}"#).is_err());
+    }
+}

@@ -1,0 +1,303 @@
+//! The WebSocket transport: the upgrade, then one reader and one writer task
+//! per connection.
+//!
+//! The writer owns the session. It sleeps until the dispatcher wakes it, then
+//! pulls a batch of shared frames from the history, feeds them all to the
+//! socket and flushes once, so a burst costs one write system call per batch
+//! rather than one per frame. The reader only turns client frames into
+//! commands for the writer; it never writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use http::StatusCode;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+
+use crate::hub::Hub;
+use crate::identity::Rejection;
+use crate::origin;
+use crate::protocol::{ClientFrame, ErrorCode, ServerFrame, close};
+use crate::session::{Session, Subscriptions};
+use crate::{Identity, Notifier};
+
+/// How many commands the reader may queue for the writer. A client that
+/// sends faster than its replies can be written is slowed down (the reader
+/// waits), which affects nobody else.
+const COMMAND_QUEUE: usize = 16;
+
+/// How long a closing connection waits for the peer's close reply.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The query string of the WebSocket route.
+#[derive(Debug, Default, Deserialize)]
+struct ConnectParams {
+    /// The last cursor the client saw, to resume from.
+    cursor: Option<String>,
+    /// Comma-separated collections; all when absent.
+    collections: Option<String>,
+}
+
+/// The handler behind the WebSocket route: checks the origin, the query and
+/// the application's authorize hook, then upgrades.
+pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) -> Response {
+    let hub = notifier.hub().clone();
+    let (mut parts, _body) = request.into_parts();
+    if hub.is_closing() {
+        return Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        )
+        .into_response();
+    }
+    if let Err(rejection) = origin::check(&hub.config.origins, &parts.headers) {
+        return rejection.into_response();
+    }
+    let params = match Query::<ConnectParams>::try_from_uri(&parts.uri) {
+        Ok(Query(params)) => params,
+        Err(e) => {
+            return Rejection::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()).into_response();
+        }
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(e) => {
+            return Rejection::new(e.status(), "not_websocket", e.body_text()).into_response();
+        }
+    };
+    let identity = match &hub.config.authorize {
+        Some(authorize) => match authorize(&parts).await {
+            Ok(identity) => identity,
+            Err(rejection) => return rejection.into_response(),
+        },
+        None => Identity::anonymous(),
+    };
+    let subscriptions = Subscriptions::from_query(params.collections.as_deref());
+    if let Some(bad) = subscriptions.first_forbidden(&identity) {
+        return Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")).into_response();
+    }
+    let config = &hub.config;
+    upgrade
+        .read_buffer_size(config.read_buffer_size)
+        .write_buffer_size(config.write_buffer_size)
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_message_size)
+        .on_upgrade(move |socket| async move {
+            let (session, first) = Session::open(hub, identity, subscriptions, params.cursor.as_deref());
+            run(socket, session, first).await;
+        })
+}
+
+/// What the reader asks of the writer.
+enum Command {
+    Subscribe(Vec<String>),
+    Unsubscribe(Vec<String>),
+    Error(ErrorCode, String),
+    Close(u16, String),
+}
+
+/// Why the reader stopped.
+enum ReadEnd {
+    /// The peer closed the connection, or it broke.
+    Peer,
+    /// The reader asked the writer to close the connection.
+    Requested,
+}
+
+/// Drives one connection until it ends, however it ends. The session is
+/// unregistered when the writer drops it, before the socket closes.
+async fn run(socket: WebSocket, session: Session, first: Vec<Utf8Bytes>) {
+    let hub = session.hub().clone();
+    let (sink, mut stream) = socket.split();
+    let alive = Arc::new(AtomicU64::new(hub.now_ms()));
+    let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
+    let mut writer = tokio::spawn(write_loop(sink, session, first, inbox, alive.clone()));
+
+    let read_end = tokio::select! {
+        end = read_loop(&mut stream, &commands, &alive, &hub) => Some(end),
+        _ = &mut writer => None,
+    };
+    // Without a sender left, the writer flushes what it owes (such as the
+    // reply to the peer's close) and stops.
+    drop(commands);
+    if read_end.is_some() && timeout(hub.config.write_timeout, &mut writer).await.is_err() {
+        writer.abort();
+    }
+    if !matches!(read_end, Some(ReadEnd::Peer)) {
+        // We sent a close (or the peer went silent): give the peer a moment to
+        // answer, so the socket ends with a clean close rather than a reset.
+        let _ = timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = stream.next().await {}
+        })
+        .await;
+    }
+}
+
+async fn read_loop(
+    stream: &mut SplitStream<WebSocket>,
+    commands: &mpsc::Sender<Command>,
+    alive: &AtomicU64,
+    hub: &Hub,
+) -> ReadEnd {
+    while let Some(message) = stream.next().await {
+        alive.store(hub.now_ms(), Ordering::Relaxed);
+        let command = match message {
+            Ok(Message::Text(text)) => match serde_json::from_str::<ClientFrame>(&text) {
+                Ok(ClientFrame::Subscribe { collections }) => Command::Subscribe(collections),
+                Ok(ClientFrame::Unsubscribe { collections }) => Command::Unsubscribe(collections),
+                Err(e) => Command::Error(ErrorCode::BadFrame, format!("not a control frame: {e}")),
+            },
+            Ok(Message::Binary(_)) => {
+                Command::Close(close::UNSUPPORTED, "binary frames are not supported".into())
+            }
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Close(_)) => return ReadEnd::Peer,
+            Err(e) if is_too_big(&e) => Command::Close(
+                close::TOO_BIG,
+                format!("message larger than {} bytes", hub.config.max_message_size),
+            ),
+            Err(_) => return ReadEnd::Peer,
+        };
+        let closing = matches!(command, Command::Close(..));
+        if commands.send(command).await.is_err() {
+            return ReadEnd::Peer;
+        }
+        if closing {
+            return ReadEnd::Requested;
+        }
+    }
+    ReadEnd::Peer
+}
+
+fn is_too_big(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source().and_then(|s| s.downcast_ref::<tungstenite::Error>()),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn write_loop(
+    mut sink: Sink,
+    mut session: Session,
+    mut frames: Vec<Utf8Bytes>,
+    mut inbox: mpsc::Receiver<Command>,
+    alive: Arc<AtomicU64>,
+) {
+    let hub = session.hub().clone();
+    let config = &hub.config;
+    let wake = session.wake_signal();
+    let mut closing = hub.closing();
+    let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle_ms = config.idle_timeout.as_millis() as u64;
+
+    loop {
+        // Armed before pulling, so a wake-up that arrives while we pull or
+        // write is not lost.
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        session.pull(&mut frames);
+        if !frames.is_empty() {
+            if send_all(&mut sink, &mut frames, config.write_timeout)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+
+        tokio::select! {
+            biased;
+            _ = shutting_down(&mut closing) => {
+                send_close(&mut sink, close::GOING_AWAY, "server shutting down".into(), config.write_timeout).await;
+                return;
+            }
+            command = inbox.recv() => match command {
+                Some(Command::Subscribe(names)) => {
+                    let reply = match session.subscribe(&names) {
+                        Ok(()) => subscribed(&session),
+                        Err(message) => ServerFrame::Error { code: ErrorCode::Forbidden, message: &message }.to_text(),
+                    };
+                    frames.push(reply);
+                }
+                Some(Command::Unsubscribe(names)) => {
+                    session.unsubscribe(&names);
+                    frames.push(subscribed(&session));
+                }
+                Some(Command::Error(code, message)) => {
+                    frames.push(ServerFrame::Error { code, message: &message }.to_text());
+                }
+                Some(Command::Close(code, reason)) => {
+                    send_close(&mut sink, code, reason, config.write_timeout).await;
+                    return;
+                }
+                None => {
+                    // The reader is gone: flush the close reply tungstenite queued.
+                    let _ = timeout(config.write_timeout, sink.flush()).await;
+                    return;
+                }
+            },
+            _ = &mut notified => {}
+            _ = ping.tick() => {
+                if hub.now_ms().saturating_sub(alive.load(Ordering::Relaxed)) > idle_ms {
+                    tracing::debug!(session = %session.id(), "tidings: closing a silent peer");
+                    send_close(&mut sink, close::GOING_AWAY, "no pong: peer considered dead".into(), config.write_timeout).await;
+                    return;
+                }
+                let ping = async { sink.send(Message::Ping(Default::default())).await };
+                if !matches!(timeout(config.write_timeout, ping).await, Ok(Ok(()))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn shutting_down(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the hub is gone, which is a shutdown too.
+    let _ = closing.wait_for(|c| *c).await;
+}
+
+fn subscribed(session: &Session) -> Utf8Bytes {
+    ServerFrame::Subscribed {
+        collections: session.subscriptions().list(),
+    }
+    .to_text()
+}
+
+/// Feeds every frame, then flushes once. Fails when the socket errors or
+/// does not take the frames within `limit` (a stuck client).
+async fn send_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
+    let write = async {
+        for frame in frames.drain(..) {
+            sink.feed(Message::Text(frame)).await?;
+        }
+        sink.flush().await
+    };
+    match timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+async fn send_close(sink: &mut Sink, code: u16, reason: String, limit: Duration) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason),
+    };
+    let _ = timeout(limit, sink.send(Message::Close(Some(frame)))).await;
+}
