@@ -35,8 +35,8 @@
 //! - the hub (fan-out) and the session (one connection) are internal: the
 //!   history of notifications is shared by all sessions, each of which is
 //!   only a position in it (see `docs/protocol.md` for what clients see);
-//! - [`axum`](crate::axum): the WebSocket route and the request layer;
-//! - [`sea_orm`](crate::sea_orm): transaction-scoped notifications;
+//! - [`axum`]: the WebSocket route and the request layer;
+//! - [`sea_orm`]: transaction-scoped notifications;
 //! - [`Config`], [`Identity`]: limits, keepalive, origins, authorization.
 
 #![warn(missing_docs)]
