@@ -2,9 +2,9 @@
 //! per connection.
 //!
 //! The writer owns the session. It sleeps until the dispatcher wakes it, then
-//! pulls a batch of shared frames from the history, feeds them all to the
-//! socket and flushes once, so a burst costs one write system call per batch
-//! rather than one per frame. The reader only turns client frames into
+//! pulls batches of shared frames from the history and feeds them to the
+//! socket until nothing is left, and only then flushes: a burst costs one
+//! write system call per `write_buffer_size` bytes rather than one per frame. The reader only turns client frames into
 //! commands for the writer; it never writes.
 
 use std::sync::Arc;
@@ -201,6 +201,7 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let idle_ms = config.idle_timeout.as_millis() as u64;
+    let mut unflushed = false;
 
     loop {
         // Armed before pulling, so a wake-up that arrives while we pull or
@@ -209,14 +210,23 @@ async fn write_loop(
         tokio::pin!(notified);
         notified.as_mut().enable();
 
+        // Feed while frames are queued; flush once the queue is empty.
         session.pull(&mut frames);
         if !frames.is_empty() {
-            if send_all(&mut sink, &mut frames, config.write_timeout)
+            if feed_all(&mut sink, &mut frames, config.write_timeout)
                 .await
                 .is_err()
             {
                 return;
             }
+            unflushed = true;
+            continue;
+        }
+        if unflushed {
+            if !matches!(timeout(config.write_timeout, sink.flush()).await, Ok(Ok(()))) {
+                return;
+            }
+            unflushed = false;
             continue;
         }
 
@@ -279,16 +289,17 @@ fn subscribed(session: &Session) -> Utf8Bytes {
     .to_text()
 }
 
-/// Feeds every frame, then flushes once. Fails when the socket errors or
-/// does not take the frames within `limit` (a stuck client).
-async fn send_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
-    let write = async {
+/// Feeds every frame to the socket's write buffer, which goes to the socket
+/// whenever it holds `write_buffer_size` bytes. Fails when the socket errors
+/// or does not take the frames within `limit` (a stuck client).
+async fn feed_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
+    let feed = async {
         for frame in frames.drain(..) {
             sink.feed(Message::Text(frame)).await?;
         }
-        sink.flush().await
+        Ok::<_, axum::Error>(())
     };
-    match timeout(limit, write).await {
+    match timeout(limit, feed).await {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
     }
