@@ -41,15 +41,20 @@ use crate::{Batch, Notifier, Rejection, SessionId};
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session");
 
 /// The routes to merge into the application: the WebSocket endpoint at
-/// [`Config::path`](crate::Config::path) (`/ws` by default).
+/// [`Config::path`](crate::Config::path) (`/ws` by default) and the
+/// Server-Sent Events fallback at [`Config::sse_path`](crate::Config::sse_path)
+/// (`/events`).
 pub fn routes<S>(notifier: &Notifier) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    Router::new().route(
-        &notifier.config().path,
-        get(crate::ws::upgrade).with_state(notifier.clone()),
-    )
+    let config = notifier.config();
+    Router::new()
+        .route(&config.path, get(crate::ws::upgrade).with_state(notifier.clone()))
+        .route(
+            &config.sse_path,
+            get(crate::sse::events).with_state(notifier.clone()),
+        )
 }
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)

@@ -62,6 +62,7 @@ pub struct Config {
     pub(crate) read_buffer_size: usize,
     pub(crate) write_buffer_size: usize,
     pub(crate) path: String,
+    pub(crate) sse_path: String,
     pub(crate) origins: Origins,
     pub(crate) authorize: Option<Authorizer>,
 }
@@ -78,6 +79,7 @@ impl Default for Config {
             read_buffer_size: 4096,
             write_buffer_size: 8192,
             path: "/ws".to_owned(),
+            sse_path: "/events".to_owned(),
             origins: Origins::SameHost,
             authorize: None,
         }
@@ -96,6 +98,7 @@ impl fmt::Debug for Config {
             .field("read_buffer_size", &self.read_buffer_size)
             .field("write_buffer_size", &self.write_buffer_size)
             .field("path", &self.path)
+            .field("sse_path", &self.sse_path)
             .field("origins", &self.origins)
             .field("authorize", &self.authorize.is_some())
             .finish()
@@ -166,6 +169,13 @@ impl Config {
     /// The path of the WebSocket route (default `/ws`).
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into();
+        self
+    }
+
+    /// The path of the Server-Sent Events route (default `/events`), the
+    /// fallback for networks that block WebSockets.
+    pub fn sse_path(mut self, path: impl Into<String>) -> Self {
+        self.sse_path = path.into();
         self
     }
 

@@ -129,6 +129,12 @@ impl Drop for Hub {
     }
 }
 
+/// Resolves once the hub starts shutting down (or is gone).
+pub(crate) async fn shutting_down(closing: &mut watch::Receiver<bool>) {
+    // An error means the hub is gone, which is a shutdown too.
+    let _ = closing.wait_for(|c| *c).await;
+}
+
 /// Wakes the sessions after each burst of emitted notifications. A burst of
 /// any length costs one pass over the sessions, since `notify_one` keeps at
 /// most one pending wake-up.

@@ -41,6 +41,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 mod batch;
 mod config;
 mod cursor;
@@ -52,6 +53,7 @@ mod notifier;
 mod origin;
 mod protocol;
 mod session;
+mod sse;
 mod ws;
 
 pub mod axum;

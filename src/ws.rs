@@ -12,21 +12,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use http::StatusCode;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
+use crate::admission::{Admission, admit};
 use crate::hub::Hub;
-use crate::identity::Rejection;
-use crate::origin;
 use crate::protocol::{ClientFrame, ErrorCode, ServerFrame, close};
-use crate::session::{Session, Subscriptions};
-use crate::{Identity, Notifier};
+use crate::session::Session;
+use crate::{Notifier, Rejection};
 
 /// How many commands the reader may queue for the writer. A client that
 /// sends faster than its replies can be written is slowed down (the reader
@@ -36,54 +33,19 @@ const COMMAND_QUEUE: usize = 16;
 /// How long a closing connection waits for the peer's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The query string of the WebSocket route.
-#[derive(Debug, Default, Deserialize)]
-struct ConnectParams {
-    /// The last cursor the client saw, to resume from.
-    cursor: Option<String>,
-    /// Comma-separated collections; all when absent.
-    collections: Option<String>,
-}
-
-/// The handler behind the WebSocket route: checks the origin, the query and
-/// the application's authorize hook, then upgrades.
+/// The handler behind the WebSocket route: checks that it is an upgrade
+/// request and that the client is admitted, then upgrades.
 pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) -> Response {
     let hub = notifier.hub().clone();
     let (mut parts, _body) = request.into_parts();
-    if hub.is_closing() {
-        return Rejection::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is shutting down",
-        )
-        .into_response();
-    }
-    if let Err(rejection) = origin::check(&hub.config.origins, &parts.headers) {
-        return rejection.into_response();
-    }
-    let params = match Query::<ConnectParams>::try_from_uri(&parts.uri) {
-        Ok(Query(params)) => params,
-        Err(e) => {
-            return Rejection::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()).into_response();
-        }
-    };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
-        Err(e) => {
-            return Rejection::new(e.status(), "not_websocket", e.body_text()).into_response();
-        }
+        Err(e) => return Rejection::new(e.status(), "not_websocket", e.body_text()).into_response(),
     };
-    let identity = match &hub.config.authorize {
-        Some(authorize) => match authorize(&parts).await {
-            Ok(identity) => identity,
-            Err(rejection) => return rejection.into_response(),
-        },
-        None => Identity::anonymous(),
+    let admission = match admit(&hub, &parts).await {
+        Ok(admission) => admission,
+        Err(rejection) => return rejection.into_response(),
     };
-    let subscriptions = Subscriptions::from_query(params.collections.as_deref());
-    if let Some(bad) = subscriptions.first_forbidden(&identity) {
-        return Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")).into_response();
-    }
     let config = &hub.config;
     upgrade
         .read_buffer_size(config.read_buffer_size)
@@ -91,7 +53,12 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size)
         .on_upgrade(move |socket| async move {
-            let (session, first) = Session::open(hub, identity, subscriptions, params.cursor.as_deref());
+            let Admission {
+                identity,
+                subscriptions,
+                cursor,
+            } = admission;
+            let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
             run(socket, session, first).await;
         })
 }
@@ -232,7 +199,7 @@ async fn write_loop(
 
         tokio::select! {
             biased;
-            _ = shutting_down(&mut closing) => {
+            _ = crate::hub::shutting_down(&mut closing) => {
                 send_close(&mut sink, close::GOING_AWAY, "server shutting down".into(), config.write_timeout).await;
                 return;
             }
@@ -275,11 +242,6 @@ async fn write_loop(
             }
         }
     }
-}
-
-async fn shutting_down(closing: &mut tokio::sync::watch::Receiver<bool>) {
-    // An error means the hub is gone, which is a shutdown too.
-    let _ = closing.wait_for(|c| *c).await;
 }
 
 fn subscribed(session: &Session) -> Utf8Bytes {

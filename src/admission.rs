@@ -1,0 +1,58 @@
+//! Who may open a session: the checks every transport (WebSocket, SSE) runs
+//! before it starts one, each answered with a JSON error when it fails.
+
+use axum::extract::Query;
+use http::StatusCode;
+use http::request::Parts;
+use serde::Deserialize;
+
+use crate::hub::Hub;
+use crate::session::Subscriptions;
+use crate::{Identity, Rejection, origin};
+
+/// The query string of the session routes.
+#[derive(Debug, Default, Deserialize)]
+struct ConnectParams {
+    /// The last cursor the client saw, to resume from.
+    cursor: Option<String>,
+    /// Comma-separated collections; all when absent.
+    collections: Option<String>,
+}
+
+/// A client that passed every check.
+pub(crate) struct Admission {
+    pub(crate) identity: Identity,
+    pub(crate) subscriptions: Subscriptions,
+    /// The `cursor` query parameter, if given.
+    pub(crate) cursor: Option<String>,
+}
+
+/// Runs the checks in order: shutting down, origin, query, the
+/// application's authorize hook, and the requested collections.
+pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejection> {
+    if hub.is_closing() {
+        return Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ));
+    }
+    origin::check(&hub.config.origins, &parts.headers)?;
+    let Query(params) = Query::<ConnectParams>::try_from_uri(&parts.uri)
+        .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+    let identity = match &hub.config.authorize {
+        Some(authorize) => authorize(parts).await?,
+        None => Identity::anonymous(),
+    };
+    let subscriptions = Subscriptions::from_query(params.collections.as_deref());
+    if let Some(bad) = subscriptions.first_forbidden(&identity) {
+        return Err(Rejection::forbidden(format!(
+            "not allowed to subscribe to `{bad}`"
+        )));
+    }
+    Ok(Admission {
+        identity,
+        subscriptions,
+        cursor: params.cursor,
+    })
+}

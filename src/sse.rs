@@ -1,0 +1,126 @@
+//! The Server-Sent Events transport, for networks where WebSockets are
+//! blocked: the same sessions, subscriptions, audiences and authorization as
+//! the WebSocket, one-way.
+//!
+//! Every frame is sent as an SSE `message` event whose data is exactly the
+//! JSON the WebSocket would carry, so clients parse both the same way. The
+//! event `id` is the frame's cursor, so the browser's automatic
+//! `Last-Event-ID` resumes where the stream broke. Subscriptions are chosen
+//! with the `collections` query parameter (there is no upstream channel).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::ws::Utf8Bytes;
+use axum::extract::{Request, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use crate::Notifier;
+use crate::admission::{Admission, admit};
+use crate::hub::shutting_down;
+use crate::session::Session;
+
+/// The handler behind the SSE route.
+pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -> Response {
+    let hub = notifier.hub().clone();
+    let (parts, _body) = request.into_parts();
+    let Admission {
+        identity,
+        subscriptions,
+        cursor,
+    } = match admit(&hub, &parts).await {
+        Ok(admission) => admission,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // The browser sends Last-Event-ID when it reconnects by itself; it is
+    // newer than the cursor in the URL it first connected with.
+    let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let resume = last_event_id.map(str::to_owned).or(cursor);
+    let keep_alive = KeepAlive::new().interval(hub.config.ping_interval).text("");
+    let closing = hub.closing();
+    let (session, first) = Session::open(hub, identity, subscriptions, resume.as_deref());
+    let mut response = Sse::new(stream(session, first.into(), closing))
+        .keep_alive(keep_alive)
+        .into_response();
+    // Proxies such as nginx would otherwise buffer the stream.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    response
+}
+
+/// The session's frames as SSE events; ends when the hub shuts down. The
+/// session is unregistered when the client goes away and the response body
+/// (this stream) is dropped.
+fn stream(
+    session: Session,
+    pending: VecDeque<Utf8Bytes>,
+    closing: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    struct State {
+        session: Session,
+        pending: VecDeque<Utf8Bytes>,
+        scratch: Vec<Utf8Bytes>,
+        closing: watch::Receiver<bool>,
+    }
+    let state = State {
+        session,
+        pending,
+        scratch: Vec::new(),
+        closing,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(frame) = state.pending.pop_front() {
+                return Some((Ok(event(&frame)), state));
+            }
+            let wake = state.session.wake_signal();
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            state.session.pull(&mut state.scratch);
+            if !state.scratch.is_empty() {
+                state.pending.extend(state.scratch.drain(..));
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = shutting_down(&mut state.closing) => return None,
+                _ = notified => {}
+            }
+        }
+    })
+}
+
+fn event(frame: &str) -> Event {
+    let event = Event::default().data(frame);
+    match cursor_of(frame) {
+        Some(cursor) => event.id(cursor),
+        None => event,
+    }
+}
+
+/// The cursor of a frame: it is always the last field of the frames that
+/// carry one (notifications, hello, resync), so the last occurrence is it
+/// even when the application's data contains the same text.
+fn cursor_of(frame: &str) -> Option<&str> {
+    const KEY: &str = r#""cursor":""#;
+    let start = frame.rfind(KEY)? + KEY.len();
+    let len = frame[start..].find('"')?;
+    Some(&frame[start..start + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cursor_of;
+
+    #[test]
+    fn finds_the_trailing_cursor() {
+        let f = r#"{"collection":"a","op":"insert","data":{"note":"\"cursor\":\"x"},"cursor":"0000000a-7"}"#;
+        assert_eq!(cursor_of(f), Some("0000000a-7"));
+        assert_eq!(cursor_of(r#"{"type":"subscribed","collections":[]}"#), None);
+    }
+}
