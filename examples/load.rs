@@ -1,0 +1,995 @@
+//! End-to-end load tool: real WebSocket clients against a real server, tidings
+//! versus the obvious hand-written broadcast handler.
+//!
+//! ```text
+//! cargo run --release --example load -- run --clients 1000 --messages 1000 --impl both
+//! cargo run --release --example load -- run --mode paced --messages 200
+//! cargo run --release --example load -- run --subscribed 10pct
+//! cargo run --release --example load -- server --addr 127.0.0.1:0 --impl tidings
+//! ```
+//!
+//! `run` (the driver) spawns `server` as a child process per implementation,
+//! opens the WebSocket clients in its own process, measures idle memory per
+//! session, asks the server to emit over a small control API
+//! (`POST /emit`, `GET /stats`) and prints one table row per implementation.
+//! Everything listens on 127.0.0.1; every wait is bounded. See
+//! `docs/benchmarks.md` ("End-to-end load tool") for the method.
+//!
+//! Many clients need many file descriptors in both processes: raise the limit
+//! first (`ulimit -n 65536`), the child inherits it.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tidings::{Config, Notifier, Op};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whole run of one implementation (connect, emit, receive) must end in this.
+const OVERALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// After the emit call returned, stop waiting once no client made progress
+/// for this long.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(5);
+/// Baseline broadcast channel capacity.
+const BASELINE_CAPACITY: usize = 1024;
+/// Clients connecting at once.
+const CONNECT_CONCURRENCY: usize = 128;
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match args.first().map(String::as_str) {
+        Some("server") => rt.block_on(server(Args::parse(&args[1..])?)),
+        Some("run") => rt.block_on(run(Args::parse(&args[1..])?)),
+        _ => {
+            eprintln!(
+                "usage: load server --addr 127.0.0.1:0 --impl tidings|baseline [--replay N]\n       \
+                 load run [--clients N] [--messages M] [--size B] [--mode burst|paced] \
+                 [--pace-us P] [--subscribed all|10pct] [--impl tidings|baseline|both] [--replay N]"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- arguments
+
+#[derive(Debug, Clone)]
+struct Args {
+    addr: String,
+    imp: String,
+    replay: usize,
+    clients: usize,
+    messages: usize,
+    size: usize,
+    paced: bool,
+    pace_us: u64,
+    ten_pct: bool,
+}
+
+impl Args {
+    fn parse(args: &[String]) -> Result<Args, Error> {
+        let mut a = Args {
+            addr: "127.0.0.1:0".into(),
+            imp: "both".into(),
+            replay: 1024,
+            clients: 1000,
+            messages: 1000,
+            size: 100,
+            paced: false,
+            pace_us: 10_000,
+            ten_pct: false,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--addr" => a.addr = value.clone(),
+                "--impl" => a.imp = value.clone(),
+                "--replay" => a.replay = value.parse()?,
+                "--clients" => a.clients = value.parse()?,
+                "--messages" => a.messages = value.parse()?,
+                "--size" => a.size = value.parse()?,
+                "--pace-us" => a.pace_us = value.parse()?,
+                "--mode" => {
+                    a.paced = match value.as_str() {
+                        "burst" => false,
+                        "paced" => true,
+                        m => return Err(format!("unknown mode {m}").into()),
+                    }
+                }
+                "--subscribed" => {
+                    a.ten_pct = match value.as_str() {
+                        "all" => false,
+                        "10pct" => true,
+                        m => return Err(format!("unknown --subscribed {m}").into()),
+                    }
+                }
+                f => return Err(format!("unknown flag {f}").into()),
+            }
+        }
+        if !matches!(a.imp.as_str(), "tidings" | "baseline" | "both") {
+            return Err(format!("unknown impl {}", a.imp).into());
+        }
+        a.messages = a.messages.clamp(1, 1_000_000);
+        a.clients = a.clients.clamp(1, 100_000);
+        Ok(a)
+    }
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+// ------------------------------------------------------------------- server
+
+/// What the baseline broadcasts: the obvious event struct, cloned into every
+/// receiver by `broadcast` and serialized per client.
+#[derive(Clone, Serialize)]
+struct Event {
+    collection: String,
+    op: &'static str,
+    data: EventData,
+}
+
+#[derive(Clone, Serialize)]
+struct EventData {
+    t: u64,
+    i: u64,
+    pad: String,
+}
+
+/// The tidings payload: the same fields, borrowed.
+#[derive(Serialize)]
+struct Payload<'a> {
+    t: u64,
+    i: u64,
+    pad: &'a str,
+}
+
+#[derive(Clone)]
+enum Hub {
+    Tidings(Notifier),
+    Baseline {
+        tx: broadcast::Sender<Event>,
+        sessions: Arc<AtomicUsize>,
+    },
+}
+
+#[derive(Deserialize)]
+struct EmitParams {
+    count: usize,
+    #[serde(default)]
+    size: usize,
+    #[serde(default = "default_collection")]
+    collection: String,
+    #[serde(default)]
+    pace_us: u64,
+}
+
+fn default_collection() -> String {
+    "hot".into()
+}
+
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct EmitReport {
+    count: usize,
+    first_emit_ns: u64,
+    last_emit_ns: u64,
+    caller_p50_ns: u64,
+    caller_p99_ns: u64,
+    caller_max_ns: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Default)]
+struct Stats {
+    rss_kib: u64,
+    sessions: usize,
+    /// User + system CPU time of the server process so far.
+    cpu_ms: u64,
+}
+
+/// User + system CPU time of this process, from `/proc/self/stat`.
+fn cpu_ms() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the parenthesized command name; utime and stime are
+    // fields 14 and 15 of the whole line, in clock ticks (100 per second).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 10
+}
+
+async fn server(args: Args) -> Result<(), Error> {
+    let hub = match args.imp.as_str() {
+        "tidings" => Hub::Tidings(Notifier::with_config(
+            Config::default().replay_capacity(args.replay),
+        )),
+        "baseline" => Hub::Baseline {
+            tx: broadcast::channel(BASELINE_CAPACITY).0,
+            sessions: Arc::new(AtomicUsize::new(0)),
+        },
+        other => return Err(format!("server --impl must be tidings or baseline, not {other}").into()),
+    };
+    let control = Router::new()
+        .route("/emit", post(emit))
+        .route("/stats", get(stats))
+        .with_state(hub.clone());
+    let app = match &hub {
+        Hub::Tidings(notifier) => control.merge(tidings::axum::routes(notifier)),
+        Hub::Baseline { .. } => control.merge(
+            Router::new()
+                .route("/ws", get(baseline_ws))
+                .with_state(hub.clone()),
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{}", listener.local_addr()?)?;
+        out.flush()?;
+    }
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let stdin_closed = async {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = stdin_closed => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    tokio::select! {
+        r = axum::serve(listener, app) => r?,
+        _ = stop => {}
+    }
+    Ok(())
+}
+
+async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
+    let count = p.count.min(1_000_000);
+    let pad = "x".repeat(p.size.min(1 << 20));
+    let mut costs = Vec::with_capacity(count);
+    let mut first = 0;
+    let mut last = 0;
+    for i in 0..count {
+        if i > 0 && p.pace_us > 0 {
+            let pace = Duration::from_micros(p.pace_us);
+            if pace >= Duration::from_millis(1) {
+                tokio::time::sleep(pace).await;
+            } else {
+                let until = Instant::now() + pace;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let t = unix_nanos();
+        if i == 0 {
+            first = t;
+        }
+        last = t;
+        let cost = match &hub {
+            Hub::Tidings(notifier) => {
+                let payload = Payload {
+                    t,
+                    i: i as u64,
+                    pad: &pad,
+                };
+                let collection = p.collection.clone();
+                let start = Instant::now();
+                let _ = notifier.notify_with(collection, Op::Insert, &payload);
+                start.elapsed()
+            }
+            Hub::Baseline { tx, .. } => {
+                let event = Event {
+                    collection: p.collection.clone(),
+                    op: "insert",
+                    data: EventData {
+                        t,
+                        i: i as u64,
+                        pad: pad.clone(),
+                    },
+                };
+                let start = Instant::now();
+                let _ = tx.send(event);
+                start.elapsed()
+            }
+        };
+        costs.push(cost.as_nanos() as u64);
+    }
+    costs.sort_unstable();
+    axum::Json(EmitReport {
+        count,
+        first_emit_ns: first,
+        last_emit_ns: last,
+        caller_p50_ns: percentile(&costs, 50.0),
+        caller_p99_ns: percentile(&costs, 99.0),
+        caller_max_ns: costs.last().copied().unwrap_or(0),
+    })
+    .into_response()
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn stats(State(hub): State<Hub>) -> Response {
+    let sessions = match &hub {
+        Hub::Tidings(notifier) => notifier.session_count(),
+        Hub::Baseline { sessions, .. } => sessions.load(Ordering::SeqCst),
+    };
+    axum::Json(Stats {
+        rss_kib: rss_kib(),
+        sessions,
+        cpu_ms: cpu_ms(),
+    })
+    .into_response()
+}
+
+/// The baseline: one task per connection, subscribed to a broadcast channel;
+/// each event is serialized for this client and sent on its own (no batching).
+async fn baseline_ws(State(hub): State<Hub>, ws: WebSocketUpgrade) -> Response {
+    let Hub::Baseline { tx, sessions } = hub else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    ws.on_upgrade(move |socket| baseline_session(socket, tx.subscribe(), sessions))
+}
+
+async fn baseline_session(
+    mut socket: WebSocket,
+    mut rx: broadcast::Receiver<Event>,
+    sessions: Arc<AtomicUsize>,
+) {
+    sessions.fetch_add(1, Ordering::SeqCst);
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Ok(event) => {
+                    let Ok(json) = serde_json::to_string(&event) else { continue };
+                    if socket.send(AxMessage::Text(json.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(AxMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    sessions.fetch_sub(1, Ordering::SeqCst);
+}
+
+// ------------------------------------------------------------------- driver
+
+/// A tiny HTTP/1.1 client for the control API (`Connection: close`).
+async fn http_json<T: for<'de> Deserialize<'de>>(
+    addr: &str,
+    method: &str,
+    path: &str,
+    limit: Duration,
+) -> Result<T, Error> {
+    let request = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        Ok::<_, Error>(buf)
+    };
+    let buf = tokio::time::timeout(limit, request)
+        .await
+        .map_err(|_| format!("{method} {path}: timed out"))??;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: malformed response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{method} {path}: {}", head.lines().next().unwrap_or("")).into());
+    }
+    Ok(serde_json::from_str(body)?)
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<&'a str>,
+    #[serde(borrow)]
+    collection: Option<&'a str>,
+    data: Option<FrameData>,
+}
+
+#[derive(Deserialize)]
+struct FrameData {
+    t: u64,
+    i: u64,
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct ClientResult {
+    connected: bool,
+    /// Expected to receive every notification (hot, or `all` mode).
+    wanted: bool,
+    /// Receive time (unix ns) per notification index; 0 = not received.
+    recv: Vec<u64>,
+    /// Emit time per index, from the payload.
+    sent: Vec<u64>,
+    received: u64,
+    resyncs: u64,
+    /// Missing notifications announced by a resync frame.
+    covered: u64,
+    /// Missing notifications not announced (gaps, or never arrived).
+    silent: u64,
+    /// Frames this client did not want (baseline without filtering).
+    unwanted: u64,
+    duplicates: u64,
+}
+
+struct Shared {
+    done: AtomicUsize,
+    ready: AtomicUsize,
+    progress: AtomicU64,
+}
+
+async fn client(
+    url: String,
+    tidings: bool,
+    wanted: bool,
+    messages: usize,
+    shared: Arc<Shared>,
+    connect: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> ClientResult {
+    let mut r = ClientResult {
+        wanted,
+        ..Default::default()
+    };
+    let permit = connect.acquire().await;
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::connect_async(url.as_str()),
+    )
+    .await;
+    let mut ws = match connected {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            eprintln!("connect failed: {e}");
+            return r;
+        }
+        Err(_) => {
+            eprintln!("connect timed out");
+            return r;
+        }
+    };
+    if tidings {
+        // The hello frame: the session is registered once it is sent.
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"hello\"") => {}
+            other => {
+                eprintln!("no hello: {other:?}");
+                return r;
+            }
+        }
+    }
+    drop(permit);
+    r.connected = true;
+    shared.ready.fetch_add(1, Ordering::SeqCst);
+    if wanted {
+        r.recv = vec![0; messages];
+        r.sent = vec![0; messages];
+    }
+    let mut last_i: i64 = -1;
+    let mut resync_pending = false;
+    let mut finished = false;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            msg = ws.next() => msg,
+            _ = stop.changed() => break,
+        };
+        let now = unix_nanos();
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            Some(Ok(_)) => continue,
+        };
+        let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+            continue;
+        };
+        match (frame.kind, frame.data) {
+            (Some("resync"), _) => {
+                r.resyncs += 1;
+                resync_pending = true;
+            }
+            (None, Some(data)) if wanted && frame.collection == Some("hot") => {
+                let i = data.i as usize;
+                if i >= messages {
+                    continue;
+                }
+                if r.recv[i] != 0 {
+                    r.duplicates += 1;
+                    continue;
+                }
+                r.recv[i] = now;
+                r.sent[i] = data.t;
+                r.received += 1;
+                shared.progress.fetch_add(1, Ordering::Relaxed);
+                let gap = (i as i64 - last_i - 1).max(0) as u64;
+                if resync_pending {
+                    r.covered += gap;
+                } else {
+                    r.silent += gap;
+                }
+                resync_pending = false;
+                last_i = last_i.max(i as i64);
+                if i + 1 == messages && !finished {
+                    finished = true;
+                    shared.done.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            (None, Some(_)) => r.unwanted += 1,
+            _ => {}
+        }
+    }
+    if wanted {
+        let tail = (messages as i64 - last_i - 1).max(0) as u64;
+        if resync_pending {
+            r.covered += tail;
+        } else {
+            r.silent += tail;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    r
+}
+
+struct Row {
+    imp: String,
+    clients: usize,
+    connected: usize,
+    messages: usize,
+    deliveries: u64,
+    expected: u64,
+    deliveries_per_s: f64,
+    lat_p50_us: f64,
+    lat_p99_us: f64,
+    lat_max_us: f64,
+    caller_p50_ns: u64,
+    caller_p99_ns: u64,
+    rss_idle_kib: u64,
+    rss_per_session_kib: f64,
+    rss_after_kib: u64,
+    /// Server CPU during emit + delivery, and the driver's (clients').
+    server_cpu_ms: u64,
+    driver_cpu_ms: u64,
+    lost: u64,
+    covered: u64,
+    silent: u64,
+    resyncs: u64,
+    unwanted: u64,
+    duplicates: u64,
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    if let Some(limit) = nofile_soft_limit()
+        && limit < (args.clients as u64 + 64)
+    {
+        eprintln!(
+            "warning: open file limit is {limit}, below {} clients: run `ulimit -n 65536` first",
+            args.clients
+        );
+    }
+    let imps: Vec<&str> = match args.imp.as_str() {
+        "both" => vec!["tidings", "baseline"],
+        one => vec![one],
+    };
+    println!(
+        "clients={} messages={} size={}B mode={} subscribed={} replay={} cpus={}",
+        args.clients,
+        args.messages,
+        args.size,
+        if args.paced {
+            format!("paced({}us)", args.pace_us)
+        } else {
+            "burst".into()
+        },
+        if args.ten_pct { "10pct" } else { "all" },
+        args.replay,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let mut rows = Vec::new();
+    for imp in imps {
+        match tokio::time::timeout(OVERALL_TIMEOUT + Duration::from_secs(30), run_one(&args, imp)).await {
+            Ok(Ok(row)) => rows.push(row),
+            Ok(Err(e)) => eprintln!("{imp}: failed: {e}"),
+            Err(_) => eprintln!("{imp}: timed out"),
+        }
+        // Let the sockets of this run close before the next one.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    print_rows(&args, &rows);
+    Ok(())
+}
+
+fn nofile_soft_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+async fn run_one(args: &Args, imp: &str) -> Result<Row, Error> {
+    let started = Instant::now();
+    let deadline = started + OVERALL_TIMEOUT;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "server",
+            "--addr",
+            "127.0.0.1:0",
+            "--impl",
+            imp,
+            "--replay",
+            &args.replay.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .map_err(|_| "server did not start")??
+        .ok_or("server exited")?;
+    let addr = line
+        .strip_prefix("listening on http://")
+        .ok_or_else(|| format!("unexpected server output: {line}"))?
+        .to_owned();
+    let result = drive(args, imp, &addr, deadline).await;
+    drop(child.stdin.take()); // the server exits when its stdin closes
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
+    result
+}
+
+async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<Row, Error> {
+    let tidings = imp == "tidings";
+    let ctl = Duration::from_secs(10);
+    // Let the server settle, then measure its memory without sessions.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: Stats = http_json(addr, "GET", "/stats", ctl).await?;
+
+    let shared = Arc::new(Shared {
+        done: AtomicUsize::new(0),
+        ready: AtomicUsize::new(0),
+        progress: AtomicU64::new(0),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connect = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut tasks = Vec::with_capacity(args.clients);
+    let mut wanted_clients = 0usize;
+    for n in 0..args.clients {
+        let hot = !args.ten_pct || n % 10 == 0;
+        let url = if !args.ten_pct {
+            format!("ws://{addr}/ws")
+        } else if tidings {
+            let c = if hot { "hot" } else { "cold" };
+            format!("ws://{addr}/ws?collections={c}")
+        } else {
+            // The baseline has no filtering: every client gets everything
+            // and the cold ones drop it on receipt.
+            format!("ws://{addr}/ws")
+        };
+        wanted_clients += hot as usize;
+        tasks.push(tokio::spawn(client(
+            url,
+            tidings,
+            hot,
+            args.messages,
+            shared.clone(),
+            connect.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    // Wait until every client is connected and the server counts them all.
+    let connect_start = Instant::now();
+    let mut connected_sessions = 0;
+    loop {
+        let ready = shared.ready.load(Ordering::SeqCst);
+        let finished = tasks.iter().filter(|t| t.is_finished()).count();
+        if ready + finished >= args.clients {
+            let s: Stats = http_json(addr, "GET", "/stats", ctl).await?;
+            connected_sessions = s.sessions;
+            if s.sessions >= ready {
+                break;
+            }
+        }
+        if Instant::now() > deadline || connect_start.elapsed() > Duration::from_secs(60) {
+            eprintln!("{imp}: only {} of {} clients connected", ready, args.clients);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let connect_time = connect_start.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle: Stats = http_json(addr, "GET", "/stats", ctl).await?;
+    let driver_cpu_before = cpu_ms();
+    let ready = shared.ready.load(Ordering::SeqCst);
+    eprintln!(
+        "{imp}: {ready} clients connected in {:.1} s, server sessions {}, rss {} -> {} KiB",
+        connect_time.as_secs_f64(),
+        connected_sessions.max(idle.sessions),
+        before.rss_kib,
+        idle.rss_kib
+    );
+
+    // Emit.
+    let pace_us = if args.paced { args.pace_us } else { 0 };
+    let path = format!(
+        "/emit?count={}&size={}&collection=hot&pace_us={}",
+        args.messages, args.size, pace_us
+    );
+    let emit_limit = deadline.saturating_duration_since(Instant::now());
+    let emit_addr = addr.to_owned();
+    let emit =
+        tokio::spawn(async move { http_json::<EmitReport>(&emit_addr, "POST", &path, emit_limit).await });
+    let mut emit_report: Option<EmitReport> = None;
+    let mut emit_task = Some(emit);
+    let mut last_progress = (0, Instant::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(task) = emit_task.as_ref()
+            && task.is_finished()
+        {
+            let task = emit_task.take().ok_or("emit task")?;
+            emit_report = Some(task.await??);
+            last_progress.1 = Instant::now();
+        }
+        let progress = shared.progress.load(Ordering::Relaxed);
+        if progress != last_progress.0 {
+            last_progress = (progress, Instant::now());
+        }
+        let done = shared.done.load(Ordering::SeqCst);
+        let wanted_ready = if args.ten_pct {
+            wanted_clients.min(ready)
+        } else {
+            ready
+        };
+        if emit_report.is_some() && done >= wanted_ready {
+            break;
+        }
+        if emit_report.is_some() && last_progress.1.elapsed() > QUIET_TIMEOUT {
+            eprintln!("{imp}: no progress for {QUIET_TIMEOUT:?}, counting the rest as lost");
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("{imp}: overall timeout, counting the rest as lost");
+            break;
+        }
+    }
+    // Give cold (baseline) clients a moment to drain what they are sent.
+    if args.ten_pct && !tidings {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after: Stats = http_json(addr, "GET", "/stats", ctl).await.unwrap_or_default();
+    let driver_cpu = cpu_ms().saturating_sub(driver_cpu_before);
+    let _ = stop_tx.send(true);
+    let emit = match emit_report {
+        Some(r) => r,
+        None => match emit_task {
+            Some(t) => tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .map_err(|_| "emit did not return")???,
+            None => EmitReport::default(),
+        },
+    };
+    let mut results = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), t).await {
+            results.push(r);
+        }
+    }
+    let mut row = summarize(imp, args, &results, &emit, &before, &idle, &after);
+    row.driver_cpu_ms = driver_cpu;
+    Ok(row)
+}
+
+fn summarize(
+    imp: &str,
+    args: &Args,
+    results: &[ClientResult],
+    emit: &EmitReport,
+    before: &Stats,
+    idle: &Stats,
+    after: &Stats,
+) -> Row {
+    let m = args.messages;
+    let mut last_recv = vec![0u64; m];
+    let mut sent = vec![0u64; m];
+    let mut row = Row {
+        imp: imp.to_owned(),
+        clients: args.clients,
+        connected: results.iter().filter(|r| r.connected).count(),
+        messages: m,
+        deliveries: 0,
+        expected: 0,
+        deliveries_per_s: 0.0,
+        lat_p50_us: 0.0,
+        lat_p99_us: 0.0,
+        lat_max_us: 0.0,
+        caller_p50_ns: emit.caller_p50_ns,
+        caller_p99_ns: emit.caller_p99_ns,
+        rss_idle_kib: before.rss_kib,
+        rss_per_session_kib: 0.0,
+        rss_after_kib: after.rss_kib,
+        server_cpu_ms: after.cpu_ms.saturating_sub(idle.cpu_ms),
+        driver_cpu_ms: 0,
+        lost: 0,
+        covered: 0,
+        silent: 0,
+        resyncs: 0,
+        unwanted: 0,
+        duplicates: 0,
+    };
+    let mut max_recv = 0u64;
+    // Every client that should have received the notifications counts,
+    // including those that failed to connect (all lost).
+    for r in results.iter().filter(|r| r.wanted) {
+        row.expected += m as u64;
+        row.deliveries += r.received;
+        row.resyncs += r.resyncs;
+        row.unwanted += r.unwanted;
+        row.duplicates += r.duplicates;
+        if !r.connected {
+            row.silent += m as u64;
+            continue;
+        }
+        row.covered += r.covered;
+        row.silent += r.silent;
+        for i in 0..m {
+            if r.recv[i] != 0 {
+                last_recv[i] = last_recv[i].max(r.recv[i]);
+                sent[i] = r.sent[i];
+                max_recv = max_recv.max(r.recv[i]);
+            }
+        }
+    }
+    row.unwanted += results
+        .iter()
+        .filter(|r| !r.wanted)
+        .map(|r| r.unwanted)
+        .sum::<u64>();
+    row.lost = row.expected - row.deliveries;
+    let mut lat: Vec<u64> = (0..m)
+        .filter(|&i| last_recv[i] != 0)
+        .map(|i| last_recv[i].saturating_sub(sent[i]))
+        .collect();
+    lat.sort_unstable();
+    row.lat_p50_us = percentile(&lat, 50.0) as f64 / 1e3;
+    row.lat_p99_us = percentile(&lat, 99.0) as f64 / 1e3;
+    row.lat_max_us = lat.last().copied().unwrap_or(0) as f64 / 1e3;
+    if max_recv > emit.first_emit_ns && emit.first_emit_ns != 0 {
+        row.deliveries_per_s = row.deliveries as f64 / ((max_recv - emit.first_emit_ns) as f64 / 1e9);
+    }
+    if idle.sessions > 0 {
+        row.rss_per_session_kib = idle.rss_kib.saturating_sub(before.rss_kib) as f64 / idle.sessions as f64;
+    }
+    row
+}
+
+fn print_rows(args: &Args, rows: &[Row]) {
+    println!();
+    println!(
+        "| impl | clients (connected) | deliveries / expected | deliveries/s | fan-out p50 | fan-out p99 | fan-out max | caller p50 | caller p99 | RSS base | RSS/idle session | lost (resync-covered / silent) | resyncs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} ({}) | {} / {} | {:.0} | {:.1} ms | {:.1} ms | {:.1} ms | {} ns | {} ns | {:.1} MiB | {:.1} KiB | {} ({} / {}) | {} |",
+            r.imp,
+            r.clients,
+            r.connected,
+            r.deliveries,
+            r.expected,
+            r.deliveries_per_s,
+            r.lat_p50_us / 1e3,
+            r.lat_p99_us / 1e3,
+            r.lat_max_us / 1e3,
+            r.caller_p50_ns,
+            r.caller_p99_ns,
+            r.rss_idle_kib as f64 / 1024.0,
+            r.rss_per_session_kib,
+            r.lost,
+            r.covered,
+            r.silent,
+            r.resyncs,
+        );
+    }
+    for r in rows {
+        if r.unwanted > 0 || r.duplicates > 0 {
+            println!(
+                "{}: {} frames received and dropped by clients that did not want them{}; duplicates {}",
+                r.imp,
+                r.unwanted,
+                if args.ten_pct && r.imp == "baseline" {
+                    " (the baseline has no server-side filtering: clients filter on receipt)"
+                } else {
+                    ""
+                },
+                r.duplicates
+            );
+        }
+        println!(
+            "{}: server RSS after the run {:.1} MiB; {} messages per client; CPU from emit to \
+             the last delivery: server {} ms ({:.2} us/delivery), driver {} ms (10 ms ticks)",
+            r.imp,
+            r.rss_after_kib as f64 / 1024.0,
+            r.messages,
+            r.server_cpu_ms,
+            r.server_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
+            r.driver_cpu_ms,
+        );
+    }
+    let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.imp.as_str(), r)).collect();
+    if let (Some(t), Some(b)) = (by.get("tidings"), by.get("baseline")) {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        println!(
+            "ratio tidings/baseline: deliveries/s {:.2}x, fan-out latency p50 {:.2}x, p99 {:.2}x, RSS/session {:.2}x",
+            ratio(t.deliveries_per_s, b.deliveries_per_s),
+            ratio(t.lat_p50_us, b.lat_p50_us),
+            ratio(t.lat_p99_us, b.lat_p99_us),
+            ratio(t.rss_per_session_kib, b.rss_per_session_kib),
+        );
+    }
+}
