@@ -1,0 +1,4 @@
+//! The two tables: a forum has many posts.
+
+pub mod forum;
+pub mod post;

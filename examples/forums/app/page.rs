@@ -1,0 +1,61 @@
+//! `GET /`: the forum list and the selected forum's posts, rendered on the
+//! server; the page's script keeps them live over the WebSocket.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Html;
+use serde::Deserialize;
+
+use super::AppState;
+use super::api::ApiError;
+use super::entity::{forum, post};
+use super::repository;
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct Index {
+    forums: Vec<forum::Model>,
+    selected: Option<forum::Model>,
+    posts: Vec<post::Model>,
+    /// The notifier's cursor before the page read the database: the script
+    /// connects from there, so nothing that happened since is missed.
+    cursor: String,
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    /// The selected forum (`/?forum=ID`); anything but an id selects none.
+    forum: Option<String>,
+}
+
+pub async fn index(
+    State(app): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Result<Html<String>, ApiError> {
+    let cursor = app.notifier.cursor().to_string();
+    let forums = app.repo.forums().await?;
+    let selected_id = query.forum.and_then(|f| f.parse::<i32>().ok());
+    let (selected, posts) = match selected_id {
+        Some(id) => match app.repo.posts(id).await {
+            Ok(posts) => (forums.iter().find(|f| f.id == id).cloned(), posts),
+            Err(repository::Error::NotFound(..)) => (None, Vec::new()),
+            Err(e) => return Err(e.into()),
+        },
+        None => (None, Vec::new()),
+    };
+    let page = Index {
+        forums,
+        selected,
+        posts,
+        cursor,
+    };
+    page.render().map(Html).map_err(|e| {
+        tracing::error!(error = %e, "template error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "template",
+            "could not render the page",
+        )
+    })
+}

@@ -1,0 +1,115 @@
+//! A small forum application kept live with tidings: axum + sea-orm, a JSON
+//! API, and a page that reloads what changed whenever anyone writes.
+//!
+//! ```text
+//! cargo run --example forums                               # SQLite file ./forums.db
+//! cargo run --example forums -- --addr 127.0.0.1:3111
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/forums cargo run --example forums
+//! ```
+//!
+//! Open the page in two windows: a write in one appears in the other at once.
+
+mod app;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use tidings::Notifier;
+
+const USAGE: &str = "usage: forums [--addr HOST:PORT]   (DATABASE_URL selects the database)";
+
+fn parse_addr() -> Result<SocketAddr, String> {
+    let mut addr = "127.0.0.1:3000".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
+            a if a.starts_with("--addr=") => addr = a["--addr=".len()..].to_owned(),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    addr.parse().map_err(|e| format!("bad --addr {addr:?}: {e}"))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,sea_orm=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let addr = match parse_addr() {
+        Ok(addr) => addr,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let db = match app::connect(database_url.as_deref()).await {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("cannot open the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let notifier = Notifier::new();
+    let router = app::router(db.clone(), notifier.clone());
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    println!("listening on http://{local}");
+    std::io::stdout().flush().ok();
+
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            notifier.shutdown().await;
+        })
+        .await;
+    // Close the pool before the runtime goes away (otherwise exiting waits
+    // for SQLite's worker threads).
+    db.close().await.ok();
+    tracing::info!("stopped");
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
