@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::request::Parts;
 
-use crate::{Identity, Rejection};
+use crate::{Backplane, Identity, Rejection};
 
 type AuthorizeFuture = Pin<Box<dyn Future<Output = Result<Identity, Rejection>> + Send>>;
 pub(crate) type Authorizer = Arc<dyn Fn(&Parts) -> AuthorizeFuture + Send + Sync>;
@@ -65,6 +65,7 @@ pub struct Config {
     pub(crate) sse_path: String,
     pub(crate) origins: Origins,
     pub(crate) authorize: Option<Authorizer>,
+    pub(crate) backplane: Backplane,
 }
 
 impl Default for Config {
@@ -82,6 +83,7 @@ impl Default for Config {
             sse_path: "/events".to_owned(),
             origins: Origins::SameHost,
             authorize: None,
+            backplane: Backplane::in_process(),
         }
     }
 }
@@ -101,6 +103,7 @@ impl fmt::Debug for Config {
             .field("sse_path", &self.sse_path)
             .field("origins", &self.origins)
             .field("authorize", &self.authorize.is_some())
+            .field("backplane", &self.backplane.label())
             .finish()
     }
 }
@@ -192,6 +195,13 @@ impl Config {
         S: Into<String>,
     {
         self.origins(Origins::List(origins.into_iter().map(Into::into).collect()))
+    }
+
+    /// Shares notifications with other instances of the application through
+    /// Redis or PostgreSQL (default: in-process only). See [`Backplane`].
+    pub fn backplane(mut self, backplane: Backplane) -> Self {
+        self.backplane = backplane;
+        self
     }
 
     /// Decides who a connecting client is, before the upgrade.

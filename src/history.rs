@@ -9,16 +9,21 @@
 //! `resync` instead of a silent gap or an unbounded queue.
 
 use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 
+use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionId};
 
 /// One emitted notification, as sessions read it.
 pub(crate) struct Entry {
+    /// The local position, contiguous: what sessions count in.
     pub(crate) seq: u64,
+    /// The cursor clients see: `<epoch>-<seq>`, or a backplane's stream id.
+    pub(crate) cursor: Cursor,
     pub(crate) frame: Utf8Bytes,
     pub(crate) collection: Cow<'static, str>,
     pub(crate) audience: Option<Arc<str>>,
@@ -36,6 +41,11 @@ struct Ring {
     /// The sequence number the next notification gets; the first is 1, so
     /// cursor `<epoch>-0` means "before everything".
     next_seq: u64,
+    /// The cursor of the last notification, kept when entries are cleared.
+    head: Cursor,
+    /// For stream cursors: the newest id that is no longer held (evicted,
+    /// or older than what was loaded). Resuming from before it is a gap.
+    floor: Option<Cursor>,
 }
 
 /// What reading the log produced.
@@ -56,22 +66,36 @@ impl History {
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
                 next_seq: 1,
+                head: Cursor::new(epoch, 0),
+                floor: None,
             }),
         }
     }
 
     /// Assigns the next cursor to `n`, stores its frame, and returns the cursor.
     pub(crate) fn append(&self, n: Notification) -> Cursor {
+        self.store(n, None)
+    }
+
+    /// Stores `n` under a cursor the backplane assigned (a stream id, in
+    /// stream order).
+    pub(crate) fn append_at(&self, n: Notification, cursor: Cursor) -> Cursor {
+        self.store(n, Some(cursor))
+    }
+
+    fn store(&self, n: Notification, given: Option<Cursor>) -> Cursor {
         let skip = n.skipped_session();
         let mut frame = String::with_capacity(n.frame_capacity());
         n.write_open_frame(&mut frame);
         frame.push_str(r#","cursor":""#);
 
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        let cursor = Cursor::new(self.epoch, ring.next_seq);
+        let seq = ring.next_seq;
         ring.next_seq += 1;
-        // Only the cursor is written under the lock: order of the log is the
-        // order of the cursors, with no re-ordering step anywhere.
+        let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
+        ring.head = cursor;
+        // Only the cursor is written under the lock: the order of the log is
+        // the order of the cursors, with no re-ordering step anywhere.
         cursor.push_to(&mut frame);
         frame.push_str("\"}");
         let evicted = if ring.entries.len() == self.capacity {
@@ -79,8 +103,12 @@ impl History {
         } else {
             None
         };
+        if let Some(gone) = &evicted {
+            ring.floor = Some(gone.cursor);
+        }
         ring.entries.push_back(Entry {
-            seq: cursor.seq(),
+            seq,
+            cursor,
             frame: Utf8Bytes::from(frame),
             collection: n.collection,
             audience: n.audience,
@@ -92,23 +120,73 @@ impl History {
         cursor
     }
 
-    /// The cursor of the last emitted notification.
-    pub(crate) fn head(&self) -> Cursor {
-        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-        Cursor::new(self.epoch, ring.next_seq - 1)
+    /// Declares that notifications may have been lost (the backplane
+    /// connection broke): every session gets a `resync`, and no cursor from
+    /// before this point can be resumed.
+    pub(crate) fn interrupt(&self) {
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::take(&mut ring.entries);
+        // Every reader's position is now before the first entry: it lags.
+        ring.next_seq += 1;
+        ring.floor = Some(ring.head);
+        drop(ring);
+        drop(old);
     }
 
-    /// Where a client that last saw `cursor` reads on from, if the log still
-    /// holds everything after it; `None` when the cursor is from another
-    /// epoch, from the future, or older than the log.
-    pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<u64> {
-        if cursor.epoch() != self.epoch {
-            return None;
-        }
+    /// Sets the oldest stream id that is known to be missing from the history
+    /// (when it was loaded from a longer stream).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_floor(&self, floor: Cursor) {
+        self.ring.write().unwrap_or_else(|e| e.into_inner()).floor = Some(floor);
+    }
+
+    /// The cursor of the last emitted notification.
+    pub(crate) fn head(&self) -> Cursor {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).head
+    }
+
+    /// The position the next notification will take.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.ring.read().unwrap_or_else(|e| e.into_inner()).next_seq
+    }
+
+    /// Where a client that last saw `cursor` reads on from, if the history
+    /// still holds everything after it; `None` when the cursor is from another
+    /// epoch, from the future, or older than the history.
+    ///
+    /// A stream id newer than anything here (another instance already read
+    /// it, this one has not yet) resumes at the end, and the returned
+    /// cursor tells the session which arriving ids it has already seen.
+    pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<(u64, Option<Cursor>)> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
-        let next = cursor.seq().checked_add(1)?;
-        (next >= first && next <= ring.next_seq).then_some(next)
+        match cursor.kind() {
+            Kind::Local => {
+                if cursor.epoch() != self.epoch || ring.head.kind() != Kind::Local {
+                    return None;
+                }
+                let next = cursor.seq().checked_add(1)?;
+                (next >= first && next <= ring.next_seq).then_some((next, None))
+            }
+            Kind::Stream => {
+                if ring
+                    .floor
+                    .is_some_and(|f| cursor.stream_cmp(&f) == Some(Ordering::Less))
+                {
+                    return None;
+                }
+                match ring.head.stream_cmp(&cursor) {
+                    // Nothing was ever read from the stream, or it is ahead.
+                    None | Some(Ordering::Less) => Some((ring.next_seq, Some(cursor))),
+                    Some(_) => {
+                        let after = ring
+                            .entries
+                            .partition_point(|e| e.cursor.stream_cmp(&cursor) != Some(Ordering::Greater));
+                        Some((first + after as u64, None))
+                    }
+                }
+            }
+        }
     }
 
     /// Appends to `out` the frames of up to `max` entries from `next` on that
@@ -124,7 +202,7 @@ impl History {
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
         if next < first {
             return Read::Lagged {
-                head: Cursor::new(self.epoch, ring.next_seq - 1),
+                head: ring.head,
                 next: ring.next_seq,
             };
         }
@@ -185,14 +263,58 @@ mod tests {
     #[test]
     fn resume_accepts_only_cursors_the_log_covers() {
         let h = History::new(7, 2);
-        assert_eq!(h.resume_from(Cursor::new(7, 0)), Some(1));
+        assert_eq!(h.resume_from(Cursor::new(7, 0)), Some((1, None)));
         for _ in 0..3 {
             h.append(Notification::new("a", Op::Update));
         }
         assert_eq!(h.resume_from(Cursor::new(7, 0)), None, "entry 1 is gone");
-        assert_eq!(h.resume_from(Cursor::new(7, 1)), Some(2));
-        assert_eq!(h.resume_from(Cursor::new(7, 3)), Some(4));
+        assert_eq!(h.resume_from(Cursor::new(7, 1)), Some((2, None)));
+        assert_eq!(h.resume_from(Cursor::new(7, 3)), Some((4, None)));
         assert_eq!(h.resume_from(Cursor::new(7, 4)), None, "from the future");
         assert_eq!(h.resume_from(Cursor::new(8, 1)), None, "foreign epoch");
+    }
+
+    #[test]
+    fn stream_cursors_resume_by_id() {
+        let h = History::new(7, 2);
+        let id = |n| Cursor::stream(100, n);
+        assert_eq!(h.resume_from(id(5)), Some((1, Some(id(5)))), "nothing read yet");
+        for n in [1, 2, 3] {
+            h.append_at(Notification::new("a", Op::Update), id(n));
+        }
+        assert_eq!(h.head(), id(3));
+        assert_eq!(h.resume_from(id(0)), None, "1 was evicted: 0 is before the floor");
+        assert_eq!(h.resume_from(id(1)), Some((2, None)), "the floor itself was seen");
+        assert_eq!(h.resume_from(id(2)), Some((3, None)));
+        assert_eq!(h.resume_from(id(3)), Some((4, None)));
+        assert_eq!(
+            h.resume_from(id(9)),
+            Some((4, Some(id(9)))),
+            "ahead of this instance"
+        );
+        assert_eq!(
+            h.resume_from(Cursor::new(7, 1)),
+            None,
+            "a local cursor means nothing here"
+        );
+    }
+
+    #[test]
+    fn an_interruption_makes_everyone_lag() {
+        let h = History::new(1, 8);
+        h.append(Notification::new("a", Op::Update));
+        h.interrupt();
+        let mut out = Vec::new();
+        assert!(matches!(
+            h.read(2, 10, |_| true, &mut out),
+            Read::Lagged { next: 3, .. }
+        ));
+        assert!(h.resume_from(Cursor::new(1, 1)).is_none());
+        h.append(Notification::new("a", Op::Update));
+        assert!(matches!(
+            h.read(3, 10, |_| true, &mut out),
+            Read::Read { next: 4 }
+        ));
+        assert_eq!(out.len(), 1);
     }
 }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use tokio::sync::{Notify, watch};
 
+use crate::backplane::{self, Link, Outgoing, PublishError};
 use crate::history::History;
 use crate::{Config, Cursor, Notification, SessionId};
 
@@ -27,6 +28,9 @@ pub(crate) struct Hub {
     ids: RandomState,
     next_id: AtomicU64,
     started: Instant,
+    link: Link,
+    /// Why the backplane is degraded, if it is.
+    degraded: std::sync::Mutex<Option<String>>,
 }
 
 impl Hub {
@@ -34,6 +38,7 @@ impl Hub {
     pub(crate) fn start(config: Config) -> Arc<Hub> {
         let ids = RandomState::new();
         let epoch = ids.hash_one(std::time::SystemTime::now()) as u32;
+        let (link, outgoing) = backplane::link(&config.backplane);
         let hub = Arc::new(Hub {
             history: History::new(epoch, config.replay_capacity),
             config,
@@ -44,16 +49,84 @@ impl Hub {
             ids,
             next_id: AtomicU64::new(0),
             started: Instant::now(),
+            link,
+            degraded: std::sync::Mutex::new(None),
         });
         tokio::spawn(dispatch(Arc::downgrade(&hub), hub.dispatch.clone()));
+        if let Some(outgoing) = outgoing {
+            backplane::start(&hub.config.backplane, outgoing, Arc::downgrade(&hub));
+        }
         hub
     }
 
-    /// Stores `n` in the history and schedules the wake-up of every session.
-    pub(crate) fn emit(&self, n: Notification) -> Cursor {
-        let cursor = self.history.append(n);
+    /// Sends `n` on its way: into the history, or to the backplane, which
+    /// brings it back to every instance. Backplane errors are logged.
+    pub(crate) fn emit(&self, n: Notification) {
+        match &self.link {
+            Link::Local => self.deliver(n, None),
+            Link::Remote(publisher) => {
+                let out = Outgoing {
+                    payload: backplane::encode(&n),
+                    done: None,
+                };
+                if let Err(e) = publisher.send(out) {
+                    e.0.finish(Err(PublishError::Closed));
+                }
+            }
+        }
+    }
+
+    /// Like [`emit`](Self::emit), and says whether the backplane took it.
+    pub(crate) async fn publish(&self, n: Notification) -> Result<(), PublishError> {
+        match &self.link {
+            Link::Local => {
+                self.deliver(n, None);
+                Ok(())
+            }
+            Link::Remote(publisher) => {
+                let (done, result) = tokio::sync::oneshot::channel();
+                let out = Outgoing {
+                    payload: backplane::encode(&n),
+                    done: Some(done),
+                };
+                publisher.send(out).map_err(|_| PublishError::Closed)?;
+                result.await.unwrap_or(Err(PublishError::Closed))
+            }
+        }
+    }
+
+    /// Stores `n` in the history (under the backplane's cursor, if it gave
+    /// one) and schedules the wake-up of every session.
+    pub(crate) fn deliver(&self, n: Notification, cursor: Option<Cursor>) {
+        match cursor {
+            Some(cursor) => self.history.append_at(n, cursor),
+            None => self.history.append(n),
+        };
         self.dispatch.notify_one();
-        cursor
+    }
+
+    /// Notifications may have been lost upstream: every session resyncs.
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn interrupt(&self) {
+        tracing::warn!("tidings: backplane interrupted; every session is told to resync");
+        self.history.interrupt();
+        self.dispatch.notify_one();
+    }
+
+    #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn set_degraded(&self, reason: Option<String>) {
+        let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        if *degraded != reason {
+            match &reason {
+                Some(r) => tracing::warn!(reason = %r, "tidings: backplane degraded"),
+                None => tracing::info!("tidings: backplane connected"),
+            }
+            *degraded = reason;
+        }
+    }
+
+    pub(crate) fn degraded(&self) -> Option<String> {
+        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Adds a session; it is woken for every notification emitted from now on.

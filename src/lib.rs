@@ -42,6 +42,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+pub mod backplane;
 mod batch;
 mod config;
 mod cursor;
@@ -60,10 +61,11 @@ pub mod axum;
 #[cfg(feature = "sea-orm")]
 pub mod sea_orm;
 
+pub use backplane::{Backplane, PublishError};
 pub use batch::Batch;
 pub use config::{Config, Origins};
 pub use cursor::{Cursor, InvalidCursor};
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
-pub use notifier::Notifier;
+pub use notifier::{Health, Notifier};
 pub use session::SessionId;

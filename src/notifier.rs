@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::hub::Hub;
-use crate::{Batch, Config, Cursor, Notification, Op, SessionId};
+use crate::{Batch, Config, Cursor, Notification, Op, PublishError, SessionId};
 
 /// Tells every connected client what changed.
 ///
@@ -75,6 +75,31 @@ impl Notifier {
     /// an audience, or with the originating session).
     pub fn send(&self, notification: Notification) {
         self.hub.emit(notification);
+    }
+
+    /// Like [`send`](Self::send), but waits until the backplane has taken
+    /// the notification and reports whether it did. With the in-process
+    /// backplane it cannot fail.
+    ///
+    /// When it fails, the application's write has already happened: decide
+    /// whether to retry, or to answer the request anyway (other clients
+    /// will catch up at their next `resync` or reload). Instances that lost
+    /// their backplane connection tell their clients to resync when it
+    /// returns.
+    pub async fn publish(&self, notification: Notification) -> Result<(), PublishError> {
+        self.hub.publish(notification).await
+    }
+
+    /// The notifier's state, for a health endpoint.
+    pub fn health(&self) -> Health {
+        let degraded = self.hub.degraded();
+        Health {
+            backplane: self.hub.config.backplane.label(),
+            status: if degraded.is_some() { "degraded" } else { "ok" },
+            reason: degraded,
+            sessions: self.session_count(),
+            cursor: self.cursor().to_string(),
+        }
     }
 
     /// A batch whose notifications go out together when it is committed, and
@@ -146,4 +171,20 @@ impl std::fmt::Debug for Notifier {
             .field("sessions", &self.session_count())
             .finish()
     }
+}
+
+/// What [`Notifier::health`] reports; serializes to JSON for a health route.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// `in-process`, `redis` or `postgres`.
+    pub backplane: &'static str,
+    /// `ok`, or `degraded` while the backplane is unreachable.
+    pub status: &'static str,
+    /// Why it is degraded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Connected sessions on this instance.
+    pub sessions: usize,
+    /// The cursor of the last notification delivered on this instance.
+    pub cursor: String,
 }

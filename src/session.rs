@@ -58,6 +58,13 @@ impl Serialize for SessionId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The collections a session receives: `*` means all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Subscriptions {
@@ -140,6 +147,10 @@ pub(crate) struct Session {
     subscriptions: Subscriptions,
     /// The sequence number of the next notification to read.
     next: u64,
+    /// A stream id the client already saw that this instance has not read
+    /// yet (it resumed here with a cursor from a faster instance): entries up
+    /// to it are not sent again.
+    seen_through: Option<Cursor>,
     wake: Arc<Notify>,
 }
 
@@ -156,15 +167,16 @@ impl Session {
         // that position then finds this session in the map and wakes it.
         let (id, wake) = hub.register();
         let head = hub.history.head();
+        let fresh = hub.history.next_seq();
         let resumed = resume.map(|raw| {
             raw.parse::<Cursor>()
                 .ok()
-                .and_then(|c| hub.history.resume_from(c).map(|next| (c, next)))
+                .and_then(|c| hub.history.resume_from(c).map(|(next, seen)| (c, next, seen)))
         });
-        let (cursor, next, resync) = match resumed {
-            None => (head, head.seq() + 1, false),
-            Some(Some((cursor, next))) => (cursor, next, false),
-            Some(None) => (head, head.seq() + 1, true),
+        let (cursor, next, seen_through, resync) = match resumed {
+            None => (head, fresh, None, false),
+            Some(Some((cursor, next, seen))) => (cursor, next, seen, false),
+            Some(None) => (head, fresh, None, true),
         };
         let mut first = vec![ServerFrame::Hello { session: id, cursor }.to_text()];
         if resync {
@@ -176,6 +188,7 @@ impl Session {
             identity,
             subscriptions,
             next,
+            seen_through,
             wake,
         };
         (session, first)
@@ -214,10 +227,13 @@ impl Session {
             id,
             identity,
             subscriptions,
+            seen_through,
             ..
         } = self;
         let wanted = |e: &Entry| {
             e.skip != Some(*id)
+                && seen_through
+                    .is_none_or(|seen| e.cursor.stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 && subscriptions.contains(&e.collection)
                 && identity.may_read(&e.collection)
                 && e.audience.as_deref().is_none_or(|a| identity.belongs_to(a))

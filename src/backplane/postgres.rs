@@ -1,0 +1,149 @@
+//! The PostgreSQL backplane: `pg_notify` on one channel, `LISTEN` on a
+//! dedicated connection in every instance. NOTIFY is transactional (sent on
+//! commit, in commit order) but keeps no history: cursors are local to each
+//! instance, and a lost listener connection means a `resync` for every
+//! local client.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::mpsc;
+
+use super::{Backoff, Outgoing, PublishError, decode};
+use crate::hub::Hub;
+
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+pub(crate) const PAYLOAD_LIMIT: usize = 7999;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) url: String,
+    pub(crate) channel: String,
+}
+
+impl Options {
+    pub(crate) fn new(url: String) -> Self {
+        Options {
+            url,
+            channel: "tidings".to_owned(),
+        }
+    }
+}
+
+pub(crate) fn check_size(payload: &str) -> Result<(), PublishError> {
+    if payload.len() > PAYLOAD_LIMIT {
+        return Err(PublishError::TooLarge {
+            size: payload.len(),
+            limit: PAYLOAD_LIMIT,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
+    let connect = options.url.parse::<PgConnectOptions>();
+    let connect = match connect {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = format!("invalid PostgreSQL URL: {e}");
+            if let Some(hub) = hub.upgrade() {
+                hub.set_degraded(Some(reason.clone()));
+            }
+            tokio::spawn(refuse_all(outgoing, reason));
+            return;
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(connect.clone().application_name("tidings-publisher"));
+    tokio::spawn(publish(pool, options.channel.clone(), outgoing));
+    tokio::spawn(listen(connect, options.channel, hub));
+}
+
+async fn refuse_all(mut outgoing: mpsc::UnboundedReceiver<Outgoing>, reason: String) {
+    while let Some(out) = outgoing.recv().await {
+        out.finish(Err(PublishError::Backplane(reason.clone())));
+    }
+}
+
+async fn publish(pool: PgPool, channel: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+    // One at a time, in order: NOTIFYs from one session arrive in order.
+    while let Some(out) = outgoing.recv().await {
+        let result = match check_size(&out.payload) {
+            Err(e) => Err(e),
+            Ok(()) => sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&channel)
+                .bind(&out.payload)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+                .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}"))),
+        };
+        out.finish(result);
+    }
+}
+
+async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
+    let listener_options = connect.application_name(&format!("tidings-listener:{channel}"));
+    let mut backoff = Backoff::new();
+    let mut broken = false;
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        let mut listener = match open(&listener_options, &channel).await {
+            Ok(l) => l,
+            Err(e) => {
+                strong.set_degraded(Some(format!("cannot LISTEN on PostgreSQL: {e}")));
+                broken = true;
+                drop(strong);
+                backoff.wait().await;
+                continue;
+            }
+        };
+        if broken {
+            // NOTIFY keeps no history: whatever was sent while we were not
+            // listening is gone. Every local client reloads.
+            strong.interrupt();
+        }
+        strong.set_degraded(None);
+        backoff.reset();
+        drop(strong);
+
+        let reason = loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => {
+                    let Some(hub) = hub.upgrade() else { return };
+                    match decode(notification.payload()) {
+                        Ok(n) => hub.deliver(n, None),
+                        Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
+                    }
+                }
+                Ok(None) => break "the listener connection was closed".to_owned(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        let Some(strong) = hub.upgrade() else { return };
+        strong.set_degraded(Some(format!("lost the PostgreSQL listener: {reason}")));
+        broken = true;
+        drop(strong);
+        backoff.wait().await;
+    }
+}
+
+/// A listener on its own connection (not a pooled one), so that losing it
+/// is noticed rather than silently reconnected.
+async fn open(options: &PgConnectOptions, channel: &str) -> Result<PgListener, sqlx::Error> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options.clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.ignore_pool_close_event(true);
+    // Report a lost connection at once; we reconnect ourselves, and resync.
+    listener.eager_reconnect(false);
+    listener.listen(channel).await?;
+    Ok(listener)
+}
