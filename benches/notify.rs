@@ -8,6 +8,8 @@
 //! runs on the bench thread, as a request handler's call to `notify` would,
 //! while the runtime's workers fan the notifications out to the clients. The
 //! process needs about 2100 file descriptors (`ulimit -n 4096`).
+//! `TIDINGS_BENCH_WORKERS=<n>` sets the runtime's worker threads (default:
+//! one per core).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -82,10 +84,16 @@ fn connect_clients(rt: &Runtime, notifier: &Notifier, clients: usize) {
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker per core by default; `TIDINGS_BENCH_WORKERS=1` leaves the
+    // bench thread a core of its own on a small machine.
+    if let Some(workers) = std::env::var("TIDINGS_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+    {
+        builder.worker_threads(workers);
+    }
+    let rt = builder.enable_all().build().expect("tokio runtime");
     // The notifiers spawn their dispatcher on the current runtime.
     let guard = rt.enter();
 
