@@ -43,7 +43,8 @@ pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session"
 /// The routes to merge into the application: the WebSocket endpoint at
 /// [`Config::path`](crate::Config::path) (`/ws` by default) and the
 /// Server-Sent Events fallback at [`Config::sse_path`](crate::Config::sse_path)
-/// (`/events`).
+/// (`/events`), and the browser client at `/tidings.js` (see
+/// `docs/client.md`).
 pub fn routes<S>(notifier: &Notifier) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -55,6 +56,7 @@ where
             &config.sse_path,
             get(crate::sse::events).with_state(notifier.clone()),
         )
+        .route("/tidings.js", get(crate::client::script))
 }
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)

@@ -182,6 +182,21 @@ impl Batch {
         }
     }
 
+    /// The notifier a root batch sends to (`None` for a child batch).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn root_notifier(&self) -> Option<&Notifier> {
+        match &self.shared.parent {
+            Parent::Notifier(n) => Some(n),
+            Parent::Batch(_) => None,
+        }
+    }
+
+    /// Empties the batch and returns what it held, in order.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn take(&self) -> Vec<Notification> {
+        std::mem::take(&mut *self.lock()).items
+    }
+
     /// Drops the pending notifications.
     pub fn discard(&self) {
         *self.lock() = Pending::default();

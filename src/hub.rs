@@ -29,8 +29,8 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     started: Instant,
     link: Link,
-    /// Why the backplane is degraded, if it is.
-    degraded: std::sync::Mutex<Option<String>>,
+    /// Why the backplane is degraded, if it is: [listener, publisher].
+    degraded: std::sync::Mutex<[Option<String>; 2]>,
 }
 
 impl Hub {
@@ -50,7 +50,7 @@ impl Hub {
             next_id: AtomicU64::new(0),
             started: Instant::now(),
             link,
-            degraded: std::sync::Mutex::new(None),
+            degraded: std::sync::Mutex::new([None, None]),
         });
         tokio::spawn(dispatch(Arc::downgrade(&hub), hub.dispatch.clone()));
         if let Some(outgoing) = outgoing {
@@ -113,20 +113,32 @@ impl Hub {
         self.dispatch.notify_one();
     }
 
+    /// Records the state of one part of the backplane connection.
     #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn set_degraded(&self, reason: Option<String>) {
+    pub(crate) fn set_degraded(&self, part: Part, reason: Option<String>) {
         let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
-        if *degraded != reason {
+        let slot = &mut degraded[part as usize];
+        if *slot != reason {
             match &reason {
                 Some(r) => tracing::warn!(reason = %r, "tidings: backplane degraded"),
                 None => tracing::info!("tidings: backplane connected"),
             }
-            *degraded = reason;
+            *slot = reason;
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres_options(&self) -> Option<&backplane::postgres::Options> {
+        match &self.config.backplane.kind {
+            backplane::Kind::Postgres(options) => Some(options),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
     pub(crate) fn degraded(&self) -> Option<String> {
-        self.degraded.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        degraded.iter().flatten().next().cloned()
     }
 
     /// Adds a session; it is woken for every notification emitted from now on.
@@ -200,6 +212,16 @@ impl Drop for Hub {
         // Lets the dispatcher notice the hub is gone and end.
         self.dispatch.notify_one();
     }
+}
+
+/// The two connections a backplane keeps.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+#[derive(Clone, Copy)]
+pub(crate) enum Part {
+    /// Reads notifications (Redis XREAD, PostgreSQL LISTEN).
+    Listener = 0,
+    /// Sends them (XADD, pg_notify).
+    Publisher = 1,
 }
 
 /// Resolves once the hub starts shutting down (or is gone).

@@ -44,6 +44,7 @@
 mod admission;
 pub mod backplane;
 mod batch;
+mod client;
 mod config;
 mod cursor;
 mod history;

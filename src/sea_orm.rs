@@ -91,10 +91,52 @@ impl Transaction {
 
     /// Commits, then sends the queued notifications (or hands them to the
     /// outer transaction). If the commit fails, nothing is sent.
+    ///
+    /// With the PostgreSQL backplane, on a PostgreSQL transaction of the same
+    /// database, a root batch's notifications are instead published with
+    /// `pg_notify` inside the transaction, just before `COMMIT`: PostgreSQL
+    /// then delivers them if and only if the commit succeeds, even if this
+    /// process dies right after it. A notification above NOTIFY's 8000-byte
+    /// limit fails the commit (the transaction is rolled back).
     pub async fn commit(self) -> Result<(), DbErr> {
+        #[cfg(feature = "postgres")]
+        if let Some(channel) = self.notify_channel().await? {
+            for n in self.batch.take() {
+                let payload = crate::backplane::encode(&n);
+                crate::backplane::postgres::check_size(&payload).map_err(|e| DbErr::Custom(e.to_string()))?;
+                let notify = Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_notify($1, $2)",
+                    [channel.as_str().into(), payload.into()],
+                );
+                self.txn.execute_raw(notify).await?;
+            }
+            return self.txn.commit().await;
+        }
         self.txn.commit().await?;
         self.batch.commit();
         Ok(())
+    }
+
+    /// The NOTIFY channel to publish on inside this transaction, if the
+    /// notifier uses the PostgreSQL backplane on this very database (NOTIFY
+    /// only reaches listeners of the same database).
+    #[cfg(feature = "postgres")]
+    async fn notify_channel(&self) -> Result<Option<String>, DbErr> {
+        let Some(options) = self
+            .batch
+            .root_notifier()
+            .and_then(|n| n.hub().postgres_options())
+        else {
+            return Ok(None);
+        };
+        if self.batch.is_empty() || self.txn.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let same = Statement::from_string(DbBackend::Postgres, "SELECT current_database() AS db");
+        let row = self.txn.query_one_raw(same).await?;
+        let current: Option<String> = row.map(|r| r.try_get("", "db")).transpose()?;
+        Ok((current.as_deref() == options.database()).then(|| options.channel.clone()))
     }
 
     /// Rolls back and drops the queued notifications.

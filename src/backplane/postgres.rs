@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use super::{Backoff, Outgoing, PublishError, decode};
-use crate::hub::Hub;
+use crate::hub::{Hub, Part};
 
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 pub(crate) const PAYLOAD_LIMIT: usize = 7999;
@@ -29,6 +29,14 @@ impl Options {
             url,
             channel: "tidings".to_owned(),
         }
+    }
+
+    /// The database the backplane listens on (NOTIFY is per database).
+    pub(crate) fn database(&self) -> Option<&str> {
+        let path = self.url.split_once("://")?.1;
+        let path = path.split_once('/')?.1;
+        let db = path.split(['?', '#']).next()?;
+        (!db.is_empty()).then_some(db)
     }
 }
 
@@ -49,7 +57,7 @@ pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing
         Err(e) => {
             let reason = format!("invalid PostgreSQL URL: {e}");
             if let Some(hub) = hub.upgrade() {
-                hub.set_degraded(Some(reason.clone()));
+                hub.set_degraded(Part::Listener, Some(reason.clone()));
             }
             tokio::spawn(refuse_all(outgoing, reason));
             return;
@@ -59,7 +67,7 @@ pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(2))
         .connect_lazy_with(connect.clone().application_name("tidings-publisher"));
-    tokio::spawn(publish(pool, options.channel.clone(), outgoing));
+    tokio::spawn(publish(pool, options.channel.clone(), outgoing, hub.clone()));
     tokio::spawn(listen(connect, options.channel, hub));
 }
 
@@ -69,7 +77,12 @@ async fn refuse_all(mut outgoing: mpsc::UnboundedReceiver<Outgoing>, reason: Str
     }
 }
 
-async fn publish(pool: PgPool, channel: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+async fn publish(
+    pool: PgPool,
+    channel: String,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    hub: Weak<Hub>,
+) {
     // One at a time, in order: NOTIFYs from one session arrive in order.
     while let Some(out) = outgoing.recv().await {
         let result = match check_size(&out.payload) {
@@ -82,6 +95,12 @@ async fn publish(pool: PgPool, channel: String, mut outgoing: mpsc::UnboundedRec
                 .map(|_| ())
                 .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}"))),
         };
+        // A refused payload is the caller's problem, not the backplane's.
+        if !matches!(result, Err(PublishError::TooLarge { .. }))
+            && let Some(hub) = hub.upgrade()
+        {
+            hub.set_degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
+        }
         out.finish(result);
     }
 }
@@ -95,7 +114,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
         let mut listener = match open(&listener_options, &channel).await {
             Ok(l) => l,
             Err(e) => {
-                strong.set_degraded(Some(format!("cannot LISTEN on PostgreSQL: {e}")));
+                strong.set_degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
                 broken = true;
                 drop(strong);
                 backoff.wait().await;
@@ -107,7 +126,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
             // listening is gone. Every local client reloads.
             strong.interrupt();
         }
-        strong.set_degraded(None);
+        strong.set_degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
 
@@ -125,7 +144,10 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
             }
         };
         let Some(strong) = hub.upgrade() else { return };
-        strong.set_degraded(Some(format!("lost the PostgreSQL listener: {reason}")));
+        strong.set_degraded(
+            Part::Listener,
+            Some(format!("lost the PostgreSQL listener: {reason}")),
+        );
         broken = true;
         drop(strong);
         backoff.wait().await;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::{Backoff, Outgoing, PublishError, decode};
 use crate::Cursor;
-use crate::hub::Hub;
+use crate::hub::{Hub, Part};
 
 /// How long one `XREAD` blocks before it is sent again.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -45,13 +45,13 @@ pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing
         Err(e) => {
             let reason = format!("invalid Redis URL: {e}");
             if let Some(hub) = hub.upgrade() {
-                hub.set_degraded(Some(reason.clone()));
+                hub.set_degraded(Part::Listener, Some(reason.clone()));
             }
             tokio::spawn(refuse_all(outgoing, reason));
             return;
         }
     };
-    tokio::spawn(publish(client.clone(), options.clone(), outgoing));
+    tokio::spawn(publish(client.clone(), options.clone(), outgoing, hub.clone()));
     tokio::spawn(subscribe(client, options, hub));
 }
 
@@ -62,7 +62,12 @@ async fn refuse_all(mut outgoing: mpsc::UnboundedReceiver<Outgoing>, reason: Str
 }
 
 /// Sends queued notifications in order, a pipeline at a time.
-async fn publish(client: Client, options: Options, mut outgoing: mpsc::UnboundedReceiver<Outgoing>) {
+async fn publish(
+    client: Client,
+    options: Options,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    hub: Weak<Hub>,
+) {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)))
@@ -75,6 +80,7 @@ async fn publish(client: Client, options: Options, mut outgoing: mpsc::Unbounded
                 Ok(c) => connection = Some(c),
                 Err(e) => {
                     let reason = format!("cannot connect to Redis: {e}");
+                    report(&hub, Some(reason.clone()));
                     batch
                         .drain(..)
                         .for_each(|o| o.finish(Err(PublishError::Backplane(reason.clone()))));
@@ -99,7 +105,14 @@ async fn publish(client: Client, options: Options, mut outgoing: mpsc::Unbounded
             None => unreachable!("connected above"),
         };
         let result = result.map_err(|e| PublishError::Backplane(format!("XADD failed: {e}")));
+        report(&hub, result.as_ref().err().map(ToString::to_string));
         batch.drain(..).for_each(|o| o.finish(result.clone()));
+    }
+}
+
+fn report(hub: &Weak<Hub>, reason: Option<String>) {
+    if let Some(hub) = hub.upgrade() {
+        hub.set_degraded(Part::Publisher, reason);
     }
 }
 
@@ -117,7 +130,7 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
         let mut connection = match connected {
             Ok(c) => c,
             Err(e) => {
-                strong.set_degraded(Some(format!("cannot connect to Redis: {e}")));
+                strong.set_degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
                 broken = true;
                 drop(strong);
                 backoff.wait().await;
@@ -126,7 +139,7 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
         };
         let ready = prepare(&mut connection, &options, &strong, &mut last_id).await;
         if let Err(e) = ready {
-            strong.set_degraded(Some(format!("Redis: {e}")));
+            strong.set_degraded(Part::Listener, Some(format!("Redis: {e}")));
             broken = true;
             drop(strong);
             backoff.wait().await;
@@ -138,14 +151,17 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
             strong.interrupt();
             broken = false;
         }
-        strong.set_degraded(None);
+        strong.set_degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
 
         let Some(from) = last_id.clone() else { continue };
         let error = read(&mut connection, &options, &hub, from, &mut last_id).await;
         let Some(strong) = hub.upgrade() else { return };
-        strong.set_degraded(Some(format!("lost the Redis connection: {error}")));
+        strong.set_degraded(
+            Part::Listener,
+            Some(format!("lost the Redis connection: {error}")),
+        );
         broken = true;
         drop(strong);
         backoff.wait().await;
