@@ -176,8 +176,10 @@ impl History {
                     return None;
                 }
                 match ring.head.stream_cmp(&cursor) {
-                    // Nothing was ever read from the stream, or it is ahead.
-                    None | Some(Ordering::Less) => Some((ring.next_seq, Some(cursor))),
+                    // Nothing was read from the stream: the id cannot be placed.
+                    None => None,
+                    // Ahead of this instance: its entries will come.
+                    Some(Ordering::Less) => Some((ring.next_seq, Some(cursor))),
                     Some(_) => {
                         let after = ring
                             .entries
@@ -278,7 +280,7 @@ mod tests {
     fn stream_cursors_resume_by_id() {
         let h = History::new(7, 2);
         let id = |n| Cursor::stream(100, n);
-        assert_eq!(h.resume_from(id(5)), Some((1, Some(id(5)))), "nothing read yet");
+        assert_eq!(h.resume_from(id(5)), None, "nothing read yet: cannot tell");
         for n in [1, 2, 3] {
             h.append_at(Notification::new("a", Op::Update), id(n));
         }

@@ -29,6 +29,9 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     started: Instant,
     link: Link,
+    /// False until the backplane has loaded its history (Redis), so that
+    /// sessions resuming at start-up find their cursor.
+    ready: watch::Sender<bool>,
     /// Why the backplane is degraded, if it is: [listener, publisher].
     degraded: std::sync::Mutex<[Option<String>; 2]>,
 }
@@ -39,6 +42,7 @@ impl Hub {
         let ids = RandomState::new();
         let epoch = ids.hash_one(std::time::SystemTime::now()) as u32;
         let (link, outgoing) = backplane::link(&config.backplane);
+        let ready = watch::Sender::new(!backplane::loads_history(&config.backplane));
         let hub = Arc::new(Hub {
             history: History::new(epoch, config.replay_capacity),
             config,
@@ -50,6 +54,7 @@ impl Hub {
             next_id: AtomicU64::new(0),
             started: Instant::now(),
             link,
+            ready,
             degraded: std::sync::Mutex::new([None, None]),
         });
         tokio::spawn(dispatch(Arc::downgrade(&hub), hub.dispatch.clone()));
@@ -111,6 +116,20 @@ impl Hub {
         tracing::warn!("tidings: backplane interrupted; every session is told to resync");
         self.history.interrupt();
         self.dispatch.notify_one();
+    }
+
+    /// The backplane has loaded its history.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Waits (a little) until the backplane has loaded its history, so a
+    /// session that resumes right after start-up finds its cursor. After the
+    /// wait it opens anyway: an unplaceable cursor then gets `resync`.
+    pub(crate) async fn ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ready.wait_for(|r| *r)).await;
     }
 
     /// Records the state of one part of the backplane connection.

@@ -41,6 +41,7 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
     let resume = last_event_id.map(str::to_owned).or(cursor);
     let keep_alive = KeepAlive::new().interval(hub.config.ping_interval).text("");
     let closing = hub.closing();
+    hub.ready().await;
     let (session, first) = Session::open(hub, identity, subscriptions, resume.as_deref());
     let mut response = Sse::new(stream(session, first.into(), closing))
         .keep_alive(keep_alive)

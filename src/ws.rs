@@ -58,6 +58,7 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
                 subscriptions,
                 cursor,
             } = admission;
+            hub.ready().await;
             let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
             run(socket, session, first).await;
         })

@@ -5,6 +5,9 @@
 //! cargo run --example forums                               # SQLite file ./forums.db
 //! cargo run --example forums -- --addr 127.0.0.1:3111
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/forums cargo run --example forums
+//! # several instances sharing notifications (see docs/scaling.md):
+//! cargo run --example forums --features redis -- --addr 127.0.0.1:3001 --backplane redis://127.0.0.1:6379
+//! cargo run --example forums --features postgres -- --backplane postgres://postgres@127.0.0.1:5432/forums
 //! ```
 //!
 //! Open the page in two windows: a write in one appears in the other at once.
@@ -15,22 +18,32 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use tidings::Notifier;
+use axum::Json;
+use axum::routing::get;
+use tidings::{Backplane, Config, Notifier};
 
-const USAGE: &str = "usage: forums [--addr HOST:PORT]   (DATABASE_URL selects the database)";
+const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane redis://…|postgres://…]   \
+                     (DATABASE_URL selects the database)";
 
-fn parse_addr() -> Result<SocketAddr, String> {
+/// The command line: where to listen, and the backplane shared with other instances.
+fn parse_args() -> Result<(SocketAddr, Backplane), String> {
     let mut addr = "127.0.0.1:3000".to_owned();
+    let mut backplane = Backplane::in_process();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs a value")?,
             a if a.starts_with("--addr=") => addr = a["--addr=".len()..].to_owned(),
+            "--backplane" => {
+                let url = args.next().ok_or("--backplane needs a URL")?;
+                backplane = Backplane::from_url(&url).map_err(|e| e.to_string())?;
+            }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    addr.parse().map_err(|e| format!("bad --addr {addr:?}: {e}"))
+    let addr = addr.parse().map_err(|e| format!("bad --addr {addr:?}: {e}"))?;
+    Ok((addr, backplane))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -65,8 +78,8 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let addr = match parse_addr() {
-        Ok(addr) => addr,
+    let (addr, backplane) = match parse_args() {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
@@ -81,8 +94,11 @@ async fn main() -> ExitCode {
         }
     };
 
-    let notifier = Notifier::new();
-    let router = app::router(db.clone(), notifier.clone());
+    let notifier = Notifier::with_config(Config::default().backplane(backplane));
+    // Health for load balancers: the backplane's state and this instance's sessions.
+    let health = notifier.clone();
+    let router = app::router(db.clone(), notifier.clone())
+        .route("/health", get(move || async move { Json(health.health()) }));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {

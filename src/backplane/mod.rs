@@ -191,6 +191,16 @@ pub(crate) fn link(backplane: &Backplane) -> (Link, Option<mpsc::UnboundedReceiv
     }
 }
 
+/// Whether the backplane loads history at start-up (sessions wait for it).
+pub(crate) fn loads_history(backplane: &Backplane) -> bool {
+    match backplane.kind {
+        #[cfg(feature = "redis")]
+        Kind::Redis(_) => true,
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
 /// Spawns the backplane's publisher and subscriber tasks.
 #[allow(unused_variables)]
 pub(crate) fn start(backplane: &Backplane, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {

@@ -206,6 +206,7 @@ async fn prepare(
     for entry in &ids {
         deliver(hub, entry);
     }
+    hub.set_ready();
     Ok(())
 }
 
