@@ -177,7 +177,7 @@ impl Batch {
     pub fn commit(&self) {
         let items = std::mem::take(&mut *self.lock()).items;
         match &self.shared.parent {
-            Parent::Notifier(notifier) => items.into_iter().for_each(|n| notifier.send(n)),
+            Parent::Notifier(notifier) => notifier.hub().emit_all(items),
             Parent::Batch(parent) => items.into_iter().for_each(|n| parent.push(n)),
         }
     }

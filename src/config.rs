@@ -77,7 +77,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             max_message_size: 4096,
-            read_buffer_size: 4096,
+            read_buffer_size: 1024,
             write_buffer_size: 8192,
             path: "/ws".to_owned(),
             sse_path: "/events".to_owned(),
@@ -155,8 +155,10 @@ impl Config {
         self
     }
 
-    /// The per-connection read buffer (default 4 KiB; tungstenite's own
-    /// default of 128 KiB would cost over a gigabyte at 10k connections).
+    /// The per-connection read buffer (default 1 KiB: clients only send small
+    /// control frames, and a larger frame still fits, the buffer grows up to
+    /// `max_message_size` for it). tungstenite's own default of 128 KiB would
+    /// cost over a gigabyte at 10k connections.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes;
         self

@@ -30,6 +30,28 @@ pub(crate) struct Entry {
     pub(crate) skip: Option<SessionId>,
 }
 
+/// A notification serialized outside the lock, waiting for its cursor.
+struct Prepared {
+    frame: String,
+    n: Notification,
+    skip: Option<SessionId>,
+    given: Option<Cursor>,
+}
+
+impl Prepared {
+    fn new(n: Notification, given: Option<Cursor>) -> Self {
+        let mut frame = String::with_capacity(n.frame_capacity());
+        n.write_open_frame(&mut frame);
+        frame.push_str(r#","cursor":""#);
+        Prepared {
+            frame,
+            skip: n.skipped_session(),
+            n,
+            given,
+        }
+    }
+}
+
 pub(crate) struct History {
     epoch: u32,
     capacity: usize,
@@ -84,12 +106,40 @@ impl History {
     }
 
     fn store(&self, n: Notification, given: Option<Cursor>) -> Cursor {
-        let skip = n.skipped_session();
-        let mut frame = String::with_capacity(n.frame_capacity());
-        n.write_open_frame(&mut frame);
-        frame.push_str(r#","cursor":""#);
-
+        let prepared = Prepared::new(n, given);
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let (cursor, evicted) = self.push(&mut ring, prepared);
+        drop(ring);
+        // Freed outside the lock.
+        drop(evicted);
+        cursor
+    }
+
+    /// Appends several notifications under one lock, in order (a committed
+    /// batch): readers see all of them or none.
+    pub(crate) fn append_all(&self, notifications: Vec<Notification>) {
+        let prepared: Vec<Prepared> = notifications
+            .into_iter()
+            .map(|n| Prepared::new(n, None))
+            .collect();
+        let mut evicted = Vec::new();
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        for p in prepared {
+            evicted.extend(self.push(&mut ring, p).1);
+        }
+        drop(ring);
+        drop(evicted);
+    }
+
+    /// Assigns the cursor, finishes the frame and stores it; returns the
+    /// cursor and the entry evicted to make room, to be dropped unlocked.
+    fn push(&self, ring: &mut Ring, p: Prepared) -> (Cursor, Option<Entry>) {
+        let Prepared {
+            mut frame,
+            n,
+            skip,
+            given,
+        } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
@@ -114,10 +164,7 @@ impl History {
             audience: n.audience,
             skip,
         });
-        drop(ring);
-        // Freed outside the lock.
-        drop(evicted);
-        cursor
+        (cursor, evicted)
     }
 
     /// Declares that notifications may have been lost (the backplane

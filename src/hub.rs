@@ -81,6 +81,17 @@ impl Hub {
         }
     }
 
+    /// Emits a committed batch: locally, all under one lock and one wake-up.
+    pub(crate) fn emit_all(&self, notifications: Vec<Notification>) {
+        match &self.link {
+            Link::Local => {
+                self.history.append_all(notifications);
+                self.dispatch.notify_one();
+            }
+            Link::Remote(_) => notifications.into_iter().for_each(|n| self.emit(n)),
+        }
+    }
+
     /// Like [`emit`](Self::emit), and says whether the backplane took it.
     pub(crate) async fn publish(&self, n: Notification) -> Result<(), PublishError> {
         match &self.link {

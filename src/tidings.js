@@ -42,6 +42,8 @@
  *   fallbackAfter — failed WebSocket attempts in a row before "auto" uses SSE (2);
  *   backoffBase, backoffCap — reconnect delay: full jitter in
  *                   [0, min(cap, base * 2^attempt)) ms (250, 10000);
+ *   minReloadInterval — ms; a subscription's reloads start at least this
+ *                   far apart (0: only single-flight); see createCoalescer;
  *   onError(error, collection) — a reload failed (default: console.error);
  *   start         — false: do not connect (drive it with `handleFrame`);
  *   WebSocket, EventSource, document, fetch, location, setTimeout,
@@ -133,20 +135,34 @@ export function parseFrame(data) {
  * while it runs, further triggers only mark it dirty, and exactly one more
  * reload runs after it finishes (however many triggers came meanwhile).
  * Errors thrown by `reload` go to `onError` and do not stop later reloads.
+ * With `minInterval` (ms, default 0), a reload also starts no sooner than
+ * that after the previous one started: notifications that keep trickling in
+ * (one every few ms, each after the previous reload finished) then cause at
+ * most one reload per interval, not one each.
  * @param {() => (Promise<void>|void)} reload
- * @param {{onError?: (error: unknown) => void}} [options]
+ * @param {{onError?: (error: unknown) => void, minInterval?: number,
+ *   setTimeout?: Function, now?: () => number}} [options]
  * @returns {{trigger: () => Promise<void>, readonly running: boolean, readonly runs: number}}
  *   `trigger` resolves when the reloads it caused are done
  */
 export function createCoalescer(reload, options = {}) {
   const onError = options.onError ?? ((error) => console.error("tidings: reload failed:", error));
+  const minInterval = options.minInterval ?? 0;
+  const sleep = (ms) => new Promise((resolve) => (options.setTimeout ?? setTimeout)(resolve, ms));
+  const now = options.now ?? (() => Date.now());
   let current = null; // the promise of the running cycle
   let dirty = false;
   let runs = 0;
+  let lastStart = -Infinity;
 
   async function cycle() {
     try {
       do {
+        if (minInterval > 0) {
+          const wait = lastStart + minInterval - now();
+          if (wait > 0) await sleep(wait);
+          lastStart = now();
+        }
         dirty = false;
         runs += 1;
         try {
@@ -201,6 +217,7 @@ export function connect(options = {}) {
   const helloTimeout = options.helloTimeout ?? 5000;
   const fallbackAfter = options.fallbackAfter ?? 2;
   const backoff = { base: options.backoffBase ?? 250, cap: options.backoffCap ?? 10000 };
+  const minReloadInterval = options.minReloadInterval ?? 0;
   const onError = options.onError
     ?? ((error, collection) => env.log.error(`tidings: reloading ${collection} failed:`, error));
   const doc = env.document;
@@ -417,6 +434,8 @@ export function connect(options = {}) {
       filter,
       coalescer: createCoalescer(() => reload(collection), {
         onError: (error) => onError(error, collection),
+        minInterval: minReloadInterval,
+        setTimeout: env.setTimeout,
       }),
     };
     let subs = subscriptions.get(collection);
