@@ -29,6 +29,7 @@ use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tidings::{Config, Notifier, Op};
@@ -36,6 +37,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -51,15 +53,35 @@ const CONNECT_CONCURRENCY: usize = 128;
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match args.first().map(String::as_str) {
-        Some("server") => rt.block_on(server(Args::parse(&args[1..])?)),
-        Some("run") => rt.block_on(run(Args::parse(&args[1..])?)),
+        Some("server") => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(server(Args::parse(&args[1..])?))
+        }
+        Some("run") => {
+            let args = Args::parse(&args[1..])?;
+            // The driver is the measuring instrument: by default all its
+            // clients run on one thread (a current-thread runtime), which is
+            // cheaper per frame than work-stealing across threads and leaves
+            // the other cores to the server.
+            let rt = if args.driver_threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(args.driver_threads)
+                    .enable_all()
+                    .build()?
+            };
+            rt.block_on(run(args))
+        }
         _ => {
             eprintln!(
-                "usage: load server --addr 127.0.0.1:0 --impl tidings|baseline [--replay N]\n       \
+                "usage: load server --addr 127.0.0.1:0 --impl tidings|baseline [--replay N] [--nodelay on|off]\n       \
                  load run [--clients N] [--messages M] [--size B] [--mode burst|paced] \
-                 [--pace-us P] [--subscribed all|10pct] [--impl tidings|baseline|both] [--replay N]"
+                 [--pace-us P] [--subscribed all|10pct] [--impl tidings|baseline|both] [--replay N] \
+                 [--driver-threads T] [--client-read-buffer B] [--nodelay on|off]"
             );
             std::process::exit(2);
         }
@@ -79,6 +101,14 @@ struct Args {
     paced: bool,
     pace_us: u64,
     ten_pct: bool,
+    /// Driver runtime threads: 1 = current-thread runtime (default).
+    driver_threads: usize,
+    /// The clients' tungstenite read buffer (tungstenite zero-fills the free
+    /// part of it before every read, so its size is a per-read cost).
+    client_read_buffer: usize,
+    /// TCP_NODELAY on the server's accepted sockets (axum::serve leaves
+    /// Nagle on unless the listener sets it).
+    nodelay: bool,
 }
 
 impl Args {
@@ -93,6 +123,9 @@ impl Args {
             paced: false,
             pace_us: 10_000,
             ten_pct: false,
+            driver_threads: 1,
+            client_read_buffer: 8 * 1024,
+            nodelay: true,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -105,6 +138,15 @@ impl Args {
                 "--messages" => a.messages = value.parse()?,
                 "--size" => a.size = value.parse()?,
                 "--pace-us" => a.pace_us = value.parse()?,
+                "--driver-threads" => a.driver_threads = value.parse()?,
+                "--client-read-buffer" => a.client_read_buffer = value.parse()?,
+                "--nodelay" => {
+                    a.nodelay = match value.as_str() {
+                        "on" | "true" => true,
+                        "off" | "false" => false,
+                        m => return Err(format!("unknown --nodelay {m} (on|off)").into()),
+                    }
+                }
                 "--mode" => {
                     a.paced = match value.as_str() {
                         "burst" => false,
@@ -272,6 +314,12 @@ async fn server(args: Args) -> Result<(), Error> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
         }
     };
+    let nodelay = args.nodelay;
+    let listener = listener.tap_io(move |tcp| {
+        if let Err(e) = tcp.set_nodelay(nodelay) {
+            eprintln!("set_nodelay: {e}");
+        }
+    });
     tokio::select! {
         r = axum::serve(listener, app) => r?,
         _ = stop => {}
@@ -436,6 +484,75 @@ async fn http_json<T: for<'de> Deserialize<'de>>(
     Ok(serde_json::from_str(body)?)
 }
 
+/// The fields of a received frame the driver looks at.
+struct Seen<'a> {
+    /// `type` of a control frame (`hello`, `resync`, ...).
+    kind: Option<&'a [u8]>,
+    collection: Option<&'a [u8]>,
+    data: Option<FrameData>,
+}
+
+/// Reads a frame's `type`, `collection` and `data.t` / `data.i` with a byte
+/// scan of the layouts both servers write (`{"type":"..",..}`, or
+/// `{"collection":"..","op":"..","data":{"t":T,"i":I,..}..}`), and falls back
+/// to a full JSON parse for anything else. Parsing every frame with
+/// serde_json was a visible part of the driver's per-frame cost.
+fn scan(b: &[u8]) -> Option<Seen<'_>> {
+    fn string_at(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let len = b.get(at..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        (b[at + len] == b'"').then(|| (&b[at..at + len], at + len + 1))
+    }
+    fn number_at(b: &[u8], at: usize) -> Option<(u64, usize)> {
+        let digits = b.get(at..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 19 {
+            return None;
+        }
+        let n = b[at..at + digits]
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        Some((n, at + digits))
+    }
+    fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+        b.get(from..)?
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| from + p + needle.len())
+    }
+    let fast = || {
+        if let Some(rest) = b.strip_prefix(br#"{"type":""#) {
+            let (kind, _) = string_at(rest, 0)?;
+            return Some(Seen {
+                kind: Some(kind),
+                collection: None,
+                data: None,
+            });
+        }
+        const COLLECTION: &[u8] = br#"{"collection":""#;
+        if !b.starts_with(COLLECTION) {
+            return None;
+        }
+        let (collection, at) = string_at(b, COLLECTION.len())?;
+        let at = find(b, at, br#","data":{"t":"#)?;
+        let (t, at) = number_at(b, at)?;
+        let at = at + br#","i":"#.len();
+        (b.get(at - 5..at)? == br#","i":"#).then_some(())?;
+        let (i, _) = number_at(b, at)?;
+        Some(Seen {
+            kind: None,
+            collection: Some(collection),
+            data: Some(FrameData { t, i }),
+        })
+    };
+    fast().or_else(|| {
+        let f: Frame = serde_json::from_slice(b).ok()?;
+        Some(Seen {
+            kind: f.kind.map(str::as_bytes),
+            collection: f.collection.map(str::as_bytes),
+            data: f.data,
+        })
+    })
+}
+
 #[derive(Deserialize)]
 struct Frame<'a> {
     #[serde(rename = "type", borrow)]
@@ -486,15 +603,17 @@ async fn client(
     shared: Arc<Shared>,
     connect: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
+    read_buffer: usize,
 ) -> ClientResult {
     let mut r = ClientResult {
         wanted,
         ..Default::default()
     };
     let permit = connect.acquire().await;
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     let connected = tokio::time::timeout(
         Duration::from_secs(30),
-        tokio_tungstenite::connect_async(url.as_str()),
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true),
     )
     .await;
     let mut ws = match connected {
@@ -528,11 +647,15 @@ async fn client(
     let mut last_i: i64 = -1;
     let mut resync_pending = false;
     let mut finished = false;
+    // Created once: re-creating it per frame (a `Notified` registered and
+    // dropped every time) was a visible per-frame cost.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         let msg = tokio::select! {
             biased;
             msg = ws.next() => msg,
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
         };
         let now = unix_nanos();
         let text = match msg {
@@ -540,15 +663,15 @@ async fn client(
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             Some(Ok(_)) => continue,
         };
-        let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+        let Some(frame) = scan(text.as_bytes()) else {
             continue;
         };
         match (frame.kind, frame.data) {
-            (Some("resync"), _) => {
+            (Some(b"resync"), _) => {
                 r.resyncs += 1;
                 resync_pending = true;
             }
-            (None, Some(data)) if wanted && frame.collection == Some("hot") => {
+            (None, Some(data)) if wanted && frame.collection == Some(b"hot") => {
                 let i = data.i as usize;
                 if i >= messages {
                     continue;
@@ -609,6 +732,11 @@ struct Row {
     /// Server CPU during emit + delivery, and the driver's (clients').
     server_cpu_ms: u64,
     driver_cpu_ms: u64,
+    /// Busy and total (busy + idle) CPU time of the machine, all cores.
+    machine_busy_ms: u64,
+    machine_total_ms: u64,
+    /// Time from the first to the last emit.
+    emit_span_ms: f64,
     lost: u64,
     covered: u64,
     silent: u64,
@@ -631,7 +759,7 @@ async fn run(args: Args) -> Result<(), Error> {
         one => vec![one],
     };
     println!(
-        "clients={} messages={} size={}B mode={} subscribed={} replay={} cpus={}",
+        "clients={} messages={} size={}B mode={} subscribed={} replay={} cpus={} driver-threads={} client-read-buffer={}B server-nodelay={}",
         args.clients,
         args.messages,
         args.size,
@@ -643,6 +771,9 @@ async fn run(args: Args) -> Result<(), Error> {
         if args.ten_pct { "10pct" } else { "all" },
         args.replay,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.driver_threads.max(1),
+        args.client_read_buffer,
+        if args.nodelay { "on" } else { "off" },
     );
     let mut rows = Vec::new();
     for imp in imps {
@@ -656,6 +787,24 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     print_rows(&args, &rows);
     Ok(())
+}
+
+/// (busy, busy + idle) clock ticks of all CPUs, from the first line of
+/// `/proc/stat`.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let total: u64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle, total)
 }
 
 fn nofile_soft_limit() -> Option<u64> {
@@ -676,6 +825,8 @@ async fn run_one(args: &Args, imp: &str) -> Result<Row, Error> {
             imp,
             "--replay",
             &args.replay.to_string(),
+            "--nodelay",
+            if args.nodelay { "on" } else { "off" },
         ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -740,6 +891,7 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             shared.clone(),
             connect.clone(),
             stop_rx.clone(),
+            args.client_read_buffer,
         )));
     }
     // Wait until every client is connected and the server counts them all.
@@ -765,6 +917,7 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle: Stats = http_json(addr, "GET", "/stats", ctl).await?;
     let driver_cpu_before = cpu_ms();
+    let machine_before = machine_ticks();
     let ready = shared.ready.load(Ordering::SeqCst);
     eprintln!(
         "{imp}: {ready} clients connected in {:.1} s, server sessions {}, rss {} -> {} KiB",
@@ -824,6 +977,7 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
     }
     let after: Stats = http_json(addr, "GET", "/stats", ctl).await.unwrap_or_default();
     let driver_cpu = cpu_ms().saturating_sub(driver_cpu_before);
+    let machine_after = machine_ticks();
     let _ = stop_tx.send(true);
     let emit = match emit_report {
         Some(r) => r,
@@ -842,6 +996,11 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
     }
     let mut row = summarize(imp, args, &results, &emit, &before, &idle, &after);
     row.driver_cpu_ms = driver_cpu;
+    // Busy CPU time of the whole machine over the same span, in ms: what is
+    // neither server nor driver is someone else's (the machine is shared).
+    row.machine_busy_ms = machine_after.0.saturating_sub(machine_before.0) * 10;
+    row.machine_total_ms = machine_after.1.saturating_sub(machine_before.1) * 10;
+    row.emit_span_ms = emit.last_emit_ns.saturating_sub(emit.first_emit_ns) as f64 / 1e6;
     Ok(row)
 }
 
@@ -875,6 +1034,9 @@ fn summarize(
         rss_after_kib: after.rss_kib,
         server_cpu_ms: after.cpu_ms.saturating_sub(idle.cpu_ms),
         driver_cpu_ms: 0,
+        machine_busy_ms: 0,
+        machine_total_ms: 0,
+        emit_span_ms: 0.0,
         lost: 0,
         covered: 0,
         silent: 0,
@@ -972,13 +1134,21 @@ fn print_rows(args: &Args, rows: &[Row]) {
         }
         println!(
             "{}: server RSS after the run {:.1} MiB; {} messages per client; CPU from emit to \
-             the last delivery: server {} ms ({:.2} us/delivery), driver {} ms (10 ms ticks)",
+             the last delivery: server {} ms ({:.2} us/delivery), driver {} ms ({:.2} us/delivery), \
+             whole machine {} of {} ms busy, so {} ms by other processes (10 ms ticks); \
+             emits spanned {:.1} ms",
             r.imp,
             r.rss_after_kib as f64 / 1024.0,
             r.messages,
             r.server_cpu_ms,
             r.server_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
             r.driver_cpu_ms,
+            r.driver_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
+            r.machine_busy_ms,
+            r.machine_total_ms,
+            r.machine_busy_ms
+                .saturating_sub(r.server_cpu_ms + r.driver_cpu_ms),
+            r.emit_span_ms,
         );
     }
     let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.imp.as_str(), r)).collect();
@@ -991,5 +1161,28 @@ fn print_rows(args: &Args, rows: &[Row]) {
             ratio(t.lat_p99_us, b.lat_p99_us),
             ratio(t.rss_per_session_kib, b.rss_per_session_kib),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scan;
+
+    #[test]
+    fn scan_reads_both_layouts_and_falls_back() {
+        let t = scan(br#"{"collection":"hot","op":"insert","data":{"t":1700000000123456789,"i":42,"pad":"xx"},"cursor":"00000abc-43"}"#).unwrap();
+        assert_eq!((t.kind, t.collection), (None, Some(&b"hot"[..])));
+        let d = t.data.unwrap();
+        assert_eq!((d.t, d.i), (1700000000123456789, 42));
+        let b = scan(br#"{"collection":"cold","op":"insert","data":{"t":5,"i":0,"pad":""}}"#).unwrap();
+        assert_eq!(b.collection, Some(&b"cold"[..]));
+        assert_eq!(b.data.unwrap().i, 0);
+        let r = scan(br#"{"type":"resync","cursor":"00000abc-9"}"#).unwrap();
+        assert_eq!(r.kind, Some(&b"resync"[..]));
+        // Another field order: the JSON fallback.
+        let o = scan(br#"{"op":"insert","collection":"hot","data":{"i":3,"t":4}}"#).unwrap();
+        let d = o.data.unwrap();
+        assert_eq!((o.collection, d.t, d.i), (Some(&b"hot"[..]), 4, 3));
+        assert!(scan(b"not json").is_none());
     }
 }
