@@ -590,6 +590,10 @@ struct ClientResult {
 }
 
 struct Shared {
+    /// Notifications every client expects.
+    messages: usize,
+    /// Each client's WebSocket read buffer.
+    read_buffer: usize,
     done: AtomicUsize,
     ready: AtomicUsize,
     progress: AtomicU64,
@@ -599,12 +603,11 @@ async fn client(
     url: String,
     tidings: bool,
     wanted: bool,
-    messages: usize,
     shared: Arc<Shared>,
     connect: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-    read_buffer: usize,
 ) -> ClientResult {
+    let (messages, read_buffer) = (shared.messages, shared.read_buffer);
     let mut r = ClientResult {
         wanted,
         ..Default::default()
@@ -862,6 +865,8 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
     let before: Stats = http_json(addr, "GET", "/stats", ctl).await?;
 
     let shared = Arc::new(Shared {
+        messages: args.messages,
+        read_buffer: args.client_read_buffer,
         done: AtomicUsize::new(0),
         ready: AtomicUsize::new(0),
         progress: AtomicU64::new(0),
@@ -887,11 +892,9 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             url,
             tidings,
             hot,
-            args.messages,
             shared.clone(),
             connect.clone(),
             stop_rx.clone(),
-            args.client_read_buffer,
         )));
     }
     // Wait until every client is connected and the server counts them all.
