@@ -191,7 +191,7 @@ async fn write_loop(
             continue;
         }
         if unflushed {
-            if !matches!(timeout(config.write_timeout, sink.flush()).await, Ok(Ok(()))) {
+            if !matches!(within(config.write_timeout, sink.flush()).await, Some(Ok(()))) {
                 return;
             }
             unflushed = false;
@@ -262,9 +262,21 @@ async fn feed_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration)
         }
         Ok::<_, axum::Error>(())
     };
-    match timeout(limit, feed).await {
-        Ok(Ok(())) => Ok(()),
+    match within(limit, feed).await {
+        Some(Ok(())) => Ok(()),
         _ => Err(()),
+    }
+}
+
+/// `fut`'s output, or `None` if it takes longer than `limit`. Writes to a
+/// healthy socket finish at their first poll; only those that have to wait
+/// pay for a timer.
+async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => timeout(limit, fut).await.ok(),
     }
 }
 

@@ -20,6 +20,7 @@ use std::process::ExitCode;
 
 use axum::Json;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tidings::{Backplane, Config, Notifier};
 
 const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane redis://…|postgres://…]   \
@@ -110,6 +111,11 @@ async fn main() -> ExitCode {
     println!("listening on http://{local}");
     std::io::stdout().flush().ok();
 
+    // Small frames must not wait for the peer's ACK (Nagle): tidings already
+    // gathers frames into few writes itself.
+    let listener = listener.tap_io(|tcp| {
+        tcp.set_nodelay(true).ok();
+    });
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
