@@ -172,12 +172,6 @@ async fn write_loop(
     let mut unflushed = false;
 
     loop {
-        // Armed before pulling, so a wake-up that arrives while we pull or
-        // write is not lost.
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
         // Feed while frames are queued; flush once the queue is empty.
         session.pull(&mut frames);
         if !frames.is_empty() {
@@ -195,6 +189,18 @@ async fn write_loop(
                 return;
             }
             unflushed = false;
+            continue;
+        }
+
+        // About to sleep: arm the wake-up, then look once more, so that a
+        // notification that arrived since the last pull is not missed. (A
+        // wake-up sent while unarmed is kept as a permit: at worst one spare
+        // turn of the loop.)
+        let notified = wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        session.pull(&mut frames);
+        if !frames.is_empty() {
             continue;
         }
 
