@@ -40,6 +40,8 @@
  *   url, sseUrl, transport, cursor  — as above;
  *   helloTimeout  — ms to wait for `hello` after opening (5000);
  *   fallbackAfter — failed WebSocket attempts in a row before "auto" uses SSE (2);
+ *   upgradeAfter  — ms on a fallback SSE connection before trying the
+ *                   WebSocket again, if one worked earlier on this page (30000);
  *   backoffBase, backoffCap — reconnect delay: full jitter in
  *                   [0, min(cap, base * 2^attempt)) ms (250, 10000);
  *   minReloadInterval — ms; a subscription's reloads start at least this
@@ -59,7 +61,10 @@
  *   - "auto": after `fallbackAfter` WebSocket attempts in a row that never
  *     got `hello` (refused, closed, or silent for `helloTimeout`), the client
  *     uses SSE. If SSE fails too before its `hello` (the server is probably
- *     down), it goes back to trying WebSockets first.
+ *     down), it goes back to trying WebSockets first. If a WebSocket worked
+ *     earlier on this page (the failures were a server restart, not a
+ *     blocking proxy), it tries the WebSocket again `upgradeAfter` ms after
+ *     the SSE connection went live.
  *   - On SSE the client closes the EventSource on any error and reconnects by
  *     itself (with backoff and its cursor); subscribing to a new collection
  *     reconnects with the new list (SSE has no upstream channel).
@@ -216,6 +221,7 @@ export function connect(options = {}) {
   }
   const helloTimeout = options.helloTimeout ?? 5000;
   const fallbackAfter = options.fallbackAfter ?? 2;
+  const upgradeAfter = options.upgradeAfter ?? 30000;
   const backoff = { base: options.backoffBase ?? 250, cap: options.backoffCap ?? 10000 };
   const minReloadInterval = options.minReloadInterval ?? 0;
   const onError = options.onError
@@ -228,6 +234,8 @@ export function connect(options = {}) {
   let retryTimer = null;   // the scheduled reconnect, or null
   let attempt = 0;         // reconnects since the last hello: the backoff exponent
   let wsFailures = 0;      // WebSocket attempts in a row that never got hello
+  let wsWorked = false;    // a WebSocket got hello at least once
+  let upgradeTimer = null; // the retry of the WebSocket while on a fallback SSE
   let useSse = mode === "sse";
   let sessionId = null;
   let cursor = options.cursor || null;
@@ -391,7 +399,12 @@ export function connect(options = {}) {
         if (conn) {
           conn.gotHello = true;
           env.clearTimeout(conn.helloTimer);
-          if (conn.kind === "websocket") wsFailures = 0;
+          if (conn.kind === "websocket") {
+            wsFailures = 0;
+            wsWorked = true;
+          } else if (mode === "auto" && wsWorked) {
+            scheduleUpgrade(conn);
+          }
         }
         setState("live");
         if (conn) syncSubscriptions(conn);
@@ -408,6 +421,22 @@ export function connect(options = {}) {
       default: // "subscribed", and types added later
         break;
     }
+  }
+
+  /**
+   * On an SSE connection the "auto" mode fell back to although WebSockets
+   * worked before on this page (the server was probably restarting): tries
+   * the WebSocket again after `upgradeAfter` ms, resuming with the cursor.
+   */
+  function scheduleUpgrade(c) {
+    env.clearTimeout(upgradeTimer);
+    upgradeTimer = env.setTimeout(() => {
+      upgradeTimer = null;
+      if (c !== conn || closed) return;
+      useSse = false;
+      wsFailures = 0;
+      reconnectNow();
+    }, upgradeAfter);
   }
 
   /** Tells the server about collections subscribed after `c` was opened. */
@@ -476,6 +505,8 @@ export function connect(options = {}) {
     closed = true;
     if (retryTimer !== null) env.clearTimeout(retryTimer);
     retryTimer = null;
+    env.clearTimeout(upgradeTimer);
+    upgradeTimer = null;
     if (conn) {
       const c = conn;
       conn = null;

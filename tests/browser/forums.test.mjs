@@ -1,0 +1,334 @@
+// End-to-end tests of the forums example in real Chromium: the example page
+// (templates/index.html) with the tidings client (src/tidings.js).
+//
+//   cargo build --example forums && node --test tests/browser/
+//
+// The test builds the example (a no-op when it is up to date), starts it in a
+// fresh temporary directory (its own SQLite forums.db) on a free port, and
+// drives two or three pages. Every wait is bounded. On failure, screenshots
+// of the open pages go to test-results/.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const binary = path.join(root, "target", "debug", "examples", "forums");
+const resultsDir = path.join(root, "test-results");
+const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
+
+let browser;
+let server;      // { child, addr, output }
+let workDir;     // the example's cwd (its forums.db)
+const openPages = new Set();
+
+// ---- the example server ------------------------------------------------------
+
+/** Starts the example on `addr` in `workDir`; resolves once it listens. */
+function startServer(addr = "127.0.0.1:0", timeoutMs = 15000) {
+  const env = { ...process.env, RUST_LOG: "warn" };
+  delete env.DATABASE_URL;
+  const child = spawn(binary, ["--addr", addr], { cwd: workDir, env, stdio: ["ignore", "pipe", "pipe"] });
+  const output = [];
+  return new Promise((resolve, reject) => {
+    let stdout = "";
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`the example did not report "listening on" within ${timeoutMs} ms:\n${output.join("")}`));
+    }, timeoutMs);
+    child.stderr.on("data", (chunk) => output.push(chunk.toString()));
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+      output.push(chunk.toString());
+      const match = /listening on http:\/\/(\S+)/.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        resolve({ child, addr: match[1], output });
+      }
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`the example exited (${code ?? signal}) before listening:\n${output.join("")}`));
+    });
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/** Stops the server (SIGTERM: graceful, sessions get 1001), SIGKILL after 10 s. */
+async function stopServer(s) {
+  if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
+  const exited = new Promise((resolve) => s.child.once("exit", resolve));
+  s.child.kill("SIGTERM");
+  const timer = setTimeout(() => s.child.kill("SIGKILL"), 10000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Restarts on the same address; retries briefly if the port is not free yet. */
+async function restartServer() {
+  const addr = server.addr;
+  await stopServer(server);
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      server = await startServer(addr);
+      return;
+    } catch (error) {
+      if (Date.now() > deadline || !/cannot listen/.test(String(error.message))) throw error;
+      await new Promise((r) => setTimeout(r, 100)); // bounded retry, not synchronization
+    }
+  }
+}
+
+const url = (p = "/") => `http://${server.addr}${p}`;
+
+async function createForum(title) {
+  const response = await fetch(url("/api/forums"), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ title }),
+    signal: AbortSignal.timeout(10000),
+  });
+  assert.equal(response.status, 201, `POST /api/forums: ${response.status}`);
+  return response.json();
+}
+
+// ---- pages -----------------------------------------------------------------------
+
+/** Opens the example in a new browser context (like another browser) and waits for `live`. */
+async function openPage(t, name, { pathAndQuery = "/", setup } = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.tidingsName = name;
+  openPages.add(page);
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") t.diagnostic(`[${name}] console.${m.type()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => t.diagnostic(`[${name}] page error: ${e.message}`));
+  if (setup) await setup(page);
+  await page.goto(url(pathAndQuery), { timeout: 10000 });
+  await waitForState(page, "live", 10000);
+  // Records every state change, for the restart scenario (`offline` may last
+  // only a few milliseconds).
+  await page.evaluate(() => {
+    window.testStates = [];
+    window.tidings.onState((s) => window.testStates.push(s));
+  });
+  return page;
+}
+
+async function waitForState(page, state, timeout = 5000) {
+  await page.waitForFunction(
+    (s) => document.getElementById("status").textContent === s, state, { timeout },
+  );
+}
+
+const reloads = (page) => page.evaluate(() => ({ ...window.tidingsReloads }));
+
+async function waitForForum(page, title, timeout) {
+  await page.locator("#forums li", { hasText: title }).first().waitFor({ state: "attached", timeout });
+}
+
+async function closePages() {
+  for (const page of openPages) {
+    await page.context().close().catch(() => {});
+  }
+  openPages.clear();
+}
+
+/** A test that saves screenshots of its pages if it fails. */
+function scenario(name, fn) {
+  test(name, { timeout: 90000 }, async (t) => {
+    try {
+      await fn(t);
+    } catch (error) {
+      mkdirSync(resultsDir, { recursive: true });
+      const slug = name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60).replace(/^-|-$/g, "");
+      for (const page of openPages) {
+        const file = path.join(resultsDir, `${slug}-${page.tidingsName}.png`);
+        await page.screenshot({ path: file, fullPage: true, timeout: 5000 }).catch(() => {});
+        t.diagnostic(`screenshot: ${file}`);
+      }
+      if (server) t.diagnostic(`server output:\n${server.output.join("").slice(-4000)}`);
+      throw error;
+    } finally {
+      await closePages();
+    }
+  });
+}
+
+// ---- setup -------------------------------------------------------------------------
+
+before(async () => {
+  const build = spawnSync("cargo", ["build", "--example", "forums"], {
+    cwd: root, stdio: "inherit", timeout: 15 * 60 * 1000,
+  });
+  if (build.status !== 0) throw new Error(`cargo build --example forums failed (${build.status ?? build.signal})`);
+  workDir = mkdtempSync(path.join(tmpdir(), "tidings-browser-"));
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    timeout: 30000,
+  });
+});
+
+after(async () => {
+  await closePages();
+  await browser?.close().catch(() => {});
+  await stopServer(server);
+  if (workDir) rmSync(workDir, { recursive: true, force: true });
+});
+
+// ---- scenarios -----------------------------------------------------------------------
+
+scenario("a. a forum created in one page appears in the other within 1 second", async (t) => {
+  const [one, two] = [await openPage(t, "page1"), await openPage(t, "page2")];
+  const title = `Forum A ${Date.now()}`;
+  // Precise times, taken in the pages (same machine clock): when page 1
+  // submits, and when the item is inserted into page 2's list.
+  await one.evaluate(() => document.getElementById("new-forum").addEventListener("submit", () => {
+    window.submittedAt = performance.timeOrigin + performance.now();
+  }));
+  await two.evaluate((title) => {
+    const list = document.getElementById("forums");
+    new MutationObserver(() => {
+      if (!window.appearedAt && [...list.children].some((li) => li.dataset.title === title)) {
+        window.appearedAt = performance.timeOrigin + performance.now();
+      }
+    }).observe(list, { childList: true });
+  }, title);
+  await one.fill("#new-forum input[name=title]", title);
+  const started = performance.now();
+  await one.click("#new-forum button");
+  await waitForForum(two, title, 1000);
+  const observed = performance.now() - started;
+  const ms = (await two.evaluate(() => window.appearedAt)) - (await one.evaluate(() => window.submittedAt));
+  t.diagnostic(`a: appeared in page 2 ${ms.toFixed(1)} ms after page 1 submitted `
+    + `(${observed.toFixed(0)} ms from the test's click to its check)`);
+  assert.ok(observed < 1000, `took ${observed} ms`);
+  assert.ok(ms >= 0 && ms < 1000, `took ${ms} ms`);
+  await waitForForum(one, title, 1000); // page 1 shows it from the POST response
+});
+
+scenario("b. the writing page does not reload because of its own write", async (t) => {
+  const [one, two] = [await openPage(t, "page1"), await openPage(t, "page2")];
+  const title = `Forum B ${Date.now()}`;
+  await one.fill("#new-forum input[name=title]", title);
+  await one.click("#new-forum button");
+  await waitForForum(two, title, 2000);
+  await waitForForum(one, title, 2000);
+  await two.waitForFunction(() => window.tidingsReloads.forums >= 1, null, { timeout: 2000 });
+  assert.equal((await reloads(one)).forums, 0, "page 1 reloaded after its own write");
+
+  // A barrier: a write by someone else, notified after page 1's own one (in
+  // cursor order). Once page 1 has reloaded for it, a notification of its own
+  // write would have arrived too; it must have caused no reload.
+  const other = `Forum B other ${Date.now()}`;
+  await createForum(other);
+  await waitForForum(one, other, 2000);
+  await one.waitForFunction(() => window.tidingsReloads.forums >= 1, null, { timeout: 2000 });
+  const r1 = await reloads(one);
+  const r2 = await reloads(two);
+  t.diagnostic(`b: reloads after own write + one foreign write: page 1 ${r1.forums}, page 2 ${r2.forums}`);
+  assert.equal(r1.forums, 1, "page 1 reloaded only for the foreign write");
+  assert.ok(r2.forums >= 1);
+});
+
+scenario("c. after a server restart both pages come back live by themselves and resync", async (t) => {
+  const [one, two] = [await openPage(t, "page1"), await openPage(t, "page2")];
+  for (const page of [one, two]) await page.evaluate(() => { window.notReloaded = true; });
+  const before = [await reloads(one), await reloads(two)];
+
+  const started = performance.now();
+  await restartServer();
+  const restarted = performance.now() - started;
+  for (const page of [one, two]) {
+    await page.waitForFunction(() => window.testStates.includes("offline"), null, { timeout: 5000 });
+    await page.waitForFunction(
+      () => window.testStates.lastIndexOf("live") > window.testStates.indexOf("offline"),
+      null, { timeout: 15000 },
+    );
+    await waitForState(page, "live", 1000);
+    // The new server has a new epoch: the old cursor gets a resync, which
+    // reloads both lists.
+    await page.waitForFunction((n) => window.tidingsReloads.forums > n, before[0].forums, { timeout: 5000 });
+    assert.equal(await page.evaluate(() => window.notReloaded), true, "the page was not reloaded");
+  }
+  const back = performance.now() - started;
+  const after = [await reloads(one), await reloads(two)];
+  const states = await one.evaluate(() => window.testStates);
+  const transports = [await one.evaluate(() => window.tidings.transport), await two.evaluate(() => window.tidings.transport)];
+  const msg = `c: server down and up in ${restarted.toFixed(0)} ms; both pages live again after ${back.toFixed(0)} ms `
+    + `(transports ${transports.join(", ")}); page 1 states ${states.join(" → ")}; `
+    + `forums reloads ${before[0].forums}→${after[0].forums} and ${before[1].forums}→${after[1].forums}`;
+  t.diagnostic(msg);
+
+  const title = `Forum C ${Date.now()}`;
+  await one.fill("#new-forum input[name=title]", title);
+  await one.click("#new-forum button");
+  await waitForForum(two, title, 2000);
+});
+
+scenario("d. with WebSockets refused the page goes live over SSE", async (t) => {
+  const blocked = await openPage(t, "blocked", {
+    setup: async (page) => {
+      if (typeof page.routeWebSocket === "function") {
+        await page.routeWebSocket(/\/ws/, (ws) => ws.close());
+      } else {
+        await page.addInitScript(() => {
+          window.WebSocket = class extends EventTarget {
+            constructor() {
+              super();
+              this.readyState = 3;
+              setTimeout(() => { this.onerror?.({}); this.onclose?.({ code: 1006 }); }, 0);
+            }
+            send() {}
+            close() {}
+          };
+        });
+      }
+    },
+  });
+  assert.equal(await blocked.evaluate(() => window.tidings.transport), "sse");
+  const writer = await openPage(t, "writer");
+  assert.equal(await writer.evaluate(() => window.tidings.transport), "websocket");
+  const title = `Forum D ${Date.now()}`;
+  await writer.fill("#new-forum input[name=title]", title);
+  const started = performance.now();
+  await writer.click("#new-forum button");
+  await waitForForum(blocked, title, 2000);
+  const ms = performance.now() - started;
+  t.diagnostic(`d: over SSE the write appeared after ${ms.toFixed(0)} ms`);
+
+  // ?transport=sse forces SSE too.
+  const forced = await openPage(t, "forced-sse", { pathAndQuery: "/?transport=sse" });
+  assert.equal(await forced.evaluate(() => window.tidings.transport), "sse");
+});
+
+scenario("e. a burst of 50 writes is coalesced into a few reloads", async (t) => {
+  const page = await openPage(t, "page2");
+  const baseline = (await reloads(page)).forums;
+  const prefix = `Burst ${Date.now()}`;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: 50 }, (_, i) => createForum(`${prefix} #${i}`)));
+  const wrote = performance.now() - started;
+  await page.waitForFunction(
+    (p) => [...document.querySelectorAll("#forums li")].filter((li) => li.dataset.title.startsWith(p)).length === 50,
+    prefix, { timeout: 5000 },
+  );
+  const shown = performance.now() - started;
+  const count = (await reloads(page)).forums - baseline;
+  const msg = `e: 50 creations took ${wrote.toFixed(0)} ms; all 50 shown after ${shown.toFixed(0)} ms; forums reloads: ${count}`;
+  t.diagnostic(msg);
+  assert.ok(count >= 1 && count <= 5, `${count} reloads`);
+});
