@@ -190,6 +190,21 @@ mod redis_backplane {
     }
 
     #[tokio::test]
+    async fn a_malformed_url_is_reported_on_every_publish() {
+        let notifier = instance(Backplane::redis("redis://[::1"));
+        for _ in 0..2 {
+            let result = timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert)))
+                .await
+                .unwrap();
+            assert!(
+                matches!(&result, Err(PublishError::Backplane(e)) if e.contains("invalid Redis URL")),
+                "{result:?}"
+            );
+        }
+        assert_eq!(notifier.health().status, "degraded");
+    }
+
+    #[tokio::test]
     async fn redis_down_reports_to_the_caller_and_in_health() {
         // Nothing listens on port 1.
         let notifier = instance(Backplane::redis("redis://127.0.0.1:1"));

@@ -213,6 +213,20 @@ pub(crate) fn start(backplane: &Backplane, outgoing: mpsc::UnboundedReceiver<Out
     }
 }
 
+/// For a backplane that cannot even start (a malformed URL): health says
+/// why, and every publish fails with that reason.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) fn unusable(reason: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
+    if let Some(hub) = hub.upgrade() {
+        hub.set_degraded(crate::hub::Part::Listener, Some(reason.clone()));
+    }
+    tokio::spawn(async move {
+        while let Some(out) = outgoing.recv().await {
+            out.finish(Err(PublishError::Backplane(reason.clone())));
+        }
+    });
+}
+
 /// A notification as it travels between instances: the fields, not the
 /// frame, since each instance assigns the cursor it puts in the frame.
 #[derive(Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use super::{Backoff, Outgoing, PublishError, decode};
+use super::{Backoff, Outgoing, PublishError, decode, unusable};
 use crate::hub::{Hub, Part};
 
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
@@ -51,17 +51,9 @@ pub(crate) fn check_size(payload: &str) -> Result<(), PublishError> {
 }
 
 pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
-    let connect = options.url.parse::<PgConnectOptions>();
-    let connect = match connect {
+    let connect = match options.url.parse::<PgConnectOptions>() {
         Ok(c) => c,
-        Err(e) => {
-            let reason = format!("invalid PostgreSQL URL: {e}");
-            if let Some(hub) = hub.upgrade() {
-                hub.set_degraded(Part::Listener, Some(reason.clone()));
-            }
-            tokio::spawn(refuse_all(outgoing, reason));
-            return;
-        }
+        Err(e) => return unusable(format!("invalid PostgreSQL URL: {e}"), outgoing, hub),
     };
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -69,12 +61,6 @@ pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing
         .connect_lazy_with(connect.clone().application_name("tidings-publisher"));
     tokio::spawn(publish(pool, options.channel.clone(), outgoing, hub.clone()));
     tokio::spawn(listen(connect, options.channel, hub));
-}
-
-async fn refuse_all(mut outgoing: mpsc::UnboundedReceiver<Outgoing>, reason: String) {
-    while let Some(out) = outgoing.recv().await {
-        out.finish(Err(PublishError::Backplane(reason.clone())));
-    }
 }
 
 async fn publish(

@@ -11,7 +11,7 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::sync::mpsc;
 
-use super::{Backoff, Outgoing, PublishError, decode};
+use super::{Backoff, Outgoing, PublishError, decode, unusable};
 use crate::Cursor;
 use crate::hub::{Hub, Part};
 
@@ -42,23 +42,10 @@ impl Options {
 pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
     let client = match Client::open(options.url.as_str()) {
         Ok(client) => client,
-        Err(e) => {
-            let reason = format!("invalid Redis URL: {e}");
-            if let Some(hub) = hub.upgrade() {
-                hub.set_degraded(Part::Listener, Some(reason.clone()));
-            }
-            tokio::spawn(refuse_all(outgoing, reason));
-            return;
-        }
+        Err(e) => return unusable(format!("invalid Redis URL: {e}"), outgoing, hub),
     };
     tokio::spawn(publish(client.clone(), options.clone(), outgoing, hub.clone()));
     tokio::spawn(subscribe(client, options, hub));
-}
-
-async fn refuse_all(mut outgoing: mpsc::UnboundedReceiver<Outgoing>, reason: String) {
-    while let Some(out) = outgoing.recv().await {
-        out.finish(Err(PublishError::Backplane(reason.clone())));
-    }
 }
 
 /// Sends queued notifications in order, a pipeline at a time.
