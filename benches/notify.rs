@@ -48,9 +48,7 @@ impl Setup {
 /// clients that read everything they are sent, until the process exits.
 fn connect_clients(rt: &Runtime, notifier: &Notifier, clients: usize) {
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let app = axum::Router::new().merge(tidings::axum::routes(notifier));
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
@@ -74,10 +72,7 @@ fn connect_clients(rt: &Runtime, notifier: &Notifier, clients: usize) {
         tokio::time::timeout(Duration::from_secs(30), count.wait_for(|n| *n >= clients))
             .await
             .unwrap_or_else(|_| {
-                panic!(
-                    "only {} of {clients} sessions registered within 30 s",
-                    notifier.session_count()
-                )
+                panic!("only {} of {clients} sessions registered within 30 s", notifier.session_count())
             })
             .expect("the notifier is alive");
     });
@@ -87,24 +82,15 @@ fn benches(c: &mut Criterion) {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // One worker per core by default; `TIDINGS_BENCH_WORKERS=1` leaves the
     // bench thread a core of its own on a small machine.
-    if let Some(workers) = std::env::var("TIDINGS_BENCH_WORKERS")
-        .ok()
-        .and_then(|w| w.parse().ok())
-    {
+    if let Some(workers) = std::env::var("TIDINGS_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
         builder.worker_threads(workers);
     }
     let rt = builder.enable_all().build().expect("tokio runtime");
     // The notifiers spawn their dispatcher on the current runtime.
     let guard = rt.enter();
 
-    let idle = Setup {
-        notifier: Notifier::new(),
-        sessions: 0,
-    };
-    let loaded = Setup {
-        notifier: Notifier::new(),
-        sessions: SESSIONS,
-    };
+    let idle = Setup { notifier: Notifier::new(), sessions: 0 };
+    let loaded = Setup { notifier: Notifier::new(), sessions: SESSIONS };
     connect_clients(&rt, &loaded.notifier, loaded.sessions);
     let setups = [&idle, &loaded];
 
@@ -126,9 +112,7 @@ fn benches(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("serialize");
-    group.bench_function("no_data", |b| {
-        b.iter(|| Notification::new(black_box("forums"), Op::Insert))
-    });
+    group.bench_function("no_data", |b| b.iter(|| Notification::new(black_box("forums"), Op::Insert)));
     group.bench_function("with_data", |b| {
         let row = Row { id: 42 };
         b.iter(|| {
@@ -149,9 +133,7 @@ fn benches(c: &mut Criterion) {
                     || {
                         let batch = notifier.batch();
                         for id in 0..size {
-                            batch
-                                .notify_with("forums", Op::Update, &Row { id })
-                                .expect("a Row serializes");
+                            batch.notify_with("forums", Op::Update, &Row { id }).expect("a Row serializes");
                         }
                         batch
                     },
@@ -173,9 +155,7 @@ fn benches(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
+    Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1))
 }
 
 criterion_group! {

@@ -65,9 +65,7 @@ fn main() -> Result<(), Error> {
             // cheaper per frame than work-stealing across threads and leaves
             // the other cores to the server.
             let rt = if args.driver_threads <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?
+                tokio::runtime::Builder::new_current_thread().enable_all().build()?
             } else {
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(args.driver_threads)
@@ -174,10 +172,7 @@ impl Args {
 }
 
 fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -217,10 +212,7 @@ struct Payload<'a> {
 #[derive(Clone)]
 enum Hub {
     Tidings(Notifier),
-    Baseline {
-        tx: broadcast::Sender<Event>,
-        sessions: Arc<AtomicUsize>,
-    },
+    Baseline { tx: broadcast::Sender<Event>, sessions: Arc<AtomicUsize> },
 }
 
 #[derive(Deserialize)]
@@ -270,26 +262,20 @@ fn cpu_ms() -> u64 {
 
 async fn server(args: Args) -> Result<(), Error> {
     let hub = match args.imp.as_str() {
-        "tidings" => Hub::Tidings(Notifier::with_config(
-            Config::default().replay_capacity(args.replay),
-        )),
+        "tidings" => Hub::Tidings(Notifier::with_config(Config::default().replay_capacity(args.replay))),
         "baseline" => Hub::Baseline {
             tx: broadcast::channel(BASELINE_CAPACITY).0,
             sessions: Arc::new(AtomicUsize::new(0)),
         },
         other => return Err(format!("server --impl must be tidings or baseline, not {other}").into()),
     };
-    let control = Router::new()
-        .route("/emit", post(emit))
-        .route("/stats", get(stats))
-        .with_state(hub.clone());
+    let control =
+        Router::new().route("/emit", post(emit)).route("/stats", get(stats)).with_state(hub.clone());
     let app = match &hub {
         Hub::Tidings(notifier) => control.merge(tidings::axum::routes(notifier)),
-        Hub::Baseline { .. } => control.merge(
-            Router::new()
-                .route("/ws", get(baseline_ws))
-                .with_state(hub.clone()),
-        ),
+        Hub::Baseline { .. } => {
+            control.merge(Router::new().route("/ws", get(baseline_ws)).with_state(hub.clone()))
+        }
     };
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
     {
@@ -352,11 +338,7 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
         last = t;
         let cost = match &hub {
             Hub::Tidings(notifier) => {
-                let payload = Payload {
-                    t,
-                    i: i as u64,
-                    pad: &pad,
-                };
+                let payload = Payload { t, i: i as u64, pad: &pad };
                 let collection = p.collection.clone();
                 let start = Instant::now();
                 let _ = notifier.notify_with(collection, Op::Insert, &payload);
@@ -366,11 +348,7 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
                 let event = Event {
                     collection: p.collection.clone(),
                     op: "insert",
-                    data: EventData {
-                        t,
-                        i: i as u64,
-                        pad: pad.clone(),
-                    },
+                    data: EventData { t, i: i as u64, pad: pad.clone() },
                 };
                 let start = Instant::now();
                 let _ = tx.send(event);
@@ -408,12 +386,7 @@ async fn stats(State(hub): State<Hub>) -> Response {
         Hub::Tidings(notifier) => notifier.session_count(),
         Hub::Baseline { sessions, .. } => sessions.load(Ordering::SeqCst),
     };
-    axum::Json(Stats {
-        rss_kib: rss_kib(),
-        sessions,
-        cpu_ms: cpu_ms(),
-    })
-    .into_response()
+    axum::Json(Stats { rss_kib: rss_kib(), sessions, cpu_ms: cpu_ms() }).into_response()
 }
 
 /// The baseline: one task per connection, subscribed to a broadcast channel;
@@ -471,13 +444,11 @@ async fn http_json<T: for<'de> Deserialize<'de>>(
         s.read_to_end(&mut buf).await?;
         Ok::<_, Error>(buf)
     };
-    let buf = tokio::time::timeout(limit, request)
-        .await
-        .map_err(|_| format!("{method} {path}: timed out"))??;
+    let buf =
+        tokio::time::timeout(limit, request).await.map_err(|_| format!("{method} {path}: timed out"))??;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{method} {path}: malformed response"))?;
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| format!("{method} {path}: malformed response"))?;
     if !head.starts_with("HTTP/1.1 200") {
         return Err(format!("{method} {path}: {}", head.lines().next().unwrap_or("")).into());
     }
@@ -507,25 +478,16 @@ fn scan(b: &[u8]) -> Option<Seen<'_>> {
         if digits == 0 || digits > 19 {
             return None;
         }
-        let n = b[at..at + digits]
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        let n = b[at..at + digits].iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
         Some((n, at + digits))
     }
     fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
-        b.get(from..)?
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .map(|p| from + p + needle.len())
+        b.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| from + p + needle.len())
     }
     let fast = || {
         if let Some(rest) = b.strip_prefix(br#"{"type":""#) {
             let (kind, _) = string_at(rest, 0)?;
-            return Some(Seen {
-                kind: Some(kind),
-                collection: None,
-                data: None,
-            });
+            return Some(Seen { kind: Some(kind), collection: None, data: None });
         }
         const COLLECTION: &[u8] = br#"{"collection":""#;
         if !b.starts_with(COLLECTION) {
@@ -537,11 +499,7 @@ fn scan(b: &[u8]) -> Option<Seen<'_>> {
         let at = at + br#","i":"#.len();
         (b.get(at - 5..at)? == br#","i":"#).then_some(())?;
         let (i, _) = number_at(b, at)?;
-        Some(Seen {
-            kind: None,
-            collection: Some(collection),
-            data: Some(FrameData { t, i }),
-        })
+        Some(Seen { kind: None, collection: Some(collection), data: Some(FrameData { t, i }) })
     };
     fast().or_else(|| {
         let f: Frame = serde_json::from_slice(b).ok()?;
@@ -608,10 +566,7 @@ async fn client(
     mut stop: watch::Receiver<bool>,
 ) -> ClientResult {
     let (messages, read_buffer) = (shared.messages, shared.read_buffer);
-    let mut r = ClientResult {
-        wanted,
-        ..Default::default()
-    };
+    let mut r = ClientResult { wanted, ..Default::default() };
     let permit = connect.acquire().await;
     let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     let connected = tokio::time::timeout(
@@ -766,11 +721,7 @@ async fn run(args: Args) -> Result<(), Error> {
         args.clients,
         args.messages,
         args.size,
-        if args.paced {
-            format!("paced({}us)", args.pace_us)
-        } else {
-            "burst".into()
-        },
+        if args.paced { format!("paced({}us)", args.pace_us) } else { "burst".into() },
         if args.ten_pct { "10pct" } else { "all" },
         args.replay,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -848,10 +799,7 @@ async fn run_one(args: &Args, imp: &str) -> Result<Row, Error> {
         .to_owned();
     let result = drive(args, imp, &addr, deadline).await;
     drop(child.stdin.take()); // the server exits when its stdin closes
-    if tokio::time::timeout(Duration::from_secs(5), child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
         let _ = child.kill().await;
     }
     result
@@ -888,14 +836,7 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             format!("ws://{addr}/ws")
         };
         wanted_clients += hot as usize;
-        tasks.push(tokio::spawn(client(
-            url,
-            tidings,
-            hot,
-            shared.clone(),
-            connect.clone(),
-            stop_rx.clone(),
-        )));
+        tasks.push(tokio::spawn(client(url, tidings, hot, shared.clone(), connect.clone(), stop_rx.clone())));
     }
     // Wait until every client is connected and the server counts them all.
     let connect_start = Instant::now();
@@ -932,10 +873,7 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
 
     // Emit.
     let pace_us = if args.paced { args.pace_us } else { 0 };
-    let path = format!(
-        "/emit?count={}&size={}&collection=hot&pace_us={}",
-        args.messages, args.size, pace_us
-    );
+    let path = format!("/emit?count={}&size={}&collection=hot&pace_us={}", args.messages, args.size, pace_us);
     let emit_limit = deadline.saturating_duration_since(Instant::now());
     let emit_addr = addr.to_owned();
     let emit =
@@ -957,11 +895,7 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             last_progress = (progress, Instant::now());
         }
         let done = shared.done.load(Ordering::SeqCst);
-        let wanted_ready = if args.ten_pct {
-            wanted_clients.min(ready)
-        } else {
-            ready
-        };
+        let wanted_ready = if args.ten_pct { wanted_clients.min(ready) } else { ready };
         if emit_report.is_some() && done >= wanted_ready {
             break;
         }
@@ -1070,16 +1004,10 @@ fn summarize(
             }
         }
     }
-    row.unwanted += results
-        .iter()
-        .filter(|r| !r.wanted)
-        .map(|r| r.unwanted)
-        .sum::<u64>();
+    row.unwanted += results.iter().filter(|r| !r.wanted).map(|r| r.unwanted).sum::<u64>();
     row.lost = row.expected - row.deliveries;
-    let mut lat: Vec<u64> = (0..m)
-        .filter(|&i| last_recv[i] != 0)
-        .map(|i| last_recv[i].saturating_sub(sent[i]))
-        .collect();
+    let mut lat: Vec<u64> =
+        (0..m).filter(|&i| last_recv[i] != 0).map(|i| last_recv[i].saturating_sub(sent[i])).collect();
     lat.sort_unstable();
     row.lat_p50_us = percentile(&lat, 50.0) as f64 / 1e3;
     row.lat_p99_us = percentile(&lat, 99.0) as f64 / 1e3;
@@ -1149,8 +1077,7 @@ fn print_rows(args: &Args, rows: &[Row]) {
             r.driver_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
             r.machine_busy_ms,
             r.machine_total_ms,
-            r.machine_busy_ms
-                .saturating_sub(r.server_cpu_ms + r.driver_cpu_ms),
+            r.machine_busy_ms.saturating_sub(r.server_cpu_ms + r.driver_cpu_ms),
             r.emit_span_ms,
         );
     }

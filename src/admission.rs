@@ -46,13 +46,7 @@ pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejecti
     };
     let subscriptions = Subscriptions::from_query(params.collections.as_deref());
     if let Some(bad) = subscriptions.first_forbidden(&identity) {
-        return Err(Rejection::forbidden(format!(
-            "not allowed to subscribe to `{bad}`"
-        )));
+        return Err(Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")));
     }
-    Ok(Admission {
-        identity,
-        subscriptions,
-        cursor: params.cursor,
-    })
+    Ok(Admission { identity, subscriptions, cursor: params.cursor })
 }

@@ -52,10 +52,7 @@ where
     let config = notifier.config();
     Router::new()
         .route(&config.path, get(crate::ws::upgrade).with_state(notifier.clone()))
-        .route(
-            &config.sse_path,
-            get(crate::sse::events).with_state(notifier.clone()),
-        )
+        .route(&config.sse_path, get(crate::sse::events).with_state(notifier.clone()))
         .route("/tidings.js", get(crate::client::script))
 }
 
@@ -68,9 +65,7 @@ where
 /// that made the request does not receive the notifications it caused. A
 /// malformed header is answered with 400 before the handler runs.
 pub fn layer(notifier: &Notifier) -> NotifyLayer {
-    NotifyLayer {
-        notifier: notifier.clone(),
-    }
+    NotifyLayer { notifier: notifier.clone() }
 }
 
 /// See [`layer`].
@@ -83,10 +78,7 @@ impl<S> Layer<S> for NotifyLayer {
     type Service = NotifyService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        NotifyService {
-            inner,
-            notifier: self.notifier.clone(),
-        }
+        NotifyService { inner, notifier: self.notifier.clone() }
     }
 }
 
@@ -167,16 +159,11 @@ fn originator(headers: &http::HeaderMap) -> Result<Option<SessionId>, Rejection>
     let Some(value) = headers.get(&SESSION_HEADER) else {
         return Ok(None);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Rejection::new(
-                StatusCode::BAD_REQUEST,
-                "bad_session_header",
-                "the tidings-session header must be a session id from a hello frame",
-            )
-        })
+    value.to_str().ok().and_then(|v| v.parse().ok()).map(Some).ok_or_else(|| {
+        Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "bad_session_header",
+            "the tidings-session header must be a session id from a hello frame",
+        )
+    })
 }

@@ -115,13 +115,7 @@ impl Batch {
     }
 
     fn with_parent(parent: Parent, origin: Option<SessionId>) -> Batch {
-        Batch {
-            shared: Arc::new(Shared {
-                pending: Mutex::new(Pending::default()),
-                parent,
-                origin,
-            }),
-        }
+        Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, origin }) }
     }
 
     /// A nested batch: committing it moves its notifications into this one.

@@ -13,11 +13,5 @@ const SOURCE: &str = include_str!("tidings.js");
 /// it for five minutes, so a new version reaches pages soon after a
 /// deployment.
 pub(crate) async fn script() -> impl IntoResponse {
-    (
-        [
-            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (CACHE_CONTROL, "public, max-age=300"),
-        ],
-        SOURCE,
-    )
+    ([(CONTENT_TYPE, "text/javascript; charset=utf-8"), (CACHE_CONTROL, "public, max-age=300")], SOURCE)
 }

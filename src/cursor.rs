@@ -43,19 +43,11 @@ pub(crate) enum Kind {
 
 impl Cursor {
     pub(crate) const fn new(epoch: u32, seq: u64) -> Self {
-        Cursor {
-            kind: Kind::Local,
-            major: epoch as u64,
-            minor: seq,
-        }
+        Cursor { kind: Kind::Local, major: epoch as u64, minor: seq }
     }
 
     pub(crate) const fn stream(ms: u64, seq: u64) -> Self {
-        Cursor {
-            kind: Kind::Stream,
-            major: ms,
-            minor: seq,
-        }
+        Cursor { kind: Kind::Stream, major: ms, minor: seq }
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -160,16 +152,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in [
-            "",
-            "-",
-            "12345678",
-            "zzzzzzzz-1",
-            "12345678-",
-            "12345678--1",
-            "-5",
-            "1x-2",
-        ] {
+        for bad in ["", "-", "12345678", "zzzzzzzz-1", "12345678-", "12345678--1", "-5", "1x-2"] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad}");
         }
     }

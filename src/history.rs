@@ -43,12 +43,7 @@ impl Prepared {
         let mut frame = String::with_capacity(n.frame_capacity());
         n.write_open_frame(&mut frame);
         frame.push_str(r#","cursor":""#);
-        Prepared {
-            frame,
-            skip: n.skipped_session(),
-            n,
-            given,
-        }
+        Prepared { frame, skip: n.skipped_session(), n, given }
     }
 }
 
@@ -68,6 +63,9 @@ struct Ring {
     /// For stream cursors: the newest id that is no longer held (evicted,
     /// or older than what was loaded). Resuming from before it is a gap.
     floor: Option<Cursor>,
+    /// For stream cursors: false until the backplane has loaded the stream's
+    /// tail; until then a stream id cannot be placed.
+    loaded: bool,
 }
 
 /// What reading the log produced.
@@ -80,7 +78,18 @@ pub(crate) enum Read {
 }
 
 impl History {
+    /// A history whose cursors it assigns itself (`<epoch>-<seq>`).
     pub(crate) fn new(epoch: u32, capacity: usize) -> Self {
+        History::with_head(epoch, capacity, Cursor::new(epoch, 0), true)
+    }
+
+    /// A history whose cursors are a backplane's stream ids; its head starts
+    /// at the beginning of the stream (`0-0`).
+    pub(crate) fn for_stream(epoch: u32, capacity: usize) -> Self {
+        History::with_head(epoch, capacity, Cursor::stream(0, 0), false)
+    }
+
+    fn with_head(epoch: u32, capacity: usize, head: Cursor, loaded: bool) -> Self {
         let capacity = capacity.max(1);
         History {
             epoch,
@@ -88,10 +97,17 @@ impl History {
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
                 next_seq: 1,
-                head: Cursor::new(epoch, 0),
+                head,
                 floor: None,
+                loaded,
             }),
         }
+    }
+
+    /// The backplane has loaded the stream's tail: stream ids can be placed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn mark_loaded(&self) {
+        self.ring.write().unwrap_or_else(|e| e.into_inner()).loaded = true;
     }
 
     /// Assigns the next cursor to `n`, stores its frame, and returns the cursor.
@@ -118,10 +134,7 @@ impl History {
     /// Appends several notifications under one lock, in order (a committed
     /// batch): readers see all of them or none.
     pub(crate) fn append_all(&self, notifications: Vec<Notification>) {
-        let prepared: Vec<Prepared> = notifications
-            .into_iter()
-            .map(|n| Prepared::new(n, None))
-            .collect();
+        let prepared: Vec<Prepared> = notifications.into_iter().map(|n| Prepared::new(n, None)).collect();
         let mut evicted = Vec::new();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         for p in prepared {
@@ -134,12 +147,7 @@ impl History {
     /// Assigns the cursor, finishes the frame and stores it; returns the
     /// cursor and the entry evicted to make room, to be dropped unlocked.
     fn push(&self, ring: &mut Ring, p: Prepared) -> (Cursor, Option<Entry>) {
-        let Prepared {
-            mut frame,
-            n,
-            skip,
-            given,
-        } = p;
+        let Prepared { mut frame, n, skip, given } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
@@ -148,11 +156,7 @@ impl History {
         // the order of the cursors, with no re-ordering step anywhere.
         cursor.push_to(&mut frame);
         frame.push_str("\"}");
-        let evicted = if ring.entries.len() == self.capacity {
-            ring.entries.pop_front()
-        } else {
-            None
-        };
+        let evicted = if ring.entries.len() == self.capacity { ring.entries.pop_front() } else { None };
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor);
         }
@@ -216,10 +220,10 @@ impl History {
                 (next >= first && next <= ring.next_seq).then_some((next, None))
             }
             Kind::Stream => {
-                if ring
-                    .floor
-                    .is_some_and(|f| cursor.stream_cmp(&f) == Some(Ordering::Less))
-                {
+                if !ring.loaded {
+                    return None;
+                }
+                if ring.floor.is_some_and(|f| cursor.stream_cmp(&f) == Some(Ordering::Less)) {
                     return None;
                 }
                 match ring.head.stream_cmp(&cursor) {
@@ -250,10 +254,7 @@ impl History {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
         if next < first {
-            return Read::Lagged {
-                head: ring.head,
-                next: ring.next_seq,
-            };
+            return Read::Lagged { head: ring.head, next: ring.next_seq };
         }
         let start = (next - first) as usize;
         let mut last = next;
@@ -285,10 +286,7 @@ mod tests {
         let c = h.append(Notification::new("forums", Op::Insert));
         assert_eq!(c.seq(), 1);
         let (frames, _) = collect(&h, 1);
-        assert_eq!(
-            frames,
-            [r#"{"collection":"forums","op":"insert","cursor":"00000abc-1"}"#]
-        );
+        assert_eq!(frames, [r#"{"collection":"forums","op":"insert","cursor":"00000abc-1"}"#]);
     }
 
     #[test]
@@ -325,9 +323,12 @@ mod tests {
 
     #[test]
     fn stream_cursors_resume_by_id() {
-        let h = History::new(7, 2);
+        let h = History::for_stream(7, 2);
         let id = |n| Cursor::stream(100, n);
-        assert_eq!(h.resume_from(id(5)), None, "nothing read yet: cannot tell");
+        assert_eq!(h.resume_from(id(5)), None, "the tail is not loaded yet: cannot tell");
+        h.mark_loaded();
+        assert_eq!(h.head(), Cursor::stream(0, 0), "an empty stream starts at 0-0");
+        assert_eq!(h.resume_from(Cursor::stream(0, 0)), Some((1, None)));
         for n in [1, 2, 3] {
             h.append_at(Notification::new("a", Op::Update), id(n));
         }
@@ -336,16 +337,8 @@ mod tests {
         assert_eq!(h.resume_from(id(1)), Some((2, None)), "the floor itself was seen");
         assert_eq!(h.resume_from(id(2)), Some((3, None)));
         assert_eq!(h.resume_from(id(3)), Some((4, None)));
-        assert_eq!(
-            h.resume_from(id(9)),
-            Some((4, Some(id(9)))),
-            "ahead of this instance"
-        );
-        assert_eq!(
-            h.resume_from(Cursor::new(7, 1)),
-            None,
-            "a local cursor means nothing here"
-        );
+        assert_eq!(h.resume_from(id(9)), Some((4, Some(id(9)))), "ahead of this instance");
+        assert_eq!(h.resume_from(Cursor::new(7, 1)), None, "a local cursor means nothing here");
     }
 
     #[test]
@@ -354,16 +347,10 @@ mod tests {
         h.append(Notification::new("a", Op::Update));
         h.interrupt();
         let mut out = Vec::new();
-        assert!(matches!(
-            h.read(2, 10, |_| true, &mut out),
-            Read::Lagged { next: 3, .. }
-        ));
+        assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         h.append(Notification::new("a", Op::Update));
-        assert!(matches!(
-            h.read(3, 10, |_| true, &mut out),
-            Read::Read { next: 4 }
-        ));
+        assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4 }));
         assert_eq!(out.len(), 1);
     }
 }

@@ -44,7 +44,11 @@ impl Hub {
         let (link, outgoing) = backplane::link(&config.backplane);
         let ready = watch::Sender::new(!backplane::loads_history(&config.backplane));
         let hub = Arc::new(Hub {
-            history: History::new(epoch, config.replay_capacity),
+            history: if backplane::loads_history(&config.backplane) {
+                History::for_stream(epoch, config.replay_capacity)
+            } else {
+                History::new(epoch, config.replay_capacity)
+            },
             config,
             sessions: DashMap::new(),
             dispatch: Arc::new(Notify::new()),
@@ -70,10 +74,7 @@ impl Hub {
         match &self.link {
             Link::Local => self.deliver(n, None),
             Link::Remote(publisher) => {
-                let out = Outgoing {
-                    payload: backplane::encode(&n),
-                    done: None,
-                };
+                let out = Outgoing { payload: backplane::encode(&n), done: None };
                 if let Err(e) = publisher.send(out) {
                     e.0.finish(Err(PublishError::Closed));
                 }
@@ -101,10 +102,7 @@ impl Hub {
             }
             Link::Remote(publisher) => {
                 let (done, result) = tokio::sync::oneshot::channel();
-                let out = Outgoing {
-                    payload: backplane::encode(&n),
-                    done: Some(done),
-                };
+                let out = Outgoing { payload: backplane::encode(&n), done: Some(done) };
                 publisher.send(out).map_err(|_| PublishError::Closed)?;
                 result.await.unwrap_or(Err(PublishError::Closed))
             }
@@ -132,6 +130,7 @@ impl Hub {
     /// The backplane has loaded its history.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_ready(&self) {
+        self.history.mark_loaded();
         self.ready.send_replace(true);
     }
 
@@ -219,10 +218,7 @@ impl Hub {
         self.closing.send_replace(true);
         let mut count = self.count.subscribe();
         let all_closed = count.wait_for(|n| *n == 0);
-        if tokio::time::timeout(self.config.shutdown_timeout, all_closed)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.config.shutdown_timeout, all_closed).await.is_err() {
             tracing::warn!(
                 sessions = self.session_count(),
                 "tidings: sessions still open after the shutdown timeout"

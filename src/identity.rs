@@ -39,10 +39,7 @@ impl Identity {
     /// A known user (the id is for the application's logs and for
     /// [`Identity::user_id`]; it does not imply an audience).
     pub fn user(id: impl Into<Arc<str>>) -> Self {
-        Identity {
-            user: Some(id.into()),
-            ..Identity::default()
-        }
+        Identity { user: Some(id.into()), ..Identity::default() }
     }
 
     /// Adds an audience the session belongs to (e.g. `user:42`, `admin`):
@@ -100,11 +97,7 @@ impl Rejection {
     }
 
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Rejection {
-            status,
-            code,
-            message: message.into(),
-        }
+        Rejection { status, code, message: message.into() }
     }
 
     /// The HTTP status.

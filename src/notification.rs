@@ -185,9 +185,7 @@ impl Notification {
 /// Appends `s` as a JSON string literal.
 pub(crate) fn push_json_str(out: &mut String, s: &str) {
     // Collection names are almost always plain identifiers: skip the escaper.
-    if s.bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
         out.push('"');
         out.push_str(s);
         out.push('"');

@@ -49,9 +49,7 @@ impl Notifier {
 
     /// A notifier with the given configuration.
     pub fn with_config(config: Config) -> Self {
-        Notifier {
-            hub: Hub::start(config),
-        }
+        Notifier { hub: Hub::start(config) }
     }
 
     /// Broadcasts that `collection` changed, without data.

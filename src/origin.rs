@@ -17,14 +17,10 @@ pub(crate) fn check(policy: &Origins, headers: &HeaderMap) -> Result<(), Rejecti
     let origin = origin.to_str().unwrap_or_default();
     let allowed = match policy {
         Origins::Any => true,
-        Origins::List(list) => list
-            .iter()
-            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin)),
+        Origins::List(list) => list.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin)),
         Origins::SameHost => {
             let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-            let origin_host = origin
-                .split_once("://")
-                .map(|(_, rest)| rest.trim_end_matches('/'));
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest.trim_end_matches('/'));
             matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
         }
     };

@@ -71,22 +71,13 @@ mod tests {
 
     #[test]
     fn server_frames_have_the_documented_shape() {
-        let hello = ServerFrame::Hello {
-            session: SessionId::from_raw(1),
-            cursor: Cursor::new(2, 3),
-        };
+        let hello = ServerFrame::Hello { session: SessionId::from_raw(1), cursor: Cursor::new(2, 3) };
         assert_eq!(
             hello.to_text().as_str(),
             r#"{"type":"hello","session":"0000000000000001","cursor":"00000002-3"}"#
         );
-        let err = ServerFrame::Error {
-            code: ErrorCode::BadFrame,
-            message: "x",
-        };
-        assert_eq!(
-            err.to_text().as_str(),
-            r#"{"type":"error","code":"bad_frame","message":"x"}"#
-        );
+        let err = ServerFrame::Error { code: ErrorCode::BadFrame, message: "x" };
+        assert_eq!(err.to_text().as_str(), r#"{"type":"error","code":"bad_frame","message":"x"}"#);
     }
 
     #[test]

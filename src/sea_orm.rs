@@ -50,18 +50,12 @@ impl Transaction {
     where
         C: TransactionTrait<Transaction = DatabaseTransaction>,
     {
-        Ok(Transaction {
-            txn: db.begin().await?,
-            batch,
-        })
+        Ok(Transaction { txn: db.begin().await?, batch })
     }
 
     /// Begins a nested transaction (a savepoint).
     pub async fn begin_nested(&self) -> Result<Transaction, DbErr> {
-        Ok(Transaction {
-            txn: self.txn.begin().await?,
-            batch: self.batch.child(),
-        })
+        Ok(Transaction { txn: self.txn.begin().await?, batch: self.batch.child() })
     }
 
     /// Queues a notification without data.
@@ -123,11 +117,7 @@ impl Transaction {
     /// only reaches listeners of the same database).
     #[cfg(feature = "postgres")]
     async fn notify_channel(&self) -> Result<Option<String>, DbErr> {
-        let Some(options) = self
-            .batch
-            .root_notifier()
-            .and_then(|n| n.hub().postgres_options())
-        else {
+        let Some(options) = self.batch.root_notifier().and_then(|n| n.hub().postgres_options()) else {
             return Ok(None);
         };
         if self.batch.is_empty() || self.txn.get_database_backend() != DbBackend::Postgres {

@@ -182,15 +182,7 @@ impl Session {
         if resync {
             first.push(ServerFrame::Resync { cursor: head }.to_text());
         }
-        let session = Session {
-            id,
-            hub,
-            identity,
-            subscriptions,
-            next,
-            seen_through,
-            wake,
-        };
+        let session = Session { id, hub, identity, subscriptions, next, seen_through, wake };
         (session, first)
     }
 
@@ -223,13 +215,7 @@ impl Session {
     /// notifications it may see, or one `resync` when it fell so far behind
     /// that the history no longer holds what it missed.
     pub(crate) fn pull(&mut self, out: &mut Vec<Utf8Bytes>) {
-        let Session {
-            id,
-            identity,
-            subscriptions,
-            seen_through,
-            ..
-        } = self;
+        let Session { id, identity, subscriptions, seen_through, .. } = self;
         let wanted = |e: &Entry| {
             e.skip != Some(*id)
                 && seen_through

@@ -27,11 +27,7 @@ use crate::session::Session;
 pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -> Response {
     let hub = notifier.hub().clone();
     let (parts, _body) = request.into_parts();
-    let Admission {
-        identity,
-        subscriptions,
-        cursor,
-    } = match admit(&hub, &parts).await {
+    let Admission { identity, subscriptions, cursor } = match admit(&hub, &parts).await {
         Ok(admission) => admission,
         Err(rejection) => return rejection.into_response(),
     };
@@ -43,13 +39,10 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
     let closing = hub.closing();
     hub.ready().await;
     let (session, first) = Session::open(hub, identity, subscriptions, resume.as_deref());
-    let mut response = Sse::new(stream(session, first.into(), closing))
-        .keep_alive(keep_alive)
-        .into_response();
+    let mut response =
+        Sse::new(stream(session, first.into(), closing)).keep_alive(keep_alive).into_response();
     // Proxies such as nginx would otherwise buffer the stream.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    response.headers_mut().insert("x-accel-buffering", http::HeaderValue::from_static("no"));
     response
 }
 
@@ -67,12 +60,7 @@ fn stream(
         scratch: Vec<Utf8Bytes>,
         closing: watch::Receiver<bool>,
     }
-    let state = State {
-        session,
-        pending,
-        scratch: Vec::new(),
-        closing,
-    };
+    let state = State { session, pending, scratch: Vec::new(), closing };
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(frame) = state.pending.pop_front() {

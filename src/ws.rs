@@ -53,11 +53,7 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
         .max_message_size(config.max_message_size)
         .max_frame_size(config.max_message_size)
         .on_upgrade(move |socket| async move {
-            let Admission {
-                identity,
-                subscriptions,
-                cursor,
-            } = admission;
+            let Admission { identity, subscriptions, cursor } = admission;
             hub.ready().await;
             let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
             run(socket, session, first).await;
@@ -102,10 +98,7 @@ async fn run(socket: WebSocket, session: Session, first: Vec<Utf8Bytes>) {
     if !matches!(read_end, Some(ReadEnd::Peer)) {
         // We sent a close (or the peer went silent): give the peer a moment to
         // answer, so the socket ends with a clean close rather than a reset.
-        let _ = timeout(CLOSE_GRACE, async {
-            while let Some(Ok(_)) = stream.next().await {}
-        })
-        .await;
+        let _ = timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
     }
 }
 
@@ -175,10 +168,7 @@ async fn write_loop(
         // Feed while frames are queued; flush once the queue is empty.
         session.pull(&mut frames);
         if !frames.is_empty() {
-            if feed_all(&mut sink, &mut frames, config.write_timeout)
-                .await
-                .is_err()
-            {
+            if feed_all(&mut sink, &mut frames, config.write_timeout).await.is_err() {
                 return;
             }
             unflushed = true;
@@ -252,10 +242,7 @@ async fn write_loop(
 }
 
 fn subscribed(session: &Session) -> Utf8Bytes {
-    ServerFrame::Subscribed {
-        collections: session.subscriptions().list(),
-    }
-    .to_text()
+    ServerFrame::Subscribed { collections: session.subscriptions().list() }.to_text()
 }
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket
@@ -287,9 +274,6 @@ async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Ou
 }
 
 async fn send_close(sink: &mut Sink, code: u16, reason: String, limit: Duration) {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
-    };
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
     let _ = timeout(limit, sink.send(Message::Close(Some(frame)))).await;
 }

@@ -75,19 +75,12 @@ mod redis_backplane {
             let on_b_frame = on_b.next_json().await;
             let on_a_frame = on_a.next_json().await;
             assert_eq!(on_b_frame["data"]["id"], id);
-            assert_eq!(
-                on_b_frame, on_a_frame,
-                "same frame, same stream-id cursor, on both instances"
-            );
+            assert_eq!(on_b_frame, on_a_frame, "same frame, same stream-id cursor, on both instances");
             cursors.push(on_b_frame["cursor"].as_str().unwrap().to_owned());
         }
         assert!(cursors.windows(2).all(|w| w[0] != w[1]));
         b.notify("marker", Op::Insert);
-        assert_eq!(
-            on_a.next_json().await["collection"],
-            "marker",
-            "no double delivery"
-        );
+        assert_eq!(on_a.next_json().await["collection"], "marker", "no double delivery");
         assert_eq!(on_b.next_json().await["collection"], "marker");
     }
 
@@ -105,13 +98,9 @@ mod redis_backplane {
         drop(on_a);
 
         for id in 0..3 {
-            a.publish(
-                Notification::new("posts", Op::Insert)
-                    .with_data(&json!({ "id": id }))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+            a.publish(Notification::new("posts", Op::Insert).with_data(&json!({ "id": id })).unwrap())
+                .await
+                .unwrap();
         }
         let mut on_b = Client::connect(addr_b, &format!("cursor={last}")).await;
         assert_eq!(on_b.cursor, last);
@@ -132,11 +121,7 @@ mod redis_backplane {
     async fn kill_subscribers(url: &str, key: &str) -> usize {
         let client = redis::Client::open(url).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut con).await.unwrap();
         let name = format!("name=tidings-subscriber:{key} ");
         let ids: Vec<&str> = list
             .lines()
@@ -144,13 +129,8 @@ mod redis_backplane {
             .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
             .collect();
         for id in &ids {
-            let _: () = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("ID")
-                .arg(*id)
-                .query_async(&mut con)
-                .await
-                .unwrap();
+            let _: () =
+                redis::cmd("CLIENT").arg("KILL").arg("ID").arg(*id).query_async(&mut con).await.unwrap();
         }
         ids.len()
     }
@@ -169,11 +149,7 @@ mod redis_backplane {
         until(&mut on_a, "warmup").await;
         until(&mut on_b, "warmup").await;
 
-        assert_eq!(
-            kill_subscribers(&url, &key).await,
-            2,
-            "both instances' subscribers"
-        );
+        assert_eq!(kill_subscribers(&url, &key).await, 2, "both instances' subscribers");
         // Published while the subscribers are down: not lost, delivered after the resync.
         a.publish(Notification::new("during", Op::Insert)).await.unwrap();
         for client in [&mut on_a, &mut on_b] {
@@ -193,9 +169,8 @@ mod redis_backplane {
     async fn a_malformed_url_is_reported_on_every_publish() {
         let notifier = instance(Backplane::redis("redis://[::1"));
         for _ in 0..2 {
-            let result = timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert)))
-                .await
-                .unwrap();
+            let result =
+                timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert))).await.unwrap();
             assert!(
                 matches!(&result, Err(PublishError::Backplane(e)) if e.contains("invalid Redis URL")),
                 "{result:?}"
@@ -208,9 +183,7 @@ mod redis_backplane {
     async fn redis_down_reports_to_the_caller_and_in_health() {
         // Nothing listens on port 1.
         let notifier = instance(Backplane::redis("redis://127.0.0.1:1"));
-        let result = timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert)))
-            .await
-            .unwrap();
+        let result = timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert))).await.unwrap();
         assert!(matches!(result, Err(PublishError::Backplane(_))), "{result:?}");
         let health = notifier.health();
         assert_eq!(health.status, "degraded");
@@ -231,10 +204,7 @@ mod postgres_backplane {
     /// Two instances and a client on B, with both listeners known to be up.
     async fn pair(url: &str) -> (Notifier, Notifier, Client, String) {
         let channel = unique("tidings_test");
-        let (a, b) = (
-            instance(backplane(url, &channel)),
-            instance(backplane(url, &channel)),
-        );
+        let (a, b) = (instance(backplane(url, &channel)), instance(backplane(url, &channel)));
         let addr_b = serve(&b).await;
         let mut on_b = Client::connect(addr_b, "").await;
         // LISTEN happens in the background: retry a warm-up until B hears one.
@@ -285,10 +255,7 @@ mod postgres_backplane {
         txn.notify_with("forums", Op::Insert, &json!({"id": 2})).unwrap();
         txn.commit().await.unwrap();
         let frame = on_b.next_json().await;
-        assert_eq!(
-            (frame["op"].as_str(), frame["data"]["id"].as_i64()),
-            (Some("insert"), Some(2))
-        );
+        assert_eq!((frame["op"].as_str(), frame["data"]["id"].as_i64()), (Some("insert"), Some(2)));
 
         // What that relies on: a NOTIFY issued in an open transaction is held
         // by PostgreSQL until COMMIT, while others go by.
@@ -301,14 +268,8 @@ mod postgres_backplane {
         ))
         .await
         .unwrap();
-        a.publish(Notification::new("meanwhile", Op::Insert))
-            .await
-            .unwrap();
-        assert_eq!(
-            on_b.next_json().await["collection"],
-            "meanwhile",
-            "held until commit"
-        );
+        a.publish(Notification::new("meanwhile", Op::Insert)).await.unwrap();
+        assert_eq!(on_b.next_json().await["collection"], "meanwhile", "held until commit");
         raw.commit().await.unwrap();
         assert_eq!(on_b.next_json().await["collection"], "held");
     }
@@ -351,13 +312,8 @@ mod postgres_backplane {
             return;
         };
         let notifier = instance(backplane(&url, &unique("tidings_test")));
-        let big = Notification::new("forums", Op::Insert)
-            .with_data(&"x".repeat(9000))
-            .unwrap();
+        let big = Notification::new("forums", Op::Insert).with_data(&"x".repeat(9000)).unwrap();
         let result = notifier.publish(big).await;
-        assert!(
-            matches!(result, Err(PublishError::TooLarge { limit: 7999, .. })),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(PublishError::TooLarge { limit: 7999, .. })), "{result:?}");
     }
 }

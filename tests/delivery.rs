@@ -24,9 +24,7 @@ async fn resume_after_missing_n_gets_exactly_n_in_order() {
     wait_sessions(&notifier, 0).await;
 
     for id in 0..5 {
-        notifier
-            .notify_with("posts", Op::Insert, &json!({ "id": id }))
-            .unwrap();
+        notifier.notify_with("posts", Op::Insert, &json!({ "id": id })).unwrap();
     }
     let mut client = Client::connect(addr, &format!("cursor={last}")).await;
     assert_eq!(client.cursor, last, "hello confirms the resume point");
@@ -36,11 +34,7 @@ async fn resume_after_missing_n_gets_exactly_n_in_order() {
         assert_eq!(seq(frame["cursor"].as_str().unwrap()), seq(&last) + 1 + id);
     }
     marker(&notifier);
-    assert_eq!(
-        client.next_json().await["collection"],
-        "marker",
-        "no duplicates after the replay"
-    );
+    assert_eq!(client.next_json().await["collection"], "marker", "no duplicates after the replay");
 }
 
 #[tokio::test]
@@ -88,14 +82,9 @@ async fn a_client_that_stops_reading_gets_resync_while_others_keep_up() {
     // client reads each one before the next is sent, so it never lags.
     let big = "x".repeat(256 * 1024);
     for i in 0..64u64 {
-        notifier
-            .notify_with("blobs", Op::Insert, &json!({ "i": i, "blob": big }))
-            .unwrap();
+        notifier.notify_with("blobs", Op::Insert, &json!({ "i": i, "blob": big })).unwrap();
         let frame = fast.next_json().await;
-        assert_eq!(
-            frame["data"]["i"], i,
-            "the fast client receives everything, in order"
-        );
+        assert_eq!(frame["data"]["i"], i, "the fast client receives everything, in order");
     }
     marker(&notifier);
     assert_eq!(fast.next_json().await["collection"], "marker");
@@ -115,21 +104,13 @@ async fn a_client_that_stops_reading_gets_resync_while_others_keep_up() {
             expected = seq(frame["cursor"].as_str().unwrap()) + 1;
             continue;
         }
-        assert_eq!(
-            seq(frame["cursor"].as_str().unwrap()),
-            expected,
-            "gap without resync"
-        );
+        assert_eq!(seq(frame["cursor"].as_str().unwrap()), expected, "gap without resync");
         expected += 1;
     }
     assert_eq!(resyncs, 1, "the lag is reported exactly once");
     assert_eq!(expected, head + 1, "caught up with the head");
     marker(&notifier);
-    assert_eq!(
-        slow.next_json().await["cursor"],
-        notifier.cursor().to_string(),
-        "live again"
-    );
+    assert_eq!(slow.next_json().await["cursor"], notifier.cursor().to_string(), "live again");
     assert_eq!(notifier.session_count(), 2, "a slow client is not closed");
 }
 
@@ -143,30 +124,17 @@ async fn subscriptions_filter_live_delivery() {
     notifier.notify("forums", Op::Insert);
     assert_eq!(client.next_json().await["collection"], "forums");
 
-    client
-        .send_text(r#"{"type":"subscribe","collections":["posts"]}"#)
-        .await;
-    assert_eq!(
-        client.next_json().await,
-        json!({"type":"subscribed","collections":["forums","posts"]})
-    );
+    client.send_text(r#"{"type":"subscribe","collections":["posts"]}"#).await;
+    assert_eq!(client.next_json().await, json!({"type":"subscribed","collections":["forums","posts"]}));
     notifier.notify("posts", Op::Update);
     assert_eq!(client.next_json().await["collection"], "posts");
 
-    client
-        .send_text(r#"{"type":"unsubscribe","collections":["forums"]}"#)
-        .await;
-    assert_eq!(
-        client.next_json().await,
-        json!({"type":"subscribed","collections":["posts"]})
-    );
+    client.send_text(r#"{"type":"unsubscribe","collections":["forums"]}"#).await;
+    assert_eq!(client.next_json().await, json!({"type":"subscribed","collections":["posts"]}));
     notifier.notify("forums", Op::Update);
     notifier.notify("posts", Op::Delete);
     let frame = client.next_json().await;
-    assert_eq!(
-        (frame["collection"].as_str(), frame["op"].as_str()),
-        (Some("posts"), Some("delete"))
-    );
+    assert_eq!((frame["collection"].as_str(), frame["op"].as_str()), (Some("posts"), Some("delete")));
 }
 
 #[tokio::test]
@@ -175,30 +143,20 @@ async fn replay_honours_the_subscription() {
     let addr = serve(&notifier).await;
     let last = notifier.cursor().to_string();
     notifier.notify("posts", Op::Insert);
-    notifier
-        .notify_with("forums", Op::Insert, &json!({"id": 1}))
-        .unwrap();
+    notifier.notify_with("forums", Op::Insert, &json!({"id": 1})).unwrap();
     notifier.notify("posts", Op::Insert);
-    notifier
-        .notify_with("forums", Op::Insert, &json!({"id": 2}))
-        .unwrap();
+    notifier.notify_with("forums", Op::Insert, &json!({"id": 2})).unwrap();
     let mut client = Client::connect(addr, &format!("cursor={last}&collections=forums")).await;
     assert_eq!(client.next_json().await["data"]["id"], 1);
     assert_eq!(client.next_json().await["data"]["id"], 2);
-    notifier
-        .notify_with("forums", Op::Delete, &json!({"id": 3}))
-        .unwrap();
+    notifier.notify_with("forums", Op::Delete, &json!({"id": 3})).unwrap();
     assert_eq!(client.next_json().await["data"]["id"], 3);
 }
 
 /// Users are told by an `x-user` header; `guest` may only read forums.
 fn authorizing() -> Config {
     Config::default().authorize(|parts| {
-        let user = parts
-            .headers
-            .get("x-user")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
         async move {
             match user.as_deref() {
                 None => Err(Rejection::unauthorized("send x-user")),
@@ -219,10 +177,7 @@ async fn connect_as(
     if let Some(user) = user {
         request.headers_mut().insert("x-user", user.parse().unwrap());
     }
-    match timeout(LIMIT, tokio_tungstenite::connect_async(request))
-        .await
-        .unwrap()
-    {
+    match timeout(LIMIT, tokio_tungstenite::connect_async(request)).await.unwrap() {
         Ok((ws, _)) => Ok(Client::from_socket(ws).await),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             let body = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
@@ -236,13 +191,9 @@ async fn connect_as(
 async fn the_authorize_hook_rejects_before_upgrading() {
     let notifier = Notifier::with_config(authorizing());
     let addr = serve(&notifier).await;
-    let Err((status, body)) = connect_as(addr, None, "").await else {
-        panic!("must be refused")
-    };
+    let Err((status, body)) = connect_as(addr, None, "").await else { panic!("must be refused") };
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
-    let Err((status, _)) = connect_as(addr, Some("banned"), "").await else {
-        panic!("must be refused")
-    };
+    let Err((status, _)) = connect_as(addr, Some("banned"), "").await else { panic!("must be refused") };
     assert_eq!(status, 403);
     let Err((status, body)) = connect_as(addr, Some("guest"), "collections=audit").await else {
         panic!("must be refused")
@@ -257,14 +208,9 @@ async fn refused_subscriptions_get_an_error_frame() {
     let notifier = Notifier::with_config(authorizing());
     let addr = serve(&notifier).await;
     let mut guest = connect_as(addr, Some("guest"), "").await.unwrap();
-    guest
-        .send_text(r#"{"type":"subscribe","collections":["audit"]}"#)
-        .await;
+    guest.send_text(r#"{"type":"subscribe","collections":["audit"]}"#).await;
     let error = guest.next_json().await;
-    assert_eq!(
-        (error["type"].as_str(), error["code"].as_str()),
-        (Some("error"), Some("forbidden"))
-    );
+    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("forbidden")));
     // Even subscribed to everything, a guest only gets what it may read.
     notifier.notify("audit", Op::Insert);
     marker(&notifier);
@@ -283,16 +229,10 @@ async fn audiences_hold_live_and_in_replay() {
     marker(&notifier);
     assert_eq!(one.next_json().await["collection"], "inbox");
     assert_eq!(one.next_json().await["collection"], "marker");
-    assert_eq!(
-        two.next_json().await["collection"],
-        "marker",
-        "user 2 must not see user 1's inbox"
-    );
+    assert_eq!(two.next_json().await["collection"], "marker", "user 2 must not see user 1's inbox");
 
     drop(two);
-    let mut two = connect_as(addr, Some("2"), &format!("cursor={two_cursor}"))
-        .await
-        .unwrap();
+    let mut two = connect_as(addr, Some("2"), &format!("cursor={two_cursor}")).await.unwrap();
     assert_eq!(two.next_json().await["collection"], "marker", "nor in replay");
 }
 
@@ -309,16 +249,8 @@ async fn the_originating_session_is_skipped_unless_asked() {
     assert_eq!(seen["collection"], "forums");
     assert_eq!(seen["origin"], writer.session.as_str());
 
-    notifier.send(
-        Notification::new("forums", Op::Update)
-            .from_session(id)
-            .deliver_to_origin(),
-    );
-    assert_eq!(
-        writer.next_json().await["op"],
-        "update",
-        "the insert was skipped, the opt-in update was not"
-    );
+    notifier.send(Notification::new("forums", Op::Update).from_session(id).deliver_to_origin());
+    assert_eq!(writer.next_json().await["op"], "update", "the insert was skipped, the opt-in update was not");
 }
 
 #[tokio::test]
@@ -327,14 +259,8 @@ async fn the_request_layer_skips_the_originator_and_drops_failed_requests() {
     use axum::routing::post;
 
     async fn write(batch: tidings::Batch, body: String) -> StatusCode {
-        batch
-            .notify_with("forums", Op::Insert, &json!({ "body": body }))
-            .unwrap();
-        if body == "fail" {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::CREATED
-        }
+        batch.notify_with("forums", Op::Insert, &json!({ "body": body })).unwrap();
+        if body == "fail" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::CREATED }
     }
     let notifier = Notifier::new();
     let app = axum::Router::new()
@@ -359,28 +285,13 @@ async fn the_request_layer_skips_the_originator_and_drops_failed_requests() {
     };
     assert!(post("fail", None).await.starts_with("HTTP/1.1 422"));
     let bad = post("x", Some("not-a-session".into())).await;
-    assert!(
-        bad.starts_with("HTTP/1.1 400") && bad.contains("bad_session_header"),
-        "{bad}"
-    );
-    assert!(
-        post("mine", Some(writer.session.clone()))
-            .await
-            .starts_with("HTTP/1.1 201")
-    );
+    assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("bad_session_header"), "{bad}");
+    assert!(post("mine", Some(writer.session.clone())).await.starts_with("HTTP/1.1 201"));
     assert!(post("theirs", None).await.starts_with("HTTP/1.1 201"));
 
-    assert_eq!(
-        other.next_json().await["data"]["body"],
-        "mine",
-        "failed requests send nothing"
-    );
+    assert_eq!(other.next_json().await["data"]["body"], "mine", "failed requests send nothing");
     assert_eq!(other.next_json().await["data"]["body"], "theirs");
-    assert_eq!(
-        writer.next_json().await["data"]["body"],
-        "theirs",
-        "its own write is skipped"
-    );
+    assert_eq!(writer.next_json().await["data"]["body"], "theirs", "its own write is skipped");
 }
 
 /// A minimal HTTP/1.1 exchange over a real socket.
@@ -389,10 +300,7 @@ async fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
     let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
     socket.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
-    timeout(LIMIT, socket.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
+    timeout(LIMIT, socket.read_to_string(&mut response)).await.unwrap().unwrap();
     response
 }
 

@@ -36,28 +36,14 @@ const SETUP_LIMIT: Duration = Duration::from_secs(30);
 
 /// A fresh database for one test, removed by [`TestDb::remove`].
 enum TestDb {
-    Sqlite {
-        url: String,
-        path: PathBuf,
-    },
-    Postgres {
-        url: String,
-        admin_url: String,
-        name: String,
-    },
+    Sqlite { url: String, path: PathBuf },
+    Postgres { url: String, admin_url: String, name: String },
 }
 
 fn unique_suffix() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{}_{}_{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 impl TestDb {
@@ -74,24 +60,14 @@ impl TestDb {
             .await
             .expect("connecting to DATABASE_URL timed out")
             .expect("cannot connect to DATABASE_URL");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("CREATE DATABASE");
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("CREATE DATABASE");
         admin.close().await.ok();
         // Same server and credentials, other database: replace the path.
         let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-        let url = if query.is_empty() {
-            format!("{server}/{name}")
-        } else {
-            format!("{server}/{name}?{query}")
-        };
-        TestDb::Postgres {
-            url,
-            admin_url: admin_url.to_owned(),
-            name,
-        }
+        let url =
+            if query.is_empty() { format!("{server}/{name}") } else { format!("{server}/{name}?{query}") };
+        TestDb::Postgres { url, admin_url: admin_url.to_owned(), name }
     }
 
     fn url(&self) -> &str {
@@ -161,11 +137,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(LIMIT)
-            .build()
-            .unwrap();
+        let http = reqwest::Client::builder().no_proxy().timeout(LIMIT).build().unwrap();
         Server { addr, http, notifier }
     }
 
@@ -180,9 +152,7 @@ impl Server {
     ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("http://{}{path}", self.addr));
         if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body.to_owned());
+            request = request.header("content-type", "application/json").body(body.to_owned());
         }
         if let Some(session) = session {
             request = request.header("tidings-session", session);
@@ -212,14 +182,8 @@ impl Server {
     }
 
     async fn create_forum(&self, title: &str) -> i64 {
-        let forum = self
-            .ok(
-                Method::POST,
-                "/api/forums",
-                Some(json!({ "title": title })),
-                StatusCode::CREATED,
-            )
-            .await;
+        let forum =
+            self.ok(Method::POST, "/api/forums", Some(json!({ "title": title })), StatusCode::CREATED).await;
         assert_eq!(forum["title"], title);
         forum["id"].as_i64().unwrap()
     }
@@ -258,10 +222,7 @@ impl Client {
             .await
             .expect("connecting timed out")
             .expect("WebSocket handshake failed");
-        let mut client = Client {
-            ws,
-            session: String::new(),
-        };
+        let mut client = Client { ws, session: String::new() };
         let hello = client.next_frame().await;
         assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
         assert!(hello["cursor"].is_string(), "{hello}");
@@ -289,10 +250,7 @@ impl Client {
     /// with exactly `data`; returns it.
     async fn expect(&mut self, collection: &str, op: &str, data: Value) -> Value {
         let frame = self.next_frame().await;
-        assert!(
-            frame.get("type").is_none(),
-            "expected a notification, got {frame}"
-        );
+        assert!(frame.get("type").is_none(), "expected a notification, got {frame}");
         assert_eq!(frame["collection"], collection, "{frame}");
         assert_eq!(frame["op"], op, "{frame}");
         assert_eq!(frame["data"], data, "{frame}");
@@ -308,10 +266,7 @@ impl Client {
 fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "error body without a message: {body}"
-    );
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "error body without a message: {body}");
 }
 
 // ---- tests ------------------------------------------------------------------------
@@ -339,14 +294,7 @@ async fn forum_writes_notify_the_forums_collection() {
         assert_eq!(list.as_array().unwrap().len(), 1);
         assert_eq!(list[0]["title"], "Rust lang");
 
-        server
-            .ok(
-                Method::DELETE,
-                &format!("/api/forums/{id}"),
-                None,
-                StatusCode::NO_CONTENT,
-            )
-            .await;
+        server.ok(Method::DELETE, &format!("/api/forums/{id}"), None, StatusCode::NO_CONTENT).await;
         client.expect("forums", "delete", json!({ "id": id })).await;
 
         let (status, body) = server.call(Method::GET, &format!("/api/forums/{id}"), None).await;
@@ -363,53 +311,21 @@ async fn post_writes_notify_the_posts_collection() {
         client.expect("forums", "insert", json!({ "id": forum })).await;
 
         let id = server.create_post(forum, "first!").await;
-        client
-            .expect("posts", "insert", json!({ "id": id, "forum_id": forum }))
-            .await;
+        client.expect("posts", "insert", json!({ "id": id, "forum_id": forum })).await;
 
         let edited = server
-            .ok(
-                Method::PATCH,
-                &format!("/api/posts/{id}"),
-                Some(json!({ "body": "second" })),
-                StatusCode::OK,
-            )
+            .ok(Method::PATCH, &format!("/api/posts/{id}"), Some(json!({ "body": "second" })), StatusCode::OK)
             .await;
         assert_eq!(edited["body"], "second");
-        client
-            .expect("posts", "update", json!({ "id": id, "forum_id": forum }))
-            .await;
+        client.expect("posts", "update", json!({ "id": id, "forum_id": forum })).await;
 
-        let posts = server
-            .ok(
-                Method::GET,
-                &format!("/api/forums/{forum}/posts"),
-                None,
-                StatusCode::OK,
-            )
-            .await;
+        let posts = server.ok(Method::GET, &format!("/api/forums/{forum}/posts"), None, StatusCode::OK).await;
         assert_eq!(posts, json!([edited]));
 
-        server
-            .ok(
-                Method::DELETE,
-                &format!("/api/posts/{id}"),
-                None,
-                StatusCode::NO_CONTENT,
-            )
-            .await;
-        client
-            .expect("posts", "delete", json!({ "id": id, "forum_id": forum }))
-            .await;
+        server.ok(Method::DELETE, &format!("/api/posts/{id}"), None, StatusCode::NO_CONTENT).await;
+        client.expect("posts", "delete", json!({ "id": id, "forum_id": forum })).await;
 
-        let posts = server
-            .ok(
-                Method::GET,
-                &format!("/api/forums/{forum}/posts"),
-                None,
-                StatusCode::OK,
-            )
-            .await;
+        let posts = server.ok(Method::GET, &format!("/api/forums/{forum}/posts"), None, StatusCode::OK).await;
         assert_eq!(posts, json!([]));
     })
     .await;
@@ -422,9 +338,7 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
         let forum = server.create_forum("Existing").await;
         client.expect("forums", "insert", json!({ "id": forum })).await;
         let post = server.create_post(forum, "a post").await;
-        client
-            .expect("posts", "insert", json!({ "id": post, "forum_id": forum }))
-            .await;
+        client.expect("posts", "insert", json!({ "id": post, "forum_id": forum })).await;
 
         let forum_path = format!("/api/forums/{forum}");
         let posts_path = format!("/api/forums/{forum}/posts");
@@ -465,13 +379,7 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
             ),
-            (
-                Method::PATCH,
-                forum_path.clone(),
-                Some("not json"),
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-            ),
+            (Method::PATCH, forum_path.clone(), Some("not json"), StatusCode::BAD_REQUEST, "invalid_json"),
             (
                 Method::PATCH,
                 forum_path.clone(),
@@ -493,13 +401,7 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
                 StatusCode::BAD_REQUEST,
                 "invalid_id",
             ),
-            (
-                Method::DELETE,
-                "/api/forums/999999".into(),
-                None,
-                StatusCode::NOT_FOUND,
-                "not_found",
-            ),
+            (Method::DELETE, "/api/forums/999999".into(), None, StatusCode::NOT_FOUND, "not_found"),
             (
                 Method::POST,
                 posts_path.clone(),
@@ -528,13 +430,7 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
             ),
-            (
-                Method::PATCH,
-                post_path.clone(),
-                Some("{}"),
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-            ),
+            (Method::PATCH, post_path.clone(), Some("{}"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
             (
                 Method::PATCH,
                 "/api/posts/999999".into(),
@@ -542,13 +438,7 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
                 StatusCode::NOT_FOUND,
                 "not_found",
             ),
-            (
-                Method::DELETE,
-                "/api/posts/999999".into(),
-                None,
-                StatusCode::NOT_FOUND,
-                "not_found",
-            ),
+            (Method::DELETE, "/api/posts/999999".into(), None, StatusCode::NOT_FOUND, "not_found"),
             (
                 Method::PUT,
                 forum_path.clone(),
@@ -556,13 +446,7 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
             ),
-            (
-                Method::POST,
-                "/api/nothing".into(),
-                Some("{}"),
-                StatusCode::NOT_FOUND,
-                "not_found",
-            ),
+            (Method::POST, "/api/nothing".into(), Some("{}"), StatusCode::NOT_FOUND, "not_found"),
         ];
 
         for (i, (method, path, body, expected, code)) in failures.into_iter().enumerate() {
@@ -588,25 +472,13 @@ async fn failed_writes_answer_json_errors_and_notify_nothing() {
 async fn a_post_for_a_missing_forum_rolls_back_and_sends_nothing() {
     on_each_database(|server| async move {
         let mut client = server.client().await;
-        let (status, body) = server
-            .call(
-                Method::POST,
-                "/api/forums/424242/posts",
-                Some(json!({ "body": "lost" })),
-            )
-            .await;
+        let (status, body) =
+            server.call(Method::POST, "/api/forums/424242/posts", Some(json!({ "body": "lost" }))).await;
         assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
 
         let forum = server.create_forum("after").await;
         client.expect("forums", "insert", json!({ "id": forum })).await;
-        let posts = server
-            .ok(
-                Method::GET,
-                &format!("/api/forums/{forum}/posts"),
-                None,
-                StatusCode::OK,
-            )
-            .await;
+        let posts = server.ok(Method::GET, &format!("/api/forums/{forum}/posts"), None, StatusCode::OK).await;
         assert_eq!(posts, json!([]));
     })
     .await;
@@ -619,9 +491,8 @@ async fn the_writing_tab_skips_its_own_notifications() {
         let mut other = server.client().await;
 
         let body = json!({ "title": "from the writer" }).to_string();
-        let (status, forum) = server
-            .raw(Method::POST, "/api/forums", Some(&body), Some(&writer.session))
-            .await;
+        let (status, forum) =
+            server.raw(Method::POST, "/api/forums", Some(&body), Some(&writer.session)).await;
         assert_eq!(status, StatusCode::CREATED, "{forum}");
         let id = forum["id"].as_i64().unwrap();
 
@@ -636,9 +507,8 @@ async fn the_writing_tab_skips_its_own_notifications() {
         other.expect("forums", "insert", json!({ "id": second })).await;
 
         // A malformed session header is refused before the handler runs.
-        let (status, error) = server
-            .raw(Method::POST, "/api/forums", Some(&body), Some("not-a-session"))
-            .await;
+        let (status, error) =
+            server.raw(Method::POST, "/api/forums", Some(&body), Some("not-a-session")).await;
         assert_error(status, &error, StatusCode::BAD_REQUEST, "bad_session_header");
         let third = server.create_forum("third").await;
         other.expect("forums", "insert", json!({ "id": third })).await;
@@ -655,47 +525,26 @@ async fn deleting_a_forum_deletes_its_posts_and_notifies_each_after_commit() {
         let keep = server.create_forum("kept").await;
         client.expect("forums", "insert", json!({ "id": keep })).await;
         let kept_post = server.create_post(keep, "stays").await;
-        client
-            .expect("posts", "insert", json!({ "id": kept_post, "forum_id": keep }))
-            .await;
+        client.expect("posts", "insert", json!({ "id": kept_post, "forum_id": keep })).await;
 
         let mut posts = Vec::new();
         for body in ["one", "two", "three"] {
             let id = server.create_post(forum, body).await;
-            client
-                .expect("posts", "insert", json!({ "id": id, "forum_id": forum }))
-                .await;
+            client.expect("posts", "insert", json!({ "id": id, "forum_id": forum })).await;
             posts.push(id);
         }
 
-        server
-            .ok(
-                Method::DELETE,
-                &format!("/api/forums/{forum}"),
-                None,
-                StatusCode::NO_CONTENT,
-            )
-            .await;
+        server.ok(Method::DELETE, &format!("/api/forums/{forum}"), None, StatusCode::NO_CONTENT).await;
         for id in posts {
-            client
-                .expect("posts", "delete", json!({ "id": id, "forum_id": forum }))
-                .await;
+            client.expect("posts", "delete", json!({ "id": id, "forum_id": forum })).await;
         }
         client.expect("forums", "delete", json!({ "id": forum })).await;
 
         // Committed: the forum and its posts are gone, the other forum's stay.
-        let (status, body) = server
-            .call(Method::GET, &format!("/api/forums/{forum}/posts"), None)
-            .await;
+        let (status, body) = server.call(Method::GET, &format!("/api/forums/{forum}/posts"), None).await;
         assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
-        let remaining = server
-            .ok(
-                Method::GET,
-                &format!("/api/forums/{keep}/posts"),
-                None,
-                StatusCode::OK,
-            )
-            .await;
+        let remaining =
+            server.ok(Method::GET, &format!("/api/forums/{keep}/posts"), None, StatusCode::OK).await;
         assert_eq!(remaining.as_array().unwrap().len(), 1);
         assert_eq!(remaining[0]["id"], kept_post);
 
@@ -724,10 +573,7 @@ async fn the_page_renders_forums_and_the_selected_forums_posts() {
         let home = page(String::new()).await;
         assert!(home.contains(r#"<ul id="forums">"#), "{home}");
         assert!(home.contains(&format!(r#"data-id="{forum}""#)));
-        assert!(
-            home.contains("Tom &#38; &#60;Jerry&#62;"),
-            "titles are escaped: {home}"
-        );
+        assert!(home.contains("Tom &#38; &#60;Jerry&#62;"), "titles are escaped: {home}");
         assert!(home.contains(r#"id="status""#));
         assert!(!home.contains("cheese"));
 
@@ -748,15 +594,8 @@ async fn the_page_renders_forums_and_the_selected_forums_posts() {
 #[tokio::test]
 async fn the_pages_cursor_replays_what_happened_after_rendering() {
     on_each_database(|server| async move {
-        let html = server
-            .http
-            .get(format!("http://{}/", server.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html =
+            server.http.get(format!("http://{}/", server.addr)).send().await.unwrap().text().await.unwrap();
         let cursor = html
             .split_once(r#"data-cursor=""#)
             .and_then(|(_, rest)| rest.split_once('"'))
@@ -771,10 +610,7 @@ async fn the_pages_cursor_replays_what_happened_after_rendering() {
             .await
             .expect("connecting timed out")
             .expect("WebSocket handshake failed");
-        let mut client = Client {
-            ws,
-            session: String::new(),
-        };
+        let mut client = Client { ws, session: String::new() };
         let hello = client.next_frame().await;
         assert_eq!(hello["type"], "hello", "{hello}");
         client.expect("forums", "insert", json!({ "id": forum })).await;

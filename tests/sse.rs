@@ -39,13 +39,7 @@ impl EventStream {
         let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
         // Skip the response headers.
         for _ in 0..100 {
-            if timeout(LIMIT, lines.next_line())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap()
-                .is_empty()
-            {
+            if timeout(LIMIT, lines.next_line()).await.unwrap().unwrap().unwrap().is_empty() {
                 break;
             }
         }
@@ -64,18 +58,13 @@ impl EventStream {
     async fn next(&mut self) -> Option<SseEvent> {
         let (mut id, mut data) = (None, String::new());
         for _ in 0..1000 {
-            let line = timeout(LIMIT, self.lines.next_line())
-                .await
-                .expect("no event within the limit")
-                .unwrap()?;
+            let line =
+                timeout(LIMIT, self.lines.next_line()).await.expect("no event within the limit").unwrap()?;
             if line.is_empty() {
                 if data.is_empty() {
                     continue; // a heartbeat comment's terminator
                 }
-                return Some(SseEvent {
-                    id,
-                    data: serde_json::from_str(&data).unwrap(),
-                });
+                return Some(SseEvent { id, data: serde_json::from_str(&data).unwrap() });
             } else if let Some(v) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
                 data.push_str(v);
             } else if let Some(v) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
@@ -97,9 +86,7 @@ async fn sse_carries_the_same_frames_with_the_cursor_as_id() {
     assert_eq!(hello.id.as_deref(), hello.data["cursor"].as_str());
     wait_sessions(&notifier, 1).await;
 
-    notifier
-        .notify_with("forums", Op::Insert, &json!({"id": 1}))
-        .unwrap();
+    notifier.notify_with("forums", Op::Insert, &json!({"id": 1})).unwrap();
     let event = events.next().await.unwrap();
     assert_eq!(event.data["collection"], "forums");
     assert_eq!(event.data["data"], json!({"id": 1}));
@@ -118,9 +105,7 @@ async fn last_event_id_resumes_exactly_where_the_stream_broke() {
     wait_sessions(&notifier, 0).await;
 
     for id in 0..3 {
-        notifier
-            .notify_with("posts", Op::Insert, &json!({ "id": id }))
-            .unwrap();
+        notifier.notify_with("posts", Op::Insert, &json!({ "id": id })).unwrap();
     }
     // The URL's cursor is older; the header the browser adds wins.
     let mut events = EventStream::open(addr, "cursor=garbage", &[("last-event-id", &last)]).await;
@@ -145,9 +130,7 @@ async fn sse_honours_subscriptions_and_authorization() {
         let ok = parts.headers.contains_key("x-user");
         async move {
             if ok {
-                Ok(Identity::user("1")
-                    .audience("user:1")
-                    .collections(["forums", "inbox"]))
+                Ok(Identity::user("1").audience("user:1").collections(["forums", "inbox"]))
             } else {
                 Err(Rejection::unauthorized("send x-user"))
             }
@@ -160,12 +143,7 @@ async fn sse_honours_subscriptions_and_authorization() {
     assert_eq!(refused.status, 401);
     let body: Value = serde_json::from_str(&refused.body().await).unwrap();
     assert_eq!(body["code"], "unauthorized");
-    assert_eq!(
-        EventStream::open(addr, "collections=audit", &[("x-user", "1")])
-            .await
-            .status,
-        403
-    );
+    assert_eq!(EventStream::open(addr, "collections=audit", &[("x-user", "1")]).await.status, 403);
 
     let mut events = EventStream::open(addr, "collections=forums", &[("x-user", "1")]).await;
     events.next().await.unwrap();

@@ -13,17 +13,10 @@ async fn database() -> DatabaseConnection {
     let path = std::env::temp_dir().join(format!(
         "tidings-tx-{}-{}.db",
         std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
     ));
-    let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display()))
-        .await
-        .unwrap();
-    db.execute_unprepared("CREATE TABLE rows (id INTEGER PRIMARY KEY, v TEXT)")
-        .await
-        .unwrap();
+    let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    db.execute_unprepared("CREATE TABLE rows (id INTEGER PRIMARY KEY, v TEXT)").await.unwrap();
     db
 }
 
@@ -43,16 +36,12 @@ async fn rollback_and_drop_send_nothing() {
     let (notifier, db, mut client) = setup().await;
 
     let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
-    txn.execute_unprepared("INSERT INTO rows (id) VALUES (1)")
-        .await
-        .unwrap();
+    txn.execute_unprepared("INSERT INTO rows (id) VALUES (1)").await.unwrap();
     txn.notify_with("rows", Op::Insert, &json!({"id": 1})).unwrap();
     txn.rollback().await.unwrap();
 
     let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
-    txn.execute_unprepared("INSERT INTO rows (id) VALUES (2)")
-        .await
-        .unwrap();
+    txn.execute_unprepared("INSERT INTO rows (id) VALUES (2)").await.unwrap();
     txn.notify_with("rows", Op::Insert, &json!({"id": 2})).unwrap();
     drop(txn);
 
@@ -65,18 +54,12 @@ async fn commit_sends_once_in_order_coalesced_and_after_the_data_is_visible() {
     let (notifier, db, mut client) = setup().await;
 
     let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
-    txn.execute_unprepared("INSERT INTO rows (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
-        .await
-        .unwrap();
+    txn.execute_unprepared("INSERT INTO rows (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')").await.unwrap();
     txn.notify_with("rows", Op::Insert, &json!({"id": 1})).unwrap();
     txn.notify_with("rows", Op::Insert, &json!({"id": 2})).unwrap();
-    txn.execute_unprepared("UPDATE rows SET v = 'z' WHERE id = 1")
-        .await
-        .unwrap();
-    txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "y"}))
-        .unwrap();
-    txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "z"}))
-        .unwrap(); // coalesced
+    txn.execute_unprepared("UPDATE rows SET v = 'z' WHERE id = 1").await.unwrap();
+    txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "y"})).unwrap();
+    txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "z"})).unwrap(); // coalesced
     txn.notify_with("rows", Op::Insert, &json!({"id": 3})).unwrap();
     txn.notify_with("rows", Op::Insert, &json!({"id": 1})).unwrap(); // coalesced
     assert_eq!(txn.batch().len(), 4);
@@ -94,10 +77,7 @@ async fn commit_sends_once_in_order_coalesced_and_after_the_data_is_visible() {
             ))
             .await
             .unwrap();
-        assert!(
-            row.is_some(),
-            "row {id} must be committed before its notification"
-        );
+        assert!(row.is_some(), "row {id} must be committed before its notification");
         seen.push((frame["op"].as_str().unwrap().to_owned(), frame["data"].clone()));
     }
     assert_eq!(
@@ -110,11 +90,7 @@ async fn commit_sends_once_in_order_coalesced_and_after_the_data_is_visible() {
         ]
     );
     marker(&notifier);
-    assert_eq!(
-        client.next_json().await["collection"],
-        "marker",
-        "each one exactly once"
-    );
+    assert_eq!(client.next_json().await["collection"], "marker", "each one exactly once");
 }
 
 #[tokio::test]
@@ -126,11 +102,7 @@ async fn savepoints_send_with_the_outermost_commit() {
     let inner = outer.begin_nested().await.unwrap();
     inner.notify_with("rows", Op::Insert, &json!({"id": 10})).unwrap();
     inner.commit().await.unwrap();
-    assert_eq!(
-        outer.batch().len(),
-        1,
-        "handed to the outer transaction, not sent"
-    );
+    assert_eq!(outer.batch().len(), 1, "handed to the outer transaction, not sent");
     outer.rollback().await.unwrap();
 
     // Inner rolls back, outer commits: only the outer's.
@@ -154,9 +126,7 @@ async fn savepoints_send_with_the_outermost_commit() {
 async fn a_failed_commit_sends_nothing() {
     let (notifier, db, mut client) = setup().await;
     // A deferred foreign key is only checked at COMMIT, so the commit itself fails.
-    db.execute_unprepared("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
-        .await
-        .unwrap();
+    db.execute_unprepared("CREATE TABLE parents (id INTEGER PRIMARY KEY)").await.unwrap();
     db.execute_unprepared(
         "CREATE TABLE children (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL \
          REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)",
@@ -165,15 +135,9 @@ async fn a_failed_commit_sends_nothing() {
     .unwrap();
 
     let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
-    txn.execute_unprepared("INSERT INTO children (id, parent_id) VALUES (1, 999)")
-        .await
-        .unwrap();
-    txn.notify_with("children", Op::Insert, &json!({"id": 1}))
-        .unwrap();
-    assert!(
-        txn.commit().await.is_err(),
-        "the deferred constraint must fail the commit"
-    );
+    txn.execute_unprepared("INSERT INTO children (id, parent_id) VALUES (1, 999)").await.unwrap();
+    txn.notify_with("children", Op::Insert, &json!({"id": 1})).unwrap();
+    assert!(txn.commit().await.is_err(), "the deferred constraint must fail the commit");
 
     marker(&notifier);
     assert_eq!(client.next_json().await["collection"], "marker");

@@ -25,17 +25,12 @@ async fn every_session_receives_the_exact_json() {
     let epoch = clients[0].cursor.split_once('-').unwrap().0.to_owned();
 
     notifier.notify("forums", Op::Insert);
-    notifier
-        .notify_with("posts", Op::Update, &json!({"id": 7}))
-        .unwrap();
+    notifier.notify_with("posts", Op::Update, &json!({"id": 7})).unwrap();
 
     for client in &mut clients {
         assert_eq!(
             client.next_text().await,
-            format!(
-                r#"{{"collection":"forums","op":"insert","cursor":"{epoch}-{}"}}"#,
-                start + 1
-            )
+            format!(r#"{{"collection":"forums","op":"insert","cursor":"{epoch}-{}"}}"#, start + 1)
         );
         assert_eq!(
             client.next_text().await,
@@ -69,9 +64,7 @@ async fn a_dropped_connection_is_removed() {
 #[tokio::test]
 async fn a_silent_peer_is_closed_and_removed() {
     let notifier = Notifier::with_config(
-        Config::default()
-            .ping_interval(Duration::from_millis(50))
-            .idle_timeout(Duration::from_millis(200)),
+        Config::default().ping_interval(Duration::from_millis(50)).idle_timeout(Duration::from_millis(200)),
     );
     let addr = serve(&notifier).await;
     // This client reads its hello and then is never polled again: it cannot
@@ -107,9 +100,7 @@ async fn a_silent_peer_is_closed_and_removed() {
 #[tokio::test]
 async fn a_stuck_client_is_closed_while_others_keep_receiving() {
     let notifier = Notifier::with_config(
-        Config::default()
-            .write_timeout(Duration::from_millis(300))
-            .replay_capacity(64),
+        Config::default().write_timeout(Duration::from_millis(300)).replay_capacity(64),
     );
     let addr = serve(&notifier).await;
     let _stuck = Client::connect(addr, "").await; // never reads again
@@ -120,14 +111,9 @@ async fn a_stuck_client_is_closed_while_others_keep_receiving() {
     // reads each one before the next is sent, so it never lags.
     let big = "x".repeat(256 * 1024);
     for i in 0..128 {
-        notifier
-            .notify_with("blobs", Op::Insert, &json!({"i": i, "blob": big}))
-            .unwrap();
+        notifier.notify_with("blobs", Op::Insert, &json!({"i": i, "blob": big})).unwrap();
         let frame = reader.next_json().await;
-        assert_eq!(
-            frame["data"]["i"], i,
-            "the reading client keeps receiving, in order"
-        );
+        assert_eq!(frame["data"]["i"], i, "the reading client keeps receiving, in order");
     }
     wait_sessions(&notifier, 1).await;
     notifier.notify("marker", Op::Insert);
@@ -175,12 +161,7 @@ async fn malformed_and_unknown_frames_get_an_error_and_the_session_goes_on() {
     let mut bad = Client::connect(addr, "").await;
     let mut good = Client::connect(addr, "").await;
 
-    for input in [
-        "{not json",
-        r#"{"type":"dance"}"#,
-        r#"{"type":"subscribe"}"#,
-        "[]",
-    ] {
+    for input in ["{not json", r#"{"type":"dance"}"#, r#"{"type":"subscribe"}"#, "[]"] {
         bad.send_text(input).await;
         let error = bad.next_json().await;
         assert_eq!(error["type"], "error", "for {input}");
@@ -198,10 +179,7 @@ async fn upgrade_status(addr: std::net::SocketAddr, origin: Option<&str>) -> (u1
     if let Some(origin) = origin {
         request.headers_mut().insert("origin", origin.parse().unwrap());
     }
-    match timeout(LIMIT, tokio_tungstenite::connect_async(request))
-        .await
-        .unwrap()
-    {
+    match timeout(LIMIT, tokio_tungstenite::connect_async(request)).await.unwrap() {
         Ok((ws, response)) => {
             drop(ws);
             (response.status().as_u16(), String::new())
@@ -276,9 +254,5 @@ async fn graceful_shutdown_of_the_server_ends_promptly() {
     let mut client = Client::connect(addr, "").await;
     stop.send(()).unwrap();
     assert_eq!(u16::from(client.expect_close().await.code), 1001);
-    timeout(LIMIT, server)
-        .await
-        .expect("server must exit promptly")
-        .unwrap()
-        .unwrap();
+    timeout(LIMIT, server).await.expect("server must exit promptly").unwrap().unwrap();
 }

@@ -59,9 +59,7 @@ impl Backplane {
     /// by every instance. Cursors are stream ids, valid on every instance.
     #[cfg(feature = "redis")]
     pub fn redis(url: impl Into<String>) -> Self {
-        Backplane {
-            kind: Kind::Redis(redis::Options::new(url.into())),
-        }
+        Backplane { kind: Kind::Redis(redis::Options::new(url.into())) }
     }
 
     /// PostgreSQL `LISTEN/NOTIFY` (feature `postgres`) on one channel
@@ -69,9 +67,7 @@ impl Backplane {
     /// each instance.
     #[cfg(feature = "postgres")]
     pub fn postgres(url: impl Into<String>) -> Self {
-        Backplane {
-            kind: Kind::Postgres(postgres::Options::new(url.into())),
-        }
+        Backplane { kind: Kind::Postgres(postgres::Options::new(url.into())) }
     }
 
     /// The backplane for a `redis://`, `rediss://`, `postgres://` or
@@ -139,10 +135,7 @@ impl fmt::Display for PublishError {
         match self {
             PublishError::Backplane(e) => write!(f, "backplane unavailable: {e}"),
             PublishError::TooLarge { size, limit } => {
-                write!(
-                    f,
-                    "notification of {size} bytes exceeds the backplane's limit of {limit}"
-                )
+                write!(f, "notification of {size} bytes exceeds the backplane's limit of {limit}")
             }
             PublishError::Closed => f.write_str("the notifier is shut down"),
         }

@@ -25,10 +25,7 @@ pub(crate) struct Options {
 
 impl Options {
     pub(crate) fn new(url: String) -> Self {
-        Options {
-            url,
-            channel: "tidings".to_owned(),
-        }
+        Options { url, channel: "tidings".to_owned() }
     }
 
     /// The database the backplane listens on (NOTIFY is per database).
@@ -42,10 +39,7 @@ impl Options {
 
 pub(crate) fn check_size(payload: &str) -> Result<(), PublishError> {
     if payload.len() > PAYLOAD_LIMIT {
-        return Err(PublishError::TooLarge {
-            size: payload.len(),
-            limit: PAYLOAD_LIMIT,
-        });
+        return Err(PublishError::TooLarge { size: payload.len(), limit: PAYLOAD_LIMIT });
     }
     Ok(())
 }
@@ -130,10 +124,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
             }
         };
         let Some(strong) = hub.upgrade() else { return };
-        strong.set_degraded(
-            Part::Listener,
-            Some(format!("lost the PostgreSQL listener: {reason}")),
-        );
+        strong.set_degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
         broken = true;
         drop(strong);
         backoff.wait().await;

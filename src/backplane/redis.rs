@@ -31,11 +31,7 @@ pub(crate) struct Options {
 
 impl Options {
     pub(crate) fn new(url: String) -> Self {
-        Options {
-            url,
-            key: "tidings".to_owned(),
-            max_len: 10_000,
-        }
+        Options { url, key: "tidings".to_owned(), max_len: 10_000 }
     }
 }
 
@@ -68,9 +64,7 @@ async fn publish(
                 Err(e) => {
                     let reason = format!("cannot connect to Redis: {e}");
                     report(&hub, Some(reason.clone()));
-                    batch
-                        .drain(..)
-                        .for_each(|o| o.finish(Err(PublishError::Backplane(reason.clone()))));
+                    batch.drain(..).for_each(|o| o.finish(Err(PublishError::Backplane(reason.clone()))));
                     continue;
                 }
             }
@@ -145,10 +139,7 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
         let Some(from) = last_id.clone() else { continue };
         let error = read(&mut connection, &options, &hub, from, &mut last_id).await;
         let Some(strong) = hub.upgrade() else { return };
-        strong.set_degraded(
-            Part::Listener,
-            Some(format!("lost the Redis connection: {error}")),
-        );
+        strong.set_degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
         broken = true;
         drop(strong);
         backoff.wait().await;

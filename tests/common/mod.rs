@@ -43,19 +43,12 @@ impl Client {
     /// session is registered).
     pub async fn connect(addr: SocketAddr, query: &str) -> Client {
         let url = format!("ws://{addr}/ws?{query}");
-        let (ws, _) = timeout(LIMIT, tokio_tungstenite::connect_async(url))
-            .await
-            .unwrap()
-            .unwrap();
+        let (ws, _) = timeout(LIMIT, tokio_tungstenite::connect_async(url)).await.unwrap().unwrap();
         Client::from_socket(ws).await
     }
 
     pub async fn from_socket(ws: Socket) -> Client {
-        let mut client = Client {
-            ws,
-            session: String::new(),
-            cursor: String::new(),
-        };
+        let mut client = Client { ws, session: String::new(), cursor: String::new() };
         let hello = client.next_json().await;
         assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
         client.session = hello["session"].as_str().unwrap().to_owned();
@@ -87,10 +80,7 @@ impl Client {
     /// Reads until the server's close frame and returns it.
     pub async fn expect_close(&mut self) -> CloseFrame {
         for _ in 0..10_000 {
-            match timeout(LIMIT, self.ws.next())
-                .await
-                .expect("no close within the limit")
-            {
+            match timeout(LIMIT, self.ws.next()).await.expect("no close within the limit") {
                 Some(Ok(Message::Close(Some(frame)))) => return frame,
                 Some(Ok(Message::Close(None))) => panic!("close without a code"),
                 Some(Ok(_)) => continue,

@@ -23,10 +23,7 @@ const MAX_BODY: usize = 10_000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/forums", get(list_forums).post(create_forum))
-        .route(
-            "/api/forums/{id}",
-            get(get_forum).patch(rename_forum).delete(delete_forum),
-        )
+        .route("/api/forums/{id}", get(get_forum).patch(rename_forum).delete(delete_forum))
         .route("/api/forums/{id}/posts", get(list_posts).post(create_post))
         .route("/api/posts/{id}", patch(edit_post).delete(delete_post))
 }
@@ -43,11 +40,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 
     fn invalid(message: impl Into<String>) -> Self {
@@ -65,11 +58,9 @@ impl IntoResponse for ApiError {
 impl From<repository::Error> for ApiError {
     fn from(e: repository::Error) -> Self {
         match e {
-            repository::Error::NotFound(what, id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("{what} {id} not found"),
-            ),
+            repository::Error::NotFound(what, id) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} not found"))
+            }
             repository::Error::Db(e) => {
                 tracing::error!(error = %e, "database error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database", "database error")
@@ -97,11 +88,7 @@ pub async fn not_found() -> ApiError {
 
 /// Answers a known route with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
 }
 
 // ---- extractors --------------------------------------------------------------
@@ -156,9 +143,7 @@ fn required(field: &str, value: String, max: usize) -> Result<String, ApiError> 
         return Err(ApiError::invalid(format!("{field} must not be empty")));
     }
     if value.chars().count() > max {
-        return Err(ApiError::invalid(format!(
-            "{field} is longer than {max} characters"
-        )));
+        return Err(ApiError::invalid(format!("{field} is longer than {max} characters")));
     }
     Ok(value.to_owned())
 }

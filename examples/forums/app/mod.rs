@@ -34,10 +34,7 @@ pub struct AppState {
 /// them once the response is a 2xx, skipping the tab named in the
 /// `tidings-session` header.
 pub fn router(db: DatabaseConnection, notifier: Notifier) -> Router {
-    let state = AppState {
-        repo: Repository::new(db),
-        notifier: notifier.clone(),
-    };
+    let state = AppState { repo: Repository::new(db), notifier: notifier.clone() };
     Router::new()
         .route("/", get(page::index))
         .merge(api::routes())
@@ -60,10 +57,8 @@ pub async fn connect(database_url: Option<&str>) -> Result<DatabaseConnection, D
 async fn create_schema(db: &DatabaseConnection) -> Result<(), DbErr> {
     let schema = Schema::new(db.get_database_backend());
     // Forums first: posts reference them.
-    db.execute(schema.create_table_from_entity(forum::Entity).if_not_exists())
-        .await?;
-    db.execute(schema.create_table_from_entity(post::Entity).if_not_exists())
-        .await?;
+    db.execute(schema.create_table_from_entity(forum::Entity).if_not_exists()).await?;
+    db.execute(schema.create_table_from_entity(post::Entity).if_not_exists()).await?;
     for mut index in schema.create_index_from_entity(post::Entity) {
         db.execute(index.if_not_exists()).await?;
     }

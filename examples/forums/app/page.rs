@@ -44,18 +44,9 @@ pub async fn index(
         },
         None => (None, Vec::new()),
     };
-    let page = Index {
-        forums,
-        selected,
-        posts,
-        cursor,
-    };
+    let page = Index { forums, selected, posts, cursor };
     page.render().map(Html).map_err(|e| {
         tracing::error!(error = %e, "template error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "template",
-            "could not render the page",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "template", "could not render the page")
     })
 }

@@ -52,8 +52,7 @@ struct PostRef {
 /// Queues a notification on the transaction. The data are two integers at
 /// most, whose serialization cannot fail.
 fn queue(txn: &Transaction, collection: &'static str, op: Op, data: &impl Serialize) {
-    txn.notify_with(collection, op, data)
-        .expect("notification data is plain integers");
+    txn.notify_with(collection, op, data).expect("notification data is plain integers");
 }
 
 /// Reads and writes forums and posts.
@@ -70,28 +69,19 @@ impl Repository {
     // ---- forums ----------------------------------------------------------
 
     pub async fn forums(&self) -> Result<Vec<forum::Model>, Error> {
-        Ok(forum::Entity::find()
-            .order_by_asc(forum::Column::Id)
-            .all(&self.db)
-            .await?)
+        Ok(forum::Entity::find().order_by_asc(forum::Column::Id).all(&self.db).await?)
     }
 
     pub async fn forum(&self, id: i32) -> Result<forum::Model, Error> {
-        forum::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .ok_or(Error::NotFound("forum", id))
+        forum::Entity::find_by_id(id).one(&self.db).await?.ok_or(Error::NotFound("forum", id))
     }
 
     pub async fn create_forum(&self, batch: &Batch, title: String) -> Result<forum::Model, Error> {
         let txn = Transaction::begin(&self.db, batch.child()).await?;
-        let forum = forum::ActiveModel {
-            title: Set(title),
-            created_at: Set(Some(now())),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
+        let forum =
+            forum::ActiveModel { title: Set(title), created_at: Set(Some(now())), ..Default::default() }
+                .insert(&txn)
+                .await?;
         queue(&txn, FORUMS, Op::Insert, &ForumRef { id: forum.id });
         txn.commit().await?;
         Ok(forum)
@@ -99,11 +89,8 @@ impl Repository {
 
     pub async fn rename_forum(&self, batch: &Batch, id: i32, title: String) -> Result<forum::Model, Error> {
         let txn = Transaction::begin(&self.db, batch.child()).await?;
-        let mut forum: forum::ActiveModel = forum::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("forum", id))?
-            .into();
+        let mut forum: forum::ActiveModel =
+            forum::Entity::find_by_id(id).one(&txn).await?.ok_or(Error::NotFound("forum", id))?.into();
         forum.title = Set(title);
         let forum = forum.update(&txn).await?;
         queue(&txn, FORUMS, Op::Update, &ForumRef { id });
@@ -115,29 +102,15 @@ impl Repository {
     /// per post, then the `forums` delete, all sent after the commit.
     pub async fn delete_forum(&self, batch: &Batch, id: i32) -> Result<(), Error> {
         let txn = Transaction::begin(&self.db, batch.child()).await?;
-        forum::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("forum", id))?;
+        forum::Entity::find_by_id(id).one(&txn).await?.ok_or(Error::NotFound("forum", id))?;
         let posts = post::Entity::find()
             .filter(post::Column::ForumId.eq(id))
             .order_by_asc(post::Column::Id)
             .all(&txn)
             .await?;
-        post::Entity::delete_many()
-            .filter(post::Column::ForumId.eq(id))
-            .exec(&txn)
-            .await?;
+        post::Entity::delete_many().filter(post::Column::ForumId.eq(id)).exec(&txn).await?;
         for post in &posts {
-            queue(
-                &txn,
-                POSTS,
-                Op::Delete,
-                &PostRef {
-                    id: post.id,
-                    forum_id: id,
-                },
-            );
+            queue(&txn, POSTS, Op::Delete, &PostRef { id: post.id, forum_id: id });
         }
         forum::Entity::delete_by_id(id).exec(&txn).await?;
         queue(&txn, FORUMS, Op::Delete, &ForumRef { id });
@@ -166,10 +139,7 @@ impl Repository {
         let txn = Transaction::begin(&self.db, batch.child()).await?;
         // Checked inside the transaction: on `NotFound` the transaction is
         // dropped (rolled back) together with its batch, and nothing is sent.
-        forum::Entity::find_by_id(forum_id)
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("forum", forum_id))?;
+        forum::Entity::find_by_id(forum_id).one(&txn).await?.ok_or(Error::NotFound("forum", forum_id))?;
         let post = post::ActiveModel {
             forum_id: Set(forum_id),
             body: Set(body),
@@ -178,57 +148,27 @@ impl Repository {
         }
         .insert(&txn)
         .await?;
-        queue(
-            &txn,
-            POSTS,
-            Op::Insert,
-            &PostRef {
-                id: post.id,
-                forum_id,
-            },
-        );
+        queue(&txn, POSTS, Op::Insert, &PostRef { id: post.id, forum_id });
         txn.commit().await?;
         Ok(post)
     }
 
     pub async fn edit_post(&self, batch: &Batch, id: i32, body: String) -> Result<post::Model, Error> {
         let txn = Transaction::begin(&self.db, batch.child()).await?;
-        let mut post: post::ActiveModel = post::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("post", id))?
-            .into();
+        let mut post: post::ActiveModel =
+            post::Entity::find_by_id(id).one(&txn).await?.ok_or(Error::NotFound("post", id))?.into();
         post.body = Set(body);
         let post = post.update(&txn).await?;
-        queue(
-            &txn,
-            POSTS,
-            Op::Update,
-            &PostRef {
-                id,
-                forum_id: post.forum_id,
-            },
-        );
+        queue(&txn, POSTS, Op::Update, &PostRef { id, forum_id: post.forum_id });
         txn.commit().await?;
         Ok(post)
     }
 
     pub async fn delete_post(&self, batch: &Batch, id: i32) -> Result<(), Error> {
         let txn = Transaction::begin(&self.db, batch.child()).await?;
-        let post = post::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .ok_or(Error::NotFound("post", id))?;
+        let post = post::Entity::find_by_id(id).one(&txn).await?.ok_or(Error::NotFound("post", id))?;
         post::Entity::delete_by_id(id).exec(&txn).await?;
-        queue(
-            &txn,
-            POSTS,
-            Op::Delete,
-            &PostRef {
-                id,
-                forum_id: post.forum_id,
-            },
-        );
+        queue(&txn, POSTS, Op::Delete, &PostRef { id, forum_id: post.forum_id });
         txn.commit().await?;
         Ok(())
     }
@@ -236,9 +176,7 @@ impl Repository {
 
 /// The current time as RFC 3339 in UTC, to the second (`2025-01-31T09:05:00Z`).
 fn now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -250,10 +188,5 @@ fn now() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

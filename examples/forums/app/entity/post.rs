@@ -16,11 +16,7 @@ pub struct Model {
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
-    #[sea_orm(
-        belongs_to = "super::forum::Entity",
-        from = "Column::ForumId",
-        to = "super::forum::Column::Id"
-    )]
+    #[sea_orm(belongs_to = "super::forum::Entity", from = "Column::ForumId", to = "super::forum::Column::Id")]
     Forum,
 }
 
