@@ -332,3 +332,57 @@ scenario("e. a burst of 50 writes is coalesced into a few reloads", async (t) =>
   t.diagnostic(msg);
   assert.ok(count >= 1 && count <= 5, `${count} reloads`);
 });
+
+scenario("f. a short disconnect resumes from the cursor, without a resync", async (t) => {
+  const forum = await createForum(`Forum F ${Date.now()}`);
+  // The page's WebSocket goes through a proxy the test can cut, and whose
+  // second connection waits until the test lets it through.
+  const connections = [];
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let reconnected;
+  const secondArrived = new Promise((resolve) => { reconnected = resolve; });
+  const page = await openPage(t, "flaky", {
+    pathAndQuery: `/?forum=${forum.id}`,
+    setup: (p) => p.routeWebSocket(/\/ws/, async (ws) => {
+      const connection = { ws, url: ws.url(), frames: [] };
+      connections.push(connection);
+      if (connections.length > 1) {
+        reconnected();
+        await held;
+      }
+      const upstream = ws.connectToServer();
+      upstream.onMessage((message) => { connection.frames.push(String(message)); ws.send(message); });
+      ws.onMessage((message) => upstream.send(message));
+      connection.upstream = upstream;
+    }),
+  });
+  assert.equal(connections.length, 1);
+  const before = await reloads(page);
+
+  // Cut the connection; while the page is away, another client writes.
+  connections[0].ws.close({ code: 4000, reason: "cut by the test" });
+  connections[0].upstream.close();
+  await waitForState(page, "offline", 5000).catch(() => {}); // may be brief
+  const title = `Missed ${Date.now()}`;
+  await createForum(title);
+  // Let the page's reconnection through (it has been waiting in the proxy).
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error("the page did not reconnect within 10 s")), 10000);
+  });
+  await Promise.race([secondArrived, timeout]).finally(() => clearTimeout(timer));
+  release();
+  await waitForForum(page, title, 5000);
+  await waitForState(page, "live", 5000);
+
+  const second = connections[1];
+  assert.match(second.url, /[?&]cursor=/, `resumed with its cursor: ${second.url}`);
+  const types = second.frames.map((f) => JSON.parse(f).type ?? "notification");
+  t.diagnostic(`f: frames after the reconnect: ${types.join(", ")}`);
+  assert.ok(!types.includes("resync"), `no resync after a short disconnect: ${types}`);
+  assert.ok(second.frames.some((f) => f.includes(`"collection":"forums"`)), "the missed write was replayed");
+  const after = await reloads(page);
+  assert.equal(after.posts, before.posts, "posts were not reloaded (no resync)");
+  assert.ok(after.forums > before.forums, "forums were reloaded for the replayed notification");
+});
