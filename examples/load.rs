@@ -6,6 +6,9 @@
 //! cargo run --release --example load -- run --mode paced --messages 200
 //! cargo run --release --example load -- run --subscribed 10pct
 //! cargo run --release --example load -- server --addr 127.0.0.1:0 --impl tidings
+//! # two tidings instances sharing notifications (emit on A, clients on A and B):
+//! cargo run --release --features redis,postgres --example load -- run --impl tidings \
+//!     --instances 2 --backplane redis://127.0.0.1:6379   # or postgres://...
 //! ```
 //!
 //! `run` (the driver) spawns `server` as a child process per implementation,
@@ -32,7 +35,7 @@ use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tidings::{Config, Notifier, Op};
+use tidings::{Backplane, Config, Notifier, Op};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, broadcast, watch};
@@ -76,10 +79,12 @@ fn main() -> Result<(), Error> {
         }
         _ => {
             eprintln!(
-                "usage: load server --addr 127.0.0.1:0 --impl tidings|baseline [--replay N] [--nodelay on|off]\n       \
+                "usage: load server --addr 127.0.0.1:0 --impl tidings|baseline [--replay N] [--nodelay on|off] \
+                 [--backplane URL [--backplane-name NAME]]\n       \
                  load run [--clients N] [--messages M] [--size B] [--mode burst|paced] \
                  [--pace-us P] [--subscribed all|10pct] [--impl tidings|baseline|both] [--replay N] \
-                 [--driver-threads T] [--client-read-buffer B] [--nodelay on|off]"
+                 [--driver-threads T] [--client-read-buffer B] [--nodelay on|off] \
+                 [--instances K --backplane URL [--backplane-name NAME]]"
             );
             std::process::exit(2);
         }
@@ -107,6 +112,15 @@ struct Args {
     /// TCP_NODELAY on the server's accepted sockets (axum::serve leaves
     /// Nagle on unless the listener sets it).
     nodelay: bool,
+    /// A backplane URL (`redis://...`, `postgres://...`): tidings servers
+    /// share notifications through it (`Backplane::from_url`).
+    backplane: Option<String>,
+    /// The Redis stream key / PostgreSQL channel; every instance of a run
+    /// gets the same one. Default: a new one per run.
+    backplane_name: Option<String>,
+    /// Server processes the driver starts (`run`); clients are split evenly
+    /// between them and `/emit` goes to the first one only.
+    instances: usize,
 }
 
 impl Args {
@@ -124,6 +138,9 @@ impl Args {
             driver_threads: 1,
             client_read_buffer: 8 * 1024,
             nodelay: true,
+            backplane: None,
+            backplane_name: None,
+            instances: 1,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -138,6 +155,9 @@ impl Args {
                 "--pace-us" => a.pace_us = value.parse()?,
                 "--driver-threads" => a.driver_threads = value.parse()?,
                 "--client-read-buffer" => a.client_read_buffer = value.parse()?,
+                "--backplane" => a.backplane = Some(value.clone()),
+                "--backplane-name" => a.backplane_name = Some(value.clone()),
+                "--instances" => a.instances = value.parse()?,
                 "--nodelay" => {
                     a.nodelay = match value.as_str() {
                         "on" | "true" => true,
@@ -165,10 +185,24 @@ impl Args {
         if !matches!(a.imp.as_str(), "tidings" | "baseline" | "both") {
             return Err(format!("unknown impl {}", a.imp).into());
         }
+        if a.instances > 1 && a.backplane.is_none() {
+            return Err(
+                "--instances 2 or more needs --backplane URL (instances share nothing otherwise)".into()
+            );
+        }
+        if a.backplane.is_some() && a.imp != "tidings" {
+            return Err("--backplane needs --impl tidings (the baseline has no backplane)".into());
+        }
+        a.instances = a.instances.clamp(1, 8);
         a.messages = a.messages.clamp(1, 1_000_000);
         a.clients = a.clients.clamp(1, 100_000);
         Ok(a)
     }
+}
+
+/// A stream key / channel name for one run (a valid PostgreSQL identifier).
+fn unique_name() -> String {
+    format!("tidings_load_{}_{}", std::process::id(), unix_nanos())
 }
 
 fn unix_nanos() -> u64 {
@@ -246,6 +280,12 @@ struct Stats {
     sessions: usize,
     /// User + system CPU time of the server process so far.
     cpu_ms: u64,
+    /// tidings: `Notifier::health()`'s cursor (the last notification
+    /// delivered on this instance) and status.
+    #[serde(default)]
+    cursor: String,
+    #[serde(default)]
+    status: String,
 }
 
 /// User + system CPU time of this process, from `/proc/self/stat`.
@@ -262,7 +302,15 @@ fn cpu_ms() -> u64 {
 
 async fn server(args: Args) -> Result<(), Error> {
     let hub = match args.imp.as_str() {
-        "tidings" => Hub::Tidings(Notifier::with_config(Config::default().replay_capacity(args.replay))),
+        "tidings" => {
+            let mut config = Config::default().replay_capacity(args.replay);
+            if let Some(url) = &args.backplane {
+                // `from_url` says so when the URL's feature is not enabled.
+                let name = args.backplane_name.clone().unwrap_or_else(unique_name);
+                config = config.backplane(Backplane::from_url(url)?.name(name));
+            }
+            Hub::Tidings(Notifier::with_config(config))
+        }
         "baseline" => Hub::Baseline {
             tx: broadcast::channel(BASELINE_CAPACITY).0,
             sessions: Arc::new(AtomicUsize::new(0)),
@@ -382,11 +430,18 @@ fn rss_kib() -> u64 {
 }
 
 async fn stats(State(hub): State<Hub>) -> Response {
-    let sessions = match &hub {
-        Hub::Tidings(notifier) => notifier.session_count(),
-        Hub::Baseline { sessions, .. } => sessions.load(Ordering::SeqCst),
+    let (sessions, cursor, status) = match &hub {
+        Hub::Tidings(notifier) => {
+            let health = notifier.health();
+            let status = match health.reason {
+                Some(reason) => format!("{}: {reason}", health.status),
+                None => health.status.to_owned(),
+            };
+            (health.sessions, health.cursor, status)
+        }
+        Hub::Baseline { sessions, .. } => (sessions.load(Ordering::SeqCst), String::new(), "ok".into()),
     };
-    axum::Json(Stats { rss_kib: rss_kib(), sessions, cpu_ms: cpu_ms() }).into_response()
+    axum::Json(Stats { rss_kib: rss_kib(), sessions, cpu_ms: cpu_ms(), cursor, status }).into_response()
 }
 
 /// The baseline: one task per connection, subscribed to a broadcast channel;
@@ -545,6 +600,50 @@ struct ClientResult {
     /// Frames this client did not want (baseline without filtering).
     unwanted: u64,
     duplicates: u64,
+    /// Which server instance the client was connected to (0 = A, which emits).
+    instance: usize,
+    /// Cursor forms seen in notification frames: bit 0 `<8 hex>-<seq>`
+    /// (in-process, PostgreSQL), bit 1 a Redis stream id `<ms>-<seq>`.
+    cursor_forms: u8,
+    /// Notification frames whose cursor did not move forward (either form),
+    /// or that had no cursor the driver could read.
+    cursor_regressions: u64,
+}
+
+/// The two cursor forms a tidings frame can carry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum CursorForm {
+    /// `<8 hex epoch>-<seq>`: the in-process history (also PostgreSQL).
+    Epoch,
+    /// `<ms>-<seq>`, decimal: a Redis stream entry id.
+    Stream,
+}
+
+/// The cursor at the end of a notification frame (`..,"cursor":"X"}`), as
+/// an ordered pair. Gaps are not read from it: with stream ids the sequence
+/// restarts every millisecond, so the driver counts received vs expected
+/// notifications (by payload index) and resync frames instead, for both
+/// forms; the cursor only has to move forward.
+fn frame_cursor(b: &[u8]) -> Option<(CursorForm, u64, u64)> {
+    const KEY: &[u8] = br#","cursor":""#;
+    let body = b.strip_suffix(br#""}"#)?;
+    let start = body.iter().rposition(|&c| c == b'"')? + 1;
+    (start >= KEY.len() && &body[start - KEY.len()..start] == KEY).then_some(())?;
+    let (left, seq) = std::str::from_utf8(&body[start..]).ok()?.split_once('-')?;
+    let seq = seq.parse().ok()?;
+    if left.len() == 8 && left.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Some((CursorForm::Epoch, u64::from_str_radix(left, 16).ok()?, seq));
+    }
+    left.bytes().all(|c| c.is_ascii_digit()).then(|| Some((CursorForm::Stream, left.parse().ok()?, seq)))?
+}
+
+/// One client to open.
+struct ClientSpec {
+    url: String,
+    tidings: bool,
+    /// Expected to receive every notification (hot, or `all` mode).
+    wanted: bool,
+    instance: usize,
 }
 
 struct Shared {
@@ -558,15 +657,14 @@ struct Shared {
 }
 
 async fn client(
-    url: String,
-    tidings: bool,
-    wanted: bool,
+    spec: ClientSpec,
     shared: Arc<Shared>,
     connect: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> ClientResult {
+    let ClientSpec { url, tidings, wanted, instance } = spec;
     let (messages, read_buffer) = (shared.messages, shared.read_buffer);
-    let mut r = ClientResult { wanted, ..Default::default() };
+    let mut r = ClientResult { wanted, instance, ..Default::default() };
     let permit = connect.acquire().await;
     let config = WebSocketConfig::default().read_buffer_size(read_buffer);
     let connected = tokio::time::timeout(
@@ -603,6 +701,7 @@ async fn client(
         r.sent = vec![0; messages];
     }
     let mut last_i: i64 = -1;
+    let mut last_cursor: Option<(CursorForm, u64, u64)> = None;
     let mut resync_pending = false;
     let mut finished = false;
     // Created once: re-creating it per frame (a `Notified` registered and
@@ -641,6 +740,18 @@ async fn client(
                 r.recv[i] = now;
                 r.sent[i] = data.t;
                 r.received += 1;
+                if tidings {
+                    match frame_cursor(text.as_bytes()) {
+                        Some(c) => {
+                            r.cursor_forms |= if c.0 == CursorForm::Epoch { 1 } else { 2 };
+                            if last_cursor.is_some_and(|l| l.0 == c.0 && (l.1, l.2) >= (c.1, c.2)) {
+                                r.cursor_regressions += 1;
+                            }
+                            last_cursor = Some(c);
+                        }
+                        None => r.cursor_regressions += 1,
+                    }
+                }
                 shared.progress.fetch_add(1, Ordering::Relaxed);
                 let gap = (i as i64 - last_i - 1).max(0) as u64;
                 if resync_pending {
@@ -701,6 +812,12 @@ struct Row {
     resyncs: u64,
     unwanted: u64,
     duplicates: u64,
+    /// CPU of the local `redis-server` / `postgres` processes over the span.
+    engine_cpu_ms: u64,
+    cursor_forms: u8,
+    cursor_regressions: u64,
+    /// Per instance, with two or more.
+    splits: Vec<Split>,
 }
 
 async fn run(args: Args) -> Result<(), Error> {
@@ -716,8 +833,13 @@ async fn run(args: Args) -> Result<(), Error> {
         "both" => vec!["tidings", "baseline"],
         one => vec![one],
     };
+    if args.backplane.as_deref().is_some_and(|u| u.starts_with("postgres")) && args.size > 7000 {
+        eprintln!(
+            "warning: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more: keep --size small (e.g. 100)"
+        );
+    }
     println!(
-        "clients={} messages={} size={}B mode={} subscribed={} replay={} cpus={} driver-threads={} client-read-buffer={}B server-nodelay={}",
+        "clients={} messages={} size={}B mode={} subscribed={} replay={} cpus={} driver-threads={} client-read-buffer={}B server-nodelay={} backplane={} instances={}",
         args.clients,
         args.messages,
         args.size,
@@ -728,6 +850,8 @@ async fn run(args: Args) -> Result<(), Error> {
         args.driver_threads.max(1),
         args.client_read_buffer,
         if args.nodelay { "on" } else { "off" },
+        args.backplane.as_deref().unwrap_or("none"),
+        if args.backplane.is_some() { args.instances } else { 1 },
     );
     let mut rows = Vec::new();
     for imp in imps {
@@ -767,21 +891,29 @@ fn nofile_soft_limit() -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
-async fn run_one(args: &Args, imp: &str) -> Result<Row, Error> {
-    let started = Instant::now();
-    let deadline = started + OVERALL_TIMEOUT;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args([
-            "server",
-            "--addr",
-            "127.0.0.1:0",
-            "--impl",
-            imp,
-            "--replay",
-            &args.replay.to_string(),
-            "--nodelay",
-            if args.nodelay { "on" } else { "off" },
-        ])
+/// A server child process and the address it listens on.
+struct Server {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+async fn spawn_server(args: &Args, imp: &str, backplane_name: &str) -> Result<Server, Error> {
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args([
+        "server",
+        "--addr",
+        "127.0.0.1:0",
+        "--impl",
+        imp,
+        "--replay",
+        &args.replay.to_string(),
+        "--nodelay",
+        if args.nodelay { "on" } else { "off" },
+    ]);
+    if let Some(url) = &args.backplane {
+        cmd.args(["--backplane", url, "--backplane-name", backplane_name]);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -797,20 +929,182 @@ async fn run_one(args: &Args, imp: &str) -> Result<Row, Error> {
         .strip_prefix("listening on http://")
         .ok_or_else(|| format!("unexpected server output: {line}"))?
         .to_owned();
-    let result = drive(args, imp, &addr, deadline).await;
-    drop(child.stdin.take()); // the server exits when its stdin closes
-    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
-        let _ = child.kill().await;
+    Ok(Server { child, addr })
+}
+
+async fn stop_server(mut server: Server) {
+    drop(server.child.stdin.take()); // the server exits when its stdin closes
+    if tokio::time::timeout(Duration::from_secs(5), server.child.wait()).await.is_err() {
+        let _ = server.child.kill().await;
+    }
+}
+
+/// The row label: `tidings`, or `tidings redis x2` through a backplane.
+fn label(args: &Args, imp: &str) -> String {
+    match &args.backplane {
+        None => imp.to_owned(),
+        Some(url) => {
+            let scheme = url.split_once("://").map_or(url.as_str(), |(s, _)| s);
+            format!("{imp} {scheme} x{}", args.instances)
+        }
+    }
+}
+
+async fn run_one(args: &Args, imp: &str) -> Result<Row, Error> {
+    let started = Instant::now();
+    let deadline = started + OVERALL_TIMEOUT;
+    // Every instance of this run gets the same stream key / channel.
+    let name = args.backplane_name.clone().unwrap_or_else(unique_name);
+    let instances = if args.backplane.is_some() { args.instances } else { 1 };
+    let mut servers = Vec::with_capacity(instances);
+    let mut spawned = Ok(());
+    for _ in 0..instances {
+        match spawn_server(args, imp, &name).await {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                spawned = Err(e);
+                break;
+            }
+        }
+    }
+    let result = match spawned {
+        Ok(()) => {
+            let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+            drive(args, imp, &addrs, deadline).await
+        }
+        Err(e) => Err(e),
+    };
+    for s in servers {
+        stop_server(s).await;
+    }
+    if args.backplane_name.is_none()
+        && let Some(url) = &args.backplane
+    {
+        drop_stream(url, &name).await;
     }
     result
 }
 
-async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<Row, Error> {
+/// Deletes the Redis stream a run created under its own unique key
+/// (PostgreSQL channels leave nothing behind).
+#[cfg(feature = "redis")]
+async fn drop_stream(url: &str, key: &str) {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return;
+    }
+    let del = async {
+        let client = redis::Client::open(url)?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        redis::cmd("DEL").arg(key).query_async::<()>(&mut c).await
+    };
+    match tokio::time::timeout(Duration::from_secs(5), del).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("could not delete the stream {key}: {e}"),
+        Err(_) => eprintln!("could not delete the stream {key}: timed out"),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+async fn drop_stream(_url: &str, _key: &str) {}
+
+/// `/stats` of every instance, in order.
+async fn stats_all(addrs: &[String], limit: Duration) -> Result<Vec<Stats>, Error> {
+    let mut all = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        all.push(http_json(addr, "GET", "/stats", limit).await?);
+    }
+    Ok(all)
+}
+
+/// Sums of RSS, sessions and CPU over the instances.
+fn total(all: &[Stats]) -> Stats {
+    Stats {
+        rss_kib: all.iter().map(|s| s.rss_kib).sum(),
+        sessions: all.iter().map(|s| s.sessions).sum(),
+        cpu_ms: all.iter().map(|s| s.cpu_ms).sum(),
+        cursor: String::new(),
+        status: all.first().map(|s| s.status.clone()).unwrap_or_default(),
+    }
+}
+
+/// Through a backplane, before any client connects: one notification emitted
+/// on instance A (collection `warmup`) must move the cursor of every
+/// instance, so that publisher and subscribers are connected (PostgreSQL's
+/// LISTEN in particular) before anything is measured.
+async fn warm_up(addrs: &[String], limit: Duration) -> Result<(), Error> {
+    let before = stats_all(addrs, limit).await?;
+    let _: EmitReport = http_json(&addrs[0], "POST", "/emit?count=1&size=0&collection=warmup", limit).await?;
+    let start = Instant::now();
+    loop {
+        let now = stats_all(addrs, limit).await?;
+        if now.iter().zip(&before).all(|(n, b)| n.cursor != b.cursor) {
+            for (k, s) in now.iter().enumerate() {
+                eprintln!("instance {}: backplane {}, cursor {}", instance_name(k), s.status, s.cursor);
+            }
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            let states: Vec<String> = now.iter().map(|s| format!("{} ({})", s.cursor, s.status)).collect();
+            return Err(format!("warm-up notification did not reach every instance: {states:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn instance_name(k: usize) -> char {
+    (b'A' + (k as u8).min(25)) as char
+}
+
+/// CPU time (ms) of the backplane engines on this machine (processes named
+/// `redis-server` or `postgres`), from `/proc/<pid>/stat`: part of the
+/// system under test, so the report separates it from other processes.
+fn engine_cpu_ms() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut ticks = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| n.bytes().all(|c| c.is_ascii_digit())) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        if comm != "redis-server" && comm != "postgres" {
+            continue;
+        }
+        let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    }
+    ticks * 10
+}
+
+/// Server `/stats` at the three points of a run, summed over the instances,
+/// and per instance at the last two.
+struct Snapshots {
+    before: Stats,
+    idle: Stats,
+    after: Stats,
+    idle_each: Vec<Stats>,
+    after_each: Vec<Stats>,
+}
+
+async fn drive(args: &Args, imp: &str, addrs: &[String], deadline: Instant) -> Result<Row, Error> {
     let tidings = imp == "tidings";
+    let label = label(args, imp);
     let ctl = Duration::from_secs(10);
-    // Let the server settle, then measure its memory without sessions.
+    let emitter = addrs[0].clone();
+    // Let the servers settle, then measure their memory without sessions.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before: Stats = http_json(addr, "GET", "/stats", ctl).await?;
+    if args.backplane.is_some() {
+        warm_up(addrs, ctl).await?;
+    }
+    let before = total(&stats_all(addrs, ctl).await?);
 
     let shared = Arc::new(Shared {
         messages: args.messages,
@@ -825,6 +1119,9 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
     let mut wanted_clients = 0usize;
     for n in 0..args.clients {
         let hot = !args.ten_pct || n % 10 == 0;
+        // Clients alternate between the instances: half on A, half on B.
+        let instance = n % addrs.len();
+        let addr = &addrs[instance];
         let url = if !args.ten_pct {
             format!("ws://{addr}/ws")
         } else if tidings {
@@ -836,48 +1133,56 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             format!("ws://{addr}/ws")
         };
         wanted_clients += hot as usize;
-        tasks.push(tokio::spawn(client(url, tidings, hot, shared.clone(), connect.clone(), stop_rx.clone())));
+        let spec = ClientSpec { url, tidings, wanted: hot, instance };
+        tasks.push(tokio::spawn(client(spec, shared.clone(), connect.clone(), stop_rx.clone())));
     }
-    // Wait until every client is connected and the server counts them all.
+    // Wait until every client is connected and the servers count them all.
     let connect_start = Instant::now();
     let mut connected_sessions = 0;
     loop {
         let ready = shared.ready.load(Ordering::SeqCst);
         let finished = tasks.iter().filter(|t| t.is_finished()).count();
         if ready + finished >= args.clients {
-            let s: Stats = http_json(addr, "GET", "/stats", ctl).await?;
+            let s = total(&stats_all(addrs, ctl).await?);
             connected_sessions = s.sessions;
             if s.sessions >= ready {
                 break;
             }
         }
         if Instant::now() > deadline || connect_start.elapsed() > Duration::from_secs(60) {
-            eprintln!("{imp}: only {} of {} clients connected", ready, args.clients);
+            eprintln!("{label}: only {} of {} clients connected", ready, args.clients);
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let connect_time = connect_start.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle: Stats = http_json(addr, "GET", "/stats", ctl).await?;
+    let idle_each = stats_all(addrs, ctl).await?;
+    let idle = total(&idle_each);
     let driver_cpu_before = cpu_ms();
     let machine_before = machine_ticks();
+    let engine_before = engine_cpu_ms();
     let ready = shared.ready.load(Ordering::SeqCst);
     eprintln!(
-        "{imp}: {ready} clients connected in {:.1} s, server sessions {}, rss {} -> {} KiB",
+        "{label}: {ready} clients connected in {:.1} s, server sessions {} ({}), rss {} -> {} KiB",
         connect_time.as_secs_f64(),
         connected_sessions.max(idle.sessions),
+        idle_each
+            .iter()
+            .enumerate()
+            .map(|(k, s)| format!("{}: {}", instance_name(k), s.sessions))
+            .collect::<Vec<_>>()
+            .join(", "),
         before.rss_kib,
         idle.rss_kib
     );
 
-    // Emit.
+    // Emit, on instance A only.
     let pace_us = if args.paced { args.pace_us } else { 0 };
     let path = format!("/emit?count={}&size={}&collection=hot&pace_us={}", args.messages, args.size, pace_us);
     let emit_limit = deadline.saturating_duration_since(Instant::now());
-    let emit_addr = addr.to_owned();
     let emit =
-        tokio::spawn(async move { http_json::<EmitReport>(&emit_addr, "POST", &path, emit_limit).await });
+        tokio::spawn(async move { http_json::<EmitReport>(&emitter, "POST", &path, emit_limit).await });
     let mut emit_report: Option<EmitReport> = None;
     let mut emit_task = Some(emit);
     let mut last_progress = (0, Instant::now());
@@ -900,11 +1205,11 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             break;
         }
         if emit_report.is_some() && last_progress.1.elapsed() > QUIET_TIMEOUT {
-            eprintln!("{imp}: no progress for {QUIET_TIMEOUT:?}, counting the rest as lost");
+            eprintln!("{label}: no progress for {QUIET_TIMEOUT:?}, counting the rest as lost");
             break;
         }
         if Instant::now() > deadline {
-            eprintln!("{imp}: overall timeout, counting the rest as lost");
+            eprintln!("{label}: overall timeout, counting the rest as lost");
             break;
         }
     }
@@ -912,9 +1217,11 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
     if args.ten_pct && !tidings {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let after: Stats = http_json(addr, "GET", "/stats", ctl).await.unwrap_or_default();
+    let after_each = stats_all(addrs, ctl).await.unwrap_or_default();
+    let after = total(&after_each);
     let driver_cpu = cpu_ms().saturating_sub(driver_cpu_before);
     let machine_after = machine_ticks();
+    let engine_cpu = engine_cpu_ms().saturating_sub(engine_before);
     let _ = stop_tx.send(true);
     let emit = match emit_report {
         Some(r) => r,
@@ -931,30 +1238,64 @@ async fn drive(args: &Args, imp: &str, addr: &str, deadline: Instant) -> Result<
             results.push(r);
         }
     }
-    let mut row = summarize(imp, args, &results, &emit, &before, &idle, &after);
+    let snapshots = Snapshots { before, idle, after, idle_each, after_each };
+    let mut row = summarize(&label, args, &results, &emit, &snapshots);
     row.driver_cpu_ms = driver_cpu;
+    row.engine_cpu_ms = engine_cpu;
     // Busy CPU time of the whole machine over the same span, in ms: what is
-    // neither server nor driver is someone else's (the machine is shared).
+    // neither server nor driver (nor the backplane engine) is someone
+    // else's (the machine is shared).
     row.machine_busy_ms = machine_after.0.saturating_sub(machine_before.0) * 10;
     row.machine_total_ms = machine_after.1.saturating_sub(machine_before.1) * 10;
     row.emit_span_ms = emit.last_emit_ns.saturating_sub(emit.first_emit_ns) as f64 / 1e6;
     Ok(row)
 }
 
+/// Fan-out latencies (ns, sorted) of the notifications received by any of
+/// `results`: latest receipt over those clients − emit time; and the latest
+/// receipt of all.
+fn fan_out<'a>(results: impl Iterator<Item = &'a ClientResult>, m: usize) -> (Vec<u64>, u64) {
+    let mut last_recv = vec![0u64; m];
+    let mut sent = vec![0u64; m];
+    let mut max_recv = 0u64;
+    for r in results.filter(|r| r.wanted && r.connected) {
+        for i in 0..m {
+            if r.recv[i] != 0 {
+                last_recv[i] = last_recv[i].max(r.recv[i]);
+                sent[i] = r.sent[i];
+                max_recv = max_recv.max(r.recv[i]);
+            }
+        }
+    }
+    let mut lat: Vec<u64> =
+        (0..m).filter(|&i| last_recv[i] != 0).map(|i| last_recv[i].saturating_sub(sent[i])).collect();
+    lat.sort_unstable();
+    (lat, max_recv)
+}
+
+/// The figures of the clients connected to one instance.
+struct Split {
+    instance: usize,
+    clients: usize,
+    deliveries: u64,
+    expected: u64,
+    lat_p50_us: f64,
+    lat_p99_us: f64,
+    lat_max_us: f64,
+    server_cpu_ms: u64,
+}
+
 fn summarize(
-    imp: &str,
+    label: &str,
     args: &Args,
     results: &[ClientResult],
     emit: &EmitReport,
-    before: &Stats,
-    idle: &Stats,
-    after: &Stats,
+    snaps: &Snapshots,
 ) -> Row {
+    let (before, idle, after) = (&snaps.before, &snaps.idle, &snaps.after);
     let m = args.messages;
-    let mut last_recv = vec![0u64; m];
-    let mut sent = vec![0u64; m];
     let mut row = Row {
-        imp: imp.to_owned(),
+        imp: label.to_owned(),
         clients: args.clients,
         connected: results.iter().filter(|r| r.connected).count(),
         messages: m,
@@ -980,8 +1321,11 @@ fn summarize(
         resyncs: 0,
         unwanted: 0,
         duplicates: 0,
+        engine_cpu_ms: 0,
+        cursor_forms: results.iter().fold(0, |f, r| f | r.cursor_forms),
+        cursor_regressions: results.iter().map(|r| r.cursor_regressions).sum(),
+        splits: Vec::new(),
     };
-    let mut max_recv = 0u64;
     // Every client that should have received the notifications counts,
     // including those that failed to connect (all lost).
     for r in results.iter().filter(|r| r.wanted) {
@@ -996,19 +1340,10 @@ fn summarize(
         }
         row.covered += r.covered;
         row.silent += r.silent;
-        for i in 0..m {
-            if r.recv[i] != 0 {
-                last_recv[i] = last_recv[i].max(r.recv[i]);
-                sent[i] = r.sent[i];
-                max_recv = max_recv.max(r.recv[i]);
-            }
-        }
     }
     row.unwanted += results.iter().filter(|r| !r.wanted).map(|r| r.unwanted).sum::<u64>();
     row.lost = row.expected - row.deliveries;
-    let mut lat: Vec<u64> =
-        (0..m).filter(|&i| last_recv[i] != 0).map(|i| last_recv[i].saturating_sub(sent[i])).collect();
-    lat.sort_unstable();
+    let (lat, max_recv) = fan_out(results.iter(), m);
     row.lat_p50_us = percentile(&lat, 50.0) as f64 / 1e3;
     row.lat_p99_us = percentile(&lat, 99.0) as f64 / 1e3;
     row.lat_max_us = lat.last().copied().unwrap_or(0) as f64 / 1e3;
@@ -1017,6 +1352,22 @@ fn summarize(
     }
     if idle.sessions > 0 {
         row.rss_per_session_kib = idle.rss_kib.saturating_sub(before.rss_kib) as f64 / idle.sessions as f64;
+    }
+    if snaps.idle_each.len() > 1 {
+        for (k, (i, a)) in snaps.idle_each.iter().zip(&snaps.after_each).enumerate() {
+            let mine = || results.iter().filter(move |r| r.instance == k);
+            let (lat, _) = fan_out(mine(), m);
+            row.splits.push(Split {
+                instance: k,
+                clients: mine().filter(|r| r.connected).count(),
+                deliveries: mine().filter(|r| r.wanted).map(|r| r.received).sum(),
+                expected: mine().filter(|r| r.wanted).count() as u64 * m as u64,
+                lat_p50_us: percentile(&lat, 50.0) as f64 / 1e3,
+                lat_p99_us: percentile(&lat, 99.0) as f64 / 1e3,
+                lat_max_us: lat.last().copied().unwrap_or(0) as f64 / 1e3,
+                server_cpu_ms: a.cpu_ms.saturating_sub(i.cpu_ms),
+            });
+        }
     }
     row
 }
@@ -1066,6 +1417,7 @@ fn print_rows(args: &Args, rows: &[Row]) {
         println!(
             "{}: server RSS after the run {:.1} MiB; {} messages per client; CPU from emit to \
              the last delivery: server {} ms ({:.2} us/delivery), driver {} ms ({:.2} us/delivery), \
+             backplane engine (redis-server/postgres processes) {} ms, \
              whole machine {} of {} ms busy, so {} ms by other processes (10 ms ticks); \
              emits spanned {:.1} ms",
             r.imp,
@@ -1075,11 +1427,40 @@ fn print_rows(args: &Args, rows: &[Row]) {
             r.server_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
             r.driver_cpu_ms,
             r.driver_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
+            r.engine_cpu_ms,
             r.machine_busy_ms,
             r.machine_total_ms,
-            r.machine_busy_ms.saturating_sub(r.server_cpu_ms + r.driver_cpu_ms),
+            r.machine_busy_ms.saturating_sub(r.server_cpu_ms + r.driver_cpu_ms + r.engine_cpu_ms),
             r.emit_span_ms,
         );
+        if r.cursor_forms != 0 {
+            let forms = match r.cursor_forms {
+                1 => "<8 hex>-<seq>",
+                2 => "Redis stream ids <ms>-<seq>",
+                _ => "both <8 hex>-<seq> and stream ids",
+            };
+            println!(
+                "{}: cursors {forms}; frames whose cursor did not move forward: {} \
+                 (losses are counted by payload index and resync frames, for either form)",
+                r.imp, r.cursor_regressions
+            );
+        }
+        for s in &r.splits {
+            println!(
+                "{}: instance {}{}: {} clients, deliveries {} / {}, fan-out p50 {:.1} ms, p99 {:.1} ms, \
+                 max {:.1} ms, server CPU {} ms",
+                r.imp,
+                instance_name(s.instance),
+                if s.instance == 0 { " (emits)" } else { "" },
+                s.clients,
+                s.deliveries,
+                s.expected,
+                s.lat_p50_us / 1e3,
+                s.lat_p99_us / 1e3,
+                s.lat_max_us / 1e3,
+                s.server_cpu_ms,
+            );
+        }
     }
     let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.imp.as_str(), r)).collect();
     if let (Some(t), Some(b)) = (by.get("tidings"), by.get("baseline")) {
@@ -1096,7 +1477,20 @@ fn print_rows(args: &Args, rows: &[Row]) {
 
 #[cfg(test)]
 mod tests {
-    use super::scan;
+    use super::{CursorForm, frame_cursor, scan};
+
+    #[test]
+    fn frame_cursor_reads_both_forms() {
+        let e = frame_cursor(
+            br#"{"collection":"hot","op":"insert","data":{"t":1,"i":2},"cursor":"00000abc-43"}"#,
+        );
+        assert_eq!(e, Some((CursorForm::Epoch, 0xabc, 43)));
+        let r = frame_cursor(
+            br#"{"collection":"hot","op":"insert","data":{"t":1,"i":2},"cursor":"1732380000000-7"}"#,
+        );
+        assert_eq!(r, Some((CursorForm::Stream, 1_732_380_000_000, 7)));
+        assert_eq!(frame_cursor(br#"{"collection":"hot","op":"insert"}"#), None);
+    }
 
     #[test]
     fn scan_reads_both_layouts_and_falls_back() {
