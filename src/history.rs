@@ -133,8 +133,8 @@ impl History {
 
     /// Appends several notifications under one lock, in order (a committed
     /// batch): readers see all of them or none.
-    pub(crate) fn append_all(&self, notifications: Vec<Notification>) {
-        let prepared: Vec<Prepared> = notifications.into_iter().map(|n| Prepared::new(n, None)).collect();
+    pub(crate) fn append_all(&self, items: Vec<(Notification, Option<Cursor>)>) {
+        let prepared: Vec<Prepared> = items.into_iter().map(|(n, given)| Prepared::new(n, given)).collect();
         let mut evicted = Vec::new();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         for p in prepared {

@@ -43,6 +43,8 @@ impl Hub {
         let epoch = ids.hash_one(std::time::SystemTime::now()) as u32;
         let (link, outgoing) = backplane::link(&config.backplane);
         let ready = watch::Sender::new(!backplane::loads_history(&config.backplane));
+        // A backplane is degraded until its listener is connected.
+        let connecting = matches!(link, Link::Remote(_)).then(|| "connecting to the backplane".to_owned());
         let hub = Arc::new(Hub {
             history: if backplane::loads_history(&config.backplane) {
                 History::for_stream(epoch, config.replay_capacity)
@@ -59,7 +61,7 @@ impl Hub {
             started: Instant::now(),
             link,
             ready,
-            degraded: std::sync::Mutex::new([None, None]),
+            degraded: std::sync::Mutex::new([connecting, None]),
         });
         tokio::spawn(dispatch(Arc::downgrade(&hub), hub.dispatch.clone()));
         if let Some(outgoing) = outgoing {
@@ -74,7 +76,7 @@ impl Hub {
         match &self.link {
             Link::Local => self.deliver(n, None),
             Link::Remote(publisher) => {
-                let out = Outgoing { payload: backplane::encode(&n), done: None };
+                let out = Outgoing { payloads: vec![backplane::encode(&n)], done: None };
                 if let Err(e) = publisher.send(out) {
                     e.0.finish(Err(PublishError::Closed));
                 }
@@ -82,14 +84,17 @@ impl Hub {
         }
     }
 
-    /// Emits a committed batch: locally, all under one lock and one wake-up.
+    /// Emits a committed batch, all of it together: locally under one lock
+    /// and one wake-up; through a backplane as one atomic publication.
     pub(crate) fn emit_all(&self, notifications: Vec<Notification>) {
         match &self.link {
-            Link::Local => {
-                self.history.append_all(notifications);
-                self.dispatch.notify_one();
+            Link::Local => self.deliver_all(notifications.into_iter().map(|n| (n, None)).collect()),
+            Link::Remote(publisher) => {
+                let payloads = notifications.iter().map(backplane::encode).collect();
+                if let Err(e) = publisher.send(Outgoing { payloads, done: None }) {
+                    e.0.finish(Err(PublishError::Closed));
+                }
             }
-            Link::Remote(_) => notifications.into_iter().for_each(|n| self.emit(n)),
         }
     }
 
@@ -102,7 +107,7 @@ impl Hub {
             }
             Link::Remote(publisher) => {
                 let (done, result) = tokio::sync::oneshot::channel();
-                let out = Outgoing { payload: backplane::encode(&n), done: Some(done) };
+                let out = Outgoing { payloads: vec![backplane::encode(&n)], done: Some(done) };
                 publisher.send(out).map_err(|_| PublishError::Closed)?;
                 result.await.unwrap_or(Err(PublishError::Closed))
             }
@@ -116,6 +121,12 @@ impl Hub {
             Some(cursor) => self.history.append_at(n, cursor),
             None => self.history.append(n),
         };
+        self.dispatch.notify_one();
+    }
+
+    /// Stores several notifications under one lock, then wakes once.
+    pub(crate) fn deliver_all(&self, items: Vec<(Notification, Option<Cursor>)>) {
+        self.history.append_all(items);
         self.dispatch.notify_one();
     }
 

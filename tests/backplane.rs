@@ -207,14 +207,17 @@ mod postgres_backplane {
         let (a, b) = (instance(backplane(url, &channel)), instance(backplane(url, &channel)));
         let addr_b = serve(&b).await;
         let mut on_b = Client::connect(addr_b, "").await;
-        // LISTEN happens in the background: retry a warm-up until B hears one.
+        // LISTEN happens in the background (and its start is announced with
+        // a resync): retry a warm-up until B hears one.
         let mut heard = false;
-        for _ in 0..50 {
+        'publish: for _ in 0..50 {
             a.publish(Notification::new("warmup", Op::Insert)).await.unwrap();
-            if let Ok(frame) = timeout(std::time::Duration::from_millis(200), on_b.next_json()).await {
-                assert_eq!(frame["collection"], "warmup");
-                heard = true;
-                break;
+            while let Ok(frame) = timeout(std::time::Duration::from_millis(200), on_b.next_json()).await {
+                if frame["collection"] == "warmup" {
+                    heard = true;
+                    break 'publish;
+                }
+                assert_eq!(frame["type"], "resync", "{frame}");
             }
         }
         assert!(heard, "B never heard A");
@@ -236,6 +239,13 @@ mod postgres_backplane {
         for id in 0..20 {
             assert_eq!(on_b.next_json().await["data"]["id"], id);
         }
+        // Sent together, two identical notifications are still two
+        // (PostgreSQL folds identical payloads within one transaction).
+        a.notify("same", Op::Update);
+        a.notify("same", Op::Update);
+        a.notify("end", Op::Update);
+        let (before, _) = until(&mut on_b, "end").await;
+        assert_eq!(before.iter().filter(|f| f["collection"] == "same").count(), 2, "{before:?}");
     }
 
     #[tokio::test]

@@ -148,7 +148,8 @@ impl std::error::Error for PublishError {}
 /// caller of [`Notifier::publish`](crate::Notifier::publish) how it went.
 #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 pub(crate) struct Outgoing {
-    pub(crate) payload: String,
+    /// Encoded notifications, published together and in order (a batch).
+    pub(crate) payloads: Vec<String>,
     pub(crate) done: Option<oneshot::Sender<Result<(), PublishError>>>,
 }
 
@@ -224,6 +225,10 @@ pub(crate) fn unusable(reason: String, mut outgoing: mpsc::UnboundedReceiver<Out
 /// frame, since each instance assigns the cursor it puts in the frame.
 #[derive(Serialize, Deserialize)]
 struct Envelope<'a> {
+    /// Unique per process: PostgreSQL folds identical payloads sent in one
+    /// transaction into one, which would swallow a repeated notification.
+    #[serde(default)]
+    n: u64,
     #[serde(borrow)]
     collection: Cow<'a, str>,
     op: Op,
@@ -238,7 +243,9 @@ struct Envelope<'a> {
 }
 
 pub(crate) fn encode(n: &Notification) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let envelope = Envelope {
+        n: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         collection: Cow::Borrowed(&n.collection),
         op: n.op,
         data: n.data.as_deref(),
@@ -311,7 +318,9 @@ mod tests {
         assert_eq!(back.origin(), Some(SessionId::from_raw(9)));
         assert!(back.skipped_session().is_none());
         let plain = Notification::new("forums", Op::Insert);
-        assert_eq!(encode(&plain), r#"{"collection":"forums","op":"insert"}"#);
+        assert_ne!(encode(&plain), encode(&plain), "each envelope is unique");
+        assert!(encode(&plain).ends_with(r#""collection":"forums","op":"insert"}"#));
         assert_eq!(decode(&encode(&plain)).unwrap().skipped_session(), None);
+        assert_eq!(decode(r#"{"collection":"a","op":"update"}"#).unwrap().collection(), "a");
     }
 }

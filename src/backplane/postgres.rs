@@ -57,55 +57,67 @@ pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing
     tokio::spawn(listen(connect, options.channel, hub));
 }
 
+/// How many queued publications go to PostgreSQL in one statement.
+const BATCH: usize = 256;
+
+/// Sends queued notifications in order: everything queued at once goes in
+/// one statement (one transaction, one round trip), so PostgreSQL delivers
+/// it together and in order.
 async fn publish(
     pool: PgPool,
     channel: String,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
     hub: Weak<Hub>,
 ) {
-    // One at a time, in order: NOTIFYs from one session arrive in order.
-    while let Some(out) = outgoing.recv().await {
-        let result = match check_size(&out.payload) {
-            Err(e) => Err(e),
-            Ok(()) => sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(&channel)
-                .bind(&out.payload)
-                .execute(&pool)
-                .await
-                .map(|_| ())
-                .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}"))),
-        };
-        // A refused payload is the caller's problem, not the backplane's.
-        if !matches!(result, Err(PublishError::TooLarge { .. }))
-            && let Some(hub) = hub.upgrade()
-        {
+    let mut batch = Vec::with_capacity(BATCH);
+    while outgoing.recv_many(&mut batch, BATCH).await > 0 {
+        // A payload over the limit fails its own publication only.
+        let (fits, too_large): (Vec<Outgoing>, Vec<Outgoing>) =
+            batch.drain(..).partition(|out| out.payloads.iter().all(|p| check_size(p).is_ok()));
+        for out in too_large {
+            let size = out.payloads.iter().map(String::len).max().unwrap_or(0);
+            out.finish(Err(PublishError::TooLarge { size, limit: PAYLOAD_LIMIT }));
+        }
+        if fits.is_empty() {
+            continue;
+        }
+        let payloads: Vec<&str> =
+            fits.iter().flat_map(|out| out.payloads.iter().map(String::as_str)).collect();
+        // unnest yields the payloads in array order, and pg_notify queues
+        // them in the order it is called.
+        let result = sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+            .bind(&channel)
+            .bind(&payloads)
+            .execute(&pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}")));
+        if let Some(hub) = hub.upgrade() {
             hub.set_degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
         }
-        out.finish(result);
+        fits.into_iter().for_each(|out| out.finish(result.clone()));
     }
 }
 
 async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
     let listener_options = connect.application_name(&format!("tidings-listener:{channel}"));
     let mut backoff = Backoff::new();
-    let mut broken = false;
     loop {
         let Some(strong) = hub.upgrade() else { return };
         let mut listener = match open(&listener_options, &channel).await {
             Ok(l) => l,
             Err(e) => {
                 strong.set_degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
-                broken = true;
                 drop(strong);
                 backoff.wait().await;
                 continue;
             }
         };
-        if broken {
-            // NOTIFY keeps no history: whatever was sent while we were not
-            // listening is gone. Every local client reloads.
-            strong.interrupt();
-        }
+        // NOTIFY keeps no history: whatever was sent while we were not
+        // listening (before the first LISTEN, or since the connection broke)
+        // is gone. Every local client reloads, including one that resumes
+        // with a cursor handed out before this point (a page rendered then).
+        strong.interrupt();
         strong.set_degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
@@ -125,7 +137,6 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
         };
         let Some(strong) = hub.upgrade() else { return };
         strong.set_degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
-        broken = true;
         drop(strong);
         backoff.wait().await;
     }

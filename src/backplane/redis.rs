@@ -12,8 +12,8 @@ use redis::{AsyncConnectionConfig, Client, Value};
 use tokio::sync::mpsc;
 
 use super::{Backoff, Outgoing, PublishError, decode, unusable};
-use crate::Cursor;
 use crate::hub::{Hub, Part};
+use crate::{Cursor, Notification};
 
 /// How long one `XREAD` blocks before it is sent again.
 const BLOCK: Duration = Duration::from_secs(5);
@@ -69,8 +69,11 @@ async fn publish(
                 }
             }
         }
+        // MULTI/EXEC: a committed batch lands in the stream contiguously,
+        // never interleaved with another instance's notifications.
         let mut pipe = redis::pipe();
-        for out in &batch {
+        pipe.atomic();
+        for payload in batch.iter().flat_map(|out| &out.payloads) {
             pipe.cmd("XADD")
                 .arg(&options.key)
                 .arg("MAXLEN")
@@ -78,7 +81,7 @@ async fn publish(
                 .arg(options.max_len)
                 .arg("*")
                 .arg(FIELD)
-                .arg(&out.payload)
+                .arg(payload)
                 .ignore();
         }
         let result = match connection.as_mut() {
@@ -181,9 +184,7 @@ async fn prepare(
         }
     }
     *last_id = Some(ids.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()));
-    for entry in &ids {
-        deliver(hub, entry);
-    }
+    hub.deliver_all(ids.iter().filter_map(decode_entry).collect());
     hub.set_ready();
     Ok(())
 }
@@ -214,27 +215,35 @@ async fn read(
         let Some(hub) = hub.upgrade() else {
             return redis::RedisError::from((redis::ErrorKind::Io, "the notifier is gone"));
         };
+        let mut arrived = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
             for entry in &key.ids {
-                deliver(&hub, entry);
+                arrived.extend(decode_entry(entry));
                 from.clone_from(&entry.id);
             }
+        }
+        if !arrived.is_empty() {
+            hub.deliver_all(arrived);
         }
         *last_id = Some(from.clone());
     }
 }
 
-fn deliver(hub: &Hub, entry: &StreamId) {
+/// The notification in a stream entry, with the entry id as its cursor.
+fn decode_entry(entry: &StreamId) -> Option<(Notification, Option<Cursor>)> {
     let (Some(cursor), Some(Value::BulkString(payload))) = (parse_id(&entry.id), entry.map.get(FIELD)) else {
         tracing::warn!(id = %entry.id, "tidings: skipping a stream entry that is not a notification");
-        return;
+        return None;
     };
-    match std::str::from_utf8(payload)
+    let decoded = std::str::from_utf8(payload)
         .map_err(|e| e.to_string())
-        .and_then(|p| decode(p).map_err(|e| e.to_string()))
-    {
-        Ok(n) => hub.deliver(n, Some(cursor)),
-        Err(e) => tracing::warn!(id = %entry.id, error = %e, "tidings: skipping a malformed stream entry"),
+        .and_then(|p| decode(p).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(n) => Some((n, Some(cursor))),
+        Err(e) => {
+            tracing::warn!(id = %entry.id, error = %e, "tidings: skipping a malformed stream entry");
+            None
+        }
     }
 }
 
