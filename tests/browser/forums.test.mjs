@@ -18,7 +18,9 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const binary = path.join(root, "target", "debug", "examples", "forums");
+// Where cargo puts the example (CARGO_TARGET_DIR, if set, moves it).
+const targetDir = path.resolve(root, process.env.CARGO_TARGET_DIR || "target");
+const binary = path.join(targetDir, "debug", "examples", "forums");
 const resultsDir = path.join(root, "test-results");
 const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
