@@ -45,6 +45,13 @@ pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejecti
         None => Identity::anonymous(),
     };
     let subscriptions = Subscriptions::from_query(params.collections.as_deref());
+    if subscriptions.list().len() > Subscriptions::MAX_NAMES {
+        return Err(Rejection::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("at most {} collections per session", Subscriptions::MAX_NAMES),
+        ));
+    }
     if let Some(bad) = subscriptions.first_forbidden(&identity) {
         return Err(Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")));
     }

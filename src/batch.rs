@@ -24,12 +24,15 @@ use crate::{Notification, Notifier, Op, SessionId};
 ///
 /// # Coalescing
 ///
-/// Within one batch, a notification is dropped when an earlier one has the
-/// same collection, op, audience and origin and is about the same row: the
-/// same `id` field when the data is a JSON object with one, otherwise the same
-/// data (or both without data). The earlier notification keeps its place and
-/// takes the later one's data. So a transaction that updates row 7 five times
-/// sends one `update` for row 7; one that updates rows 7 and 8 sends two.
+/// Within one batch, a notification is dropped when the latest earlier one
+/// about the same row has the same op. "The same row": same collection,
+/// audience and origin, and the same `id` field when the data is a JSON
+/// object with one, otherwise the same data (or both without data). The
+/// earlier notification keeps its place and takes the later one's data. So a
+/// transaction that updates row 7 five times sends one `update` for row 7;
+/// one that updates rows 7 and 8 sends two; `insert 7, delete 7, insert 7`
+/// stays as it is (a different op in between is never merged across, so a
+/// row's operations keep their order).
 ///
 /// ```
 /// use tidings::{Notifier, Op};
@@ -73,11 +76,11 @@ struct Pending {
     index: HashMap<Key, usize>,
 }
 
-/// What makes two notifications "the same" for coalescing.
+/// The row a notification is about, for coalescing: the same row when
+/// collection, audience, origin and id (or data) are equal.
 #[derive(PartialEq, Eq, Hash)]
 struct Key {
     collection: Box<str>,
-    op: Op,
     audience: Option<Arc<str>>,
     origin: Option<SessionId>,
     skip_origin: bool,
@@ -100,7 +103,6 @@ impl Key {
         });
         Key {
             collection: n.collection.as_ref().into(),
-            op: n.op,
             audience: n.audience.clone(),
             origin: n.origin,
             skip_origin: n.skip_origin,
@@ -146,9 +148,13 @@ impl Batch {
         }
         let key = Key::of(&notification);
         let mut pending = self.lock();
+        // Only the row's latest notification may absorb this one: with
+        // another op in between, both stay, so a row's ops keep their order.
         match pending.index.get(&key) {
-            Some(&at) => pending.items[at].data = notification.data,
-            None => {
+            Some(&at) if pending.items[at].op == notification.op => {
+                pending.items[at].data = notification.data
+            }
+            _ => {
                 let at = pending.items.len();
                 pending.items.push(notification);
                 pending.index.insert(key, at);
@@ -170,6 +176,10 @@ impl Batch {
     /// batch) and empties this batch.
     pub fn commit(&self) {
         let items = std::mem::take(&mut *self.lock()).items;
+        if items.is_empty() {
+            // Most requests write nothing: wake nobody for them.
+            return;
+        }
         match &self.shared.parent {
             Parent::Notifier(notifier) => notifier.hub().emit_all(items),
             Parent::Batch(parent) => items.into_iter().for_each(|n| parent.push(n)),
@@ -206,5 +216,40 @@ impl Batch {
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch").field("pending", &self.len()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn coalescing_never_reorders_a_rows_operations() {
+        let batch = Notifier::new().batch();
+        let ops = [Op::Insert, Op::Delete, Op::Insert, Op::Insert, Op::Update, Op::Update];
+        for op in ops {
+            batch.notify_with("rows", op, &json!({"id": 7})).unwrap();
+        }
+        let kept: Vec<Op> = batch.take().iter().map(|n| n.op).collect();
+        assert_eq!(kept, [Op::Insert, Op::Delete, Op::Insert, Op::Update]);
+    }
+
+    #[tokio::test]
+    async fn distinct_rows_audiences_and_origins_are_kept_apart() {
+        let batch = Notifier::new().batch();
+        batch.notify_with("rows", Op::Update, &json!({"id": 1})).unwrap();
+        batch.notify_with("rows", Op::Update, &json!({"id": 2})).unwrap();
+        batch.push(Notification::new("rows", Op::Update).with_data(&json!({"id": 1})).unwrap().to("admin"));
+        batch.push(
+            Notification::new("rows", Op::Update)
+                .with_data(&json!({"id": 1}))
+                .unwrap()
+                .from_session(SessionId::from_raw(1)),
+        );
+        batch.notify_with("rows", Op::Update, &json!({"id": 1, "v": 2})).unwrap();
+        let kept = batch.take();
+        assert_eq!(kept.len(), 4);
+        assert_eq!(kept[0].data().unwrap().get(), r#"{"id":1,"v":2}"#, "took the later data");
     }
 }

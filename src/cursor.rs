@@ -68,6 +68,12 @@ impl Cursor {
         self.minor
     }
 
+    /// The milliseconds part of a stream id.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn epoch_ms(&self) -> u64 {
+        self.major
+    }
+
     /// Orders two stream ids; `None` when they are not both stream ids.
     pub(crate) fn stream_cmp(&self, other: &Cursor) -> Option<Ordering> {
         (self.kind == Kind::Stream && other.kind == Kind::Stream)

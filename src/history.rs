@@ -30,6 +30,10 @@ pub(crate) struct Entry {
     pub(crate) skip: Option<SessionId>,
 }
 
+/// How far ahead of this machine's clock a stream id may be (another
+/// instance's clock, or Redis', may run ahead a little).
+const FUTURE_SLACK_MS: u64 = 60_000;
+
 /// A notification serialized outside the lock, waiting for its cursor.
 struct Prepared {
     frame: String,
@@ -70,8 +74,10 @@ struct Ring {
 
 /// What reading the log produced.
 pub(crate) enum Read {
-    /// Frames were appended to the output (possibly none); read on from `next`.
-    Read { next: u64 },
+    /// Frames were appended to the output (possibly none, when every entry
+    /// read was filtered out); read on from `next`. `caught_up`: nothing
+    /// more is stored after `next` yet.
+    Read { next: u64, caught_up: bool },
     /// Entries the reader had not seen were evicted: it must resync and read
     /// on from `next`, which is `head.seq() + 1`.
     Lagged { head: Cursor, next: u64 },
@@ -180,6 +186,11 @@ impl History {
         // Every reader's position is now before the first entry: it lags.
         ring.next_seq += 1;
         ring.floor = Some(ring.head);
+        if ring.head.kind() == Kind::Local {
+            // The skipped position is the new head, so a cursor handed out
+            // from now on (a hello, a resync) can be resumed.
+            ring.head = Cursor::new(self.epoch, ring.next_seq - 1);
+        }
         drop(ring);
         drop(old);
     }
@@ -196,9 +207,12 @@ impl History {
         self.ring.read().unwrap_or_else(|e| e.into_inner()).head
     }
 
-    /// The position the next notification will take.
-    pub(crate) fn next_seq(&self) -> u64 {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).next_seq
+    /// The head cursor and the position right after it, read together (a
+    /// new session starts there: read apart, an append in between would
+    /// fall in the gap).
+    pub(crate) fn position(&self) -> (Cursor, u64) {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        (ring.head, ring.next_seq)
     }
 
     /// Where a client that last saw `cursor` reads on from, if the history
@@ -223,7 +237,20 @@ impl History {
                 if !ring.loaded {
                     return None;
                 }
-                if ring.floor.is_some_and(|f| cursor.stream_cmp(&f) == Some(Ordering::Less)) {
+                // Stream ids are millisecond timestamps: one far ahead of
+                // this clock is not from this stream.
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                if cursor.epoch_ms() > now_ms + FUTURE_SLACK_MS {
+                    return None;
+                }
+                // Before the oldest id held, only the floor itself (the id
+                // just before it, or the newest trimmed one) leaves no gap;
+                // with no floor, only the stream's beginning, 0-0.
+                let oldest = ring.entries.front().map_or(ring.head, |e| e.cursor);
+                let floor = ring.floor.unwrap_or(Cursor::stream(0, 0));
+                if cursor.stream_cmp(&oldest) == Some(Ordering::Less) && cursor != floor {
                     return None;
                 }
                 match ring.head.stream_cmp(&cursor) {
@@ -265,7 +292,7 @@ impl History {
                 out.push(entry.frame.clone());
             }
         }
-        Read::Read { next: last }
+        Read::Read { next: last, caught_up: last == ring.next_seq }
     }
 }
 
@@ -304,7 +331,7 @@ mod tests {
         }
         let (frames, r) = collect(&h, 2);
         assert_eq!(frames.len(), 2);
-        assert!(matches!(r, Read::Read { next: 4 }));
+        assert!(matches!(r, Read::Read { next: 4, caught_up: true }));
     }
 
     #[test]
@@ -349,8 +376,10 @@ mod tests {
         let mut out = Vec::new();
         assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
+        assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
+        assert_eq!(h.resume_from(h.head()), Some((3, None)), "is resumable");
         h.append(Notification::new("a", Op::Update));
-        assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4 }));
+        assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4, caught_up: true }));
         assert_eq!(out.len(), 1);
     }
 }

@@ -43,7 +43,8 @@ pub(crate) enum ServerFrame<'a> {
 pub(crate) enum ErrorCode {
     /// Not JSON, or not a known control frame.
     BadFrame,
-    /// A subscription the authorize hook does not allow.
+    /// A subscription the authorize hook does not allow, or one over the
+    /// per-session limit.
     Forbidden,
 }
 

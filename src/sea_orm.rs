@@ -86,8 +86,9 @@ impl Transaction {
     /// Commits, then sends the queued notifications (or hands them to the
     /// outer transaction). If the commit fails, nothing is sent.
     ///
-    /// With the PostgreSQL backplane, on a PostgreSQL transaction of the same
-    /// database, a root batch's notifications are instead published with
+    /// With the PostgreSQL backplane, on a PostgreSQL transaction of the
+    /// database its listener is connected to, a root batch's notifications
+    /// are instead published with
     /// `pg_notify` inside the transaction, just before `COMMIT`: PostgreSQL
     /// then delivers them if and only if the commit succeeds, even if this
     /// process dies right after it. A notification above NOTIFY's 8000-byte
@@ -113,8 +114,10 @@ impl Transaction {
     }
 
     /// The NOTIFY channel to publish on inside this transaction, if the
-    /// notifier uses the PostgreSQL backplane on this very database (NOTIFY
-    /// only reaches listeners of the same database).
+    /// notifier uses the PostgreSQL backplane and its listener is connected
+    /// to this very server and database (NOTIFY only reaches listeners of
+    /// the same database): otherwise `None`, and the notifications go out
+    /// through the backplane after the commit.
     #[cfg(feature = "postgres")]
     async fn notify_channel(&self) -> Result<Option<String>, DbErr> {
         let Some(options) = self.batch.root_notifier().and_then(|n| n.hub().postgres_options()) else {
@@ -123,10 +126,15 @@ impl Transaction {
         if self.batch.is_empty() || self.txn.get_database_backend() != DbBackend::Postgres {
             return Ok(None);
         }
-        let same = Statement::from_string(DbBackend::Postgres, "SELECT current_database() AS db");
-        let row = self.txn.query_one_raw(same).await?;
-        let current: Option<String> = row.map(|r| r.try_get("", "db")).transpose()?;
-        Ok((current.as_deref() == options.database()).then(|| options.channel.clone()))
+        let listening = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+             WHERE application_name = $1 AND datname = current_database()) AS listening",
+            [crate::backplane::postgres::listener_name(&options.channel).into()],
+        );
+        let row = self.txn.query_one_raw(listening).await?;
+        let listening: bool = row.map(|r| r.try_get("", "listening")).transpose()?.unwrap_or(false);
+        Ok(listening.then(|| options.channel.clone()))
     }
 
     /// Rolls back and drops the queued notifications.

@@ -96,10 +96,19 @@ impl Subscriptions {
         self.names.iter().map(|n| &**n).find(|n| !identity.may_read(n))
     }
 
-    /// Adds collections; all or nothing, refused if one is not allowed.
+    /// At most this many named collections per session: a client must not
+    /// grow the server's memory without bound.
+    pub(crate) const MAX_NAMES: usize = 256;
+
+    /// Adds collections; all or nothing, refused if one is not allowed or
+    /// the session would hold more than [`MAX_NAMES`](Self::MAX_NAMES).
     pub(crate) fn subscribe(&mut self, names: &[String], identity: &Identity) -> Result<(), String> {
         if let Some(bad) = names.iter().find(|n| *n != Self::ALL && !identity.may_read(n)) {
             return Err(format!("not allowed to subscribe to `{bad}`"));
+        }
+        let new = names.iter().filter(|n| *n != Self::ALL && !self.names.contains(n.as_str())).count();
+        if self.names.len() + new > Self::MAX_NAMES {
+            return Err(format!("at most {} collections per session", Self::MAX_NAMES));
         }
         for name in names {
             match name.as_str() {
@@ -166,8 +175,7 @@ impl Session {
         // Registered before the position is read: every notification after
         // that position then finds this session in the map and wakes it.
         let (id, wake) = hub.register();
-        let head = hub.history.head();
-        let fresh = hub.history.next_seq();
+        let (head, fresh) = hub.history.position();
         let resumed = resume.map(|raw| {
             raw.parse::<Cursor>()
                 .ok()
@@ -211,10 +219,14 @@ impl Session {
         self.subscriptions.unsubscribe(names)
     }
 
-    /// Appends to `out` the next frames for this session: up to one batch of
-    /// notifications it may see, or one `resync` when it fell so far behind
-    /// that the history no longer holds what it missed.
-    pub(crate) fn pull(&mut self, out: &mut Vec<Utf8Bytes>) {
+    /// Appends to `out` the next frames for this session: those of up to
+    /// one batch of notifications that it may see, or one `resync` when it
+    /// fell so far behind that the history no longer holds what it missed.
+    ///
+    /// Returns whether the session has caught up with the history. A batch
+    /// can yield no frame (all filtered out) without having caught up: the
+    /// caller must pull again before it sleeps.
+    pub(crate) fn pull(&mut self, out: &mut Vec<Utf8Bytes>) -> bool {
         let Session { id, identity, subscriptions, seen_through, .. } = self;
         let wanted = |e: &Entry| {
             e.skip != Some(*id)
@@ -225,10 +237,14 @@ impl Session {
                 && e.audience.as_deref().is_none_or(|a| identity.belongs_to(a))
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
-            Read::Read { next } => self.next = next,
+            Read::Read { next, caught_up } => {
+                self.next = next;
+                caught_up
+            }
             Read::Lagged { head, next } => {
                 out.push(ServerFrame::Resync { cursor: head }.to_text());
                 self.next = next;
+                false
             }
         }
     }
@@ -264,6 +280,16 @@ mod tests {
         assert!(s.contains("forums") && !s.contains("posts"));
         s.subscribe(&["*".into()], &id).unwrap();
         assert!(s.contains("posts"));
+    }
+
+    #[test]
+    fn subscriptions_are_capped() {
+        let id = Identity::anonymous();
+        let mut s = Subscriptions::from_query(None);
+        let many: Vec<String> = (0..Subscriptions::MAX_NAMES).map(|i| format!("c{i}")).collect();
+        s.subscribe(&many, &id).unwrap();
+        s.subscribe(&["c0".into()], &id).unwrap();
+        assert!(s.subscribe(&["one-more".into()], &id).unwrap_err().contains("at most"));
     }
 
     #[test]

@@ -70,8 +70,8 @@ fn stream(
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            state.session.pull(&mut state.scratch);
-            if !state.scratch.is_empty() {
+            let caught_up = state.session.pull(&mut state.scratch);
+            if !state.scratch.is_empty() || !caught_up {
                 state.pending.extend(state.scratch.drain(..));
                 continue;
             }

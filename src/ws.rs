@@ -166,12 +166,16 @@ async fn write_loop(
 
     loop {
         // Feed while frames are queued; flush once the queue is empty.
-        session.pull(&mut frames);
+        let caught_up = session.pull(&mut frames);
         if !frames.is_empty() {
             if feed_all(&mut sink, &mut frames, config.write_timeout).await.is_err() {
                 return;
             }
             unflushed = true;
+            continue;
+        }
+        if !caught_up {
+            // Everything read was filtered out; more is stored.
             continue;
         }
         if unflushed {
@@ -189,8 +193,7 @@ async fn write_loop(
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        session.pull(&mut frames);
-        if !frames.is_empty() {
+        if !session.pull(&mut frames) || !frames.is_empty() {
             continue;
         }
 

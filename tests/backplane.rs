@@ -118,6 +118,36 @@ mod redis_backplane {
         }
     }
 
+    #[tokio::test]
+    async fn a_cursor_into_what_redis_trimmed_gets_resync() {
+        let Some(url) = server("REDIS_URL", "redis") else { return };
+        let key = unique("tidings_test");
+        let a = instance(backplane(&url, &key));
+        let mut ids = Vec::new();
+        for id in 0..5 {
+            let n = Notification::new("posts", Op::Insert).with_data(&json!({ "id": id })).unwrap();
+            a.publish(n).await.unwrap();
+        }
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let range: redis::streams::StreamRangeReply =
+            redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(&mut con).await.unwrap();
+        ids.extend(range.ids.iter().map(|e| e.id.clone()));
+        assert_eq!(ids.len(), 5);
+        // Redis drops the three oldest entries.
+        let _: () = redis::cmd("XTRIM").arg(&key).arg("MAXLEN").arg(2).query_async(&mut con).await.unwrap();
+
+        // A new instance loads what is left.
+        let b = instance(backplane(&url, &key));
+        let addr_b = serve(&b).await;
+        let mut gap = Client::connect(addr_b, &format!("cursor={}", ids[0])).await;
+        assert_eq!(gap.next_json().await["type"], "resync", "entries 1 and 2 are gone");
+        let mut exact = Client::connect(addr_b, &format!("cursor={}", ids[3])).await;
+        assert_eq!(exact.next_json().await["data"]["id"], 4, "nothing was lost after entry 3");
+        let mut bogus = Client::connect(addr_b, "cursor=99999999999999-0").await;
+        assert_eq!(bogus.next_json().await["type"], "resync", "not an id of this stream");
+    }
+
     async fn kill_subscribers(url: &str, key: &str) -> usize {
         let client = redis::Client::open(url).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();

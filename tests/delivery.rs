@@ -334,3 +334,19 @@ async fn hello_comes_after_registration_so_nothing_is_missed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_long_run_of_filtered_notifications_does_not_hold_back_a_wanted_one() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let mut client = Client::connect(addr, "collections=posts").await;
+    // One commit, one wake-up: 300 notifications the client does not want,
+    // then one it does.
+    let batch = notifier.batch();
+    for id in 0..300 {
+        batch.notify_with("forums", Op::Update, &json!({ "id": id })).unwrap();
+    }
+    batch.notify("posts", Op::Insert);
+    batch.commit();
+    assert_eq!(client.next_json().await["collection"], "posts");
+}

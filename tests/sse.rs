@@ -172,3 +172,18 @@ async fn shutdown_ends_the_stream_and_disconnects_unregister() {
     assert!(events.next().await.is_none(), "the stream ends on shutdown");
     assert_eq!(EventStream::open(addr, "", &[]).await.status, 503);
 }
+
+#[tokio::test]
+async fn sse_skips_long_filtered_runs_without_stalling() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let mut events = EventStream::open(addr, "collections=posts", &[]).await;
+    events.next().await.unwrap();
+    let batch = notifier.batch();
+    for id in 0..300 {
+        batch.notify_with("forums", Op::Update, &json!({ "id": id })).unwrap();
+    }
+    batch.notify("posts", Op::Insert);
+    batch.commit();
+    assert_eq!(events.next().await.unwrap().data["collection"], "posts");
+}

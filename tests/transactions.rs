@@ -61,7 +61,7 @@ async fn commit_sends_once_in_order_coalesced_and_after_the_data_is_visible() {
     txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "y"})).unwrap();
     txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "z"})).unwrap(); // coalesced
     txn.notify_with("rows", Op::Insert, &json!({"id": 3})).unwrap();
-    txn.notify_with("rows", Op::Insert, &json!({"id": 1})).unwrap(); // coalesced
+    txn.notify_with("rows", Op::Update, &json!({"id": 1, "v": "z"})).unwrap(); // coalesced
     assert_eq!(txn.batch().len(), 4);
     txn.commit().await.unwrap();
 

@@ -14,6 +14,9 @@ use tokio::sync::mpsc;
 use super::{Backoff, Outgoing, PublishError, decode, unusable};
 use crate::hub::{Hub, Part};
 
+/// How long the listener may be idle before its connection is checked.
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 pub(crate) const PAYLOAD_LIMIT: usize = 7999;
 
@@ -27,14 +30,12 @@ impl Options {
     pub(crate) fn new(url: String) -> Self {
         Options { url, channel: "tidings".to_owned() }
     }
+}
 
-    /// The database the backplane listens on (NOTIFY is per database).
-    pub(crate) fn database(&self) -> Option<&str> {
-        let path = self.url.split_once("://")?.1;
-        let path = path.split_once('/')?.1;
-        let db = path.split(['?', '#']).next()?;
-        (!db.is_empty()).then_some(db)
-    }
+/// The application name of a channel's listener connection (visible in
+/// `pg_stat_activity`, where transactions look for it).
+pub(crate) fn listener_name(channel: &str) -> String {
+    format!("tidings-listener:{channel}")
 }
 
 pub(crate) fn check_size(payload: &str) -> Result<(), PublishError> {
@@ -100,7 +101,7 @@ async fn publish(
 }
 
 async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
-    let listener_options = connect.application_name(&format!("tidings-listener:{channel}"));
+    let listener_options = connect.application_name(&listener_name(&channel));
     let mut backoff = Backoff::new();
     loop {
         let Some(strong) = hub.upgrade() else { return };
@@ -122,17 +123,33 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
         backoff.reset();
         drop(strong);
 
+        // A connection that dies without a reset (a NAT or firewall dropping
+        // it) would leave try_recv waiting forever: check it when idle.
+        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CHECK, IDLE_CHECK);
         let reason = loop {
-            match listener.try_recv().await {
-                Ok(Some(notification)) => {
-                    let Some(hub) = hub.upgrade() else { return };
-                    match decode(notification.payload()) {
-                        Ok(n) => hub.deliver(n, None),
-                        Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
+            tokio::select! {
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => {
+                        check.reset();
+                        let Some(hub) = hub.upgrade() else { return };
+                        match decode(notification.payload()) {
+                            Ok(n) => hub.deliver(n, None),
+                            Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
+                        }
+                    }
+                    Ok(None) => break "the listener connection was closed".to_owned(),
+                    Err(e) => break e.to_string(),
+                },
+                _ = check.tick() => {
+                    // Notifications arriving meanwhile are buffered by the
+                    // listener and returned by the next try_recv.
+                    let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(Duration::from_secs(5), ping).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => break format!("the idle check failed: {e}"),
+                        Err(_) => break "the idle check timed out".to_owned(),
                     }
                 }
-                Ok(None) => break "the listener connection was closed".to_owned(),
-                Err(e) => break e.to_string(),
             }
         };
         let Some(strong) = hub.upgrade() else { return };

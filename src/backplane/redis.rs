@@ -121,6 +121,7 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
                 continue;
             }
         };
+        let first_load = last_id.is_none();
         let ready = prepare(&mut connection, &options, &strong, &mut last_id).await;
         if let Err(e) = ready {
             strong.set_degraded(Part::Listener, Some(format!("Redis: {e}")));
@@ -129,12 +130,12 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
             backoff.wait().await;
             continue;
         }
-        if broken {
+        if broken && !first_load {
             // Notifications may have been published while we could not read
             // (and Redis may have restarted): every local client reloads.
             strong.interrupt();
-            broken = false;
         }
+        broken = false;
         strong.set_degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
@@ -177,16 +178,66 @@ async fn prepare(
         .await?;
     let mut ids = tail.ids;
     ids.reverse();
+    // Sessions opened before the tail was here (the start-up wait ran out)
+    // start before it: they lag, and get a resync rather than old
+    // notifications presented as new.
+    hub.interrupt();
+    // The newest id the stream no longer holds: resuming from before it
+    // would skip what Redis trimmed.
+    let mut floor = max_deleted_id(connection, &options.key).await;
     if ids.len() > capacity {
         let older = ids.remove(0);
-        if let Some(floor) = parse_id(&older.id) {
-            hub.history.set_floor(floor);
-        }
+        floor = floor.max(parse_id(&older.id).map(|c| (c.epoch_ms(), c.seq())));
+    }
+    if let Some((ms, seq)) = floor {
+        hub.history.set_floor(Cursor::stream(ms, seq));
     }
     *last_id = Some(ids.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()));
     hub.deliver_all(ids.iter().filter_map(decode_entry).collect());
     hub.set_ready();
     Ok(())
+}
+
+/// The newest id the stream may have lost (trimmed or deleted), from
+/// `XINFO STREAM`: `max-deleted-entry-id` when Redis reports one; otherwise,
+/// when more entries were added than remain, the first remaining entry (a
+/// conservative floor: a cursor from just before it gets a resync it might
+/// not have needed, never a silent gap). `None` when nothing was removed or
+/// the stream does not exist.
+async fn max_deleted_id(connection: &mut MultiplexedConnection, key: &str) -> Option<(u64, u64)> {
+    let info: Value = redis::cmd("XINFO").arg("STREAM").arg(key).query_async(connection).await.ok()?;
+    let pairs: Vec<(Value, Value)> = match info {
+        Value::Map(pairs) => pairs,
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect()
+        }
+        _ => return None,
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok().map(str::to_owned),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    };
+    let field = |name: &str| pairs.iter().find(|(k, _)| text(k).as_deref() == Some(name)).map(|(_, v)| v);
+    let id = |v: Option<&Value>| {
+        let v = v?;
+        let id = match v {
+            // `first-entry` is an entry: [id, [field, value, …]].
+            Value::Array(entry) => entry.first().and_then(text),
+            other => text(other),
+        };
+        parse_id(&id?).filter(|c| *c != Cursor::stream(0, 0)).map(|c| (c.epoch_ms(), c.seq()))
+    };
+    if let Some(deleted) = id(field("max-deleted-entry-id")) {
+        return Some(deleted);
+    }
+    let count = |name: &str| field(name).and_then(text).and_then(|t| t.parse::<u64>().ok());
+    match (count("entries-added"), count("length")) {
+        (Some(added), Some(length)) if added > length => id(field("first-entry")),
+        _ => None,
+    }
 }
 
 /// Reads until the connection fails; returns the error.
