@@ -348,16 +348,19 @@ export function connect(options = {}) {
     retryTimer = env.setTimeout(open, delay);
   }
 
+  /** Forgets the current connection and closes it. */
+  function dropConnection() {
+    const c = conn;
+    conn = null;
+    env.clearTimeout(c.helloTimer);
+    c.close();
+    sessionId = null;
+  }
+
   /** Closes the current connection (if any) and opens a new one at once. */
   function reconnectNow() {
     if (closed) return;
-    if (conn) {
-      const c = conn;
-      conn = null;
-      env.clearTimeout(c.helloTimer);
-      c.close();
-      sessionId = null;
-    }
+    if (conn) dropConnection();
     if (retryTimer !== null) {
       env.clearTimeout(retryTimer);
       retryTimer = null;
@@ -507,12 +510,7 @@ export function connect(options = {}) {
     retryTimer = null;
     env.clearTimeout(upgradeTimer);
     upgradeTimer = null;
-    if (conn) {
-      const c = conn;
-      conn = null;
-      env.clearTimeout(c.helloTimer);
-      c.close();
-    }
+    if (conn) dropConnection();
     sessionId = null;
     if (doc && typeof doc.removeEventListener === "function") {
       doc.removeEventListener("visibilitychange", onVisibilityChange);
