@@ -149,6 +149,9 @@ impl Hub {
     /// session that resumes right after start-up finds its cursor. After the
     /// wait it opens anyway: an unplaceable cursor then gets `resync`.
     pub(crate) async fn ready(&self) {
+        if *self.ready.borrow() {
+            return;
+        }
         let mut ready = self.ready.subscribe();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ready.wait_for(|r| *r)).await;
     }
