@@ -76,10 +76,7 @@ impl Hub {
         match &self.link {
             Link::Local => self.deliver(n, None),
             Link::Remote(publisher) => {
-                let out = Outgoing { payloads: vec![backplane::encode(&n)], done: None };
-                if let Err(e) = publisher.send(out) {
-                    e.0.finish(Err(PublishError::Closed));
-                }
+                hand_off(publisher, Outgoing { payloads: vec![backplane::encode(&n)], done: None })
             }
         }
     }
@@ -91,9 +88,7 @@ impl Hub {
             Link::Local => self.deliver_all(notifications.into_iter().map(|n| (n, None)).collect()),
             Link::Remote(publisher) => {
                 let payloads = notifications.iter().map(backplane::encode).collect();
-                if let Err(e) = publisher.send(Outgoing { payloads, done: None }) {
-                    e.0.finish(Err(PublishError::Closed));
-                }
+                hand_off(publisher, Outgoing { payloads, done: None });
             }
         }
     }
@@ -107,8 +102,7 @@ impl Hub {
             }
             Link::Remote(publisher) => {
                 let (done, result) = tokio::sync::oneshot::channel();
-                let out = Outgoing { payloads: vec![backplane::encode(&n)], done: Some(done) };
-                publisher.send(out).map_err(|_| PublishError::Closed)?;
+                hand_off(publisher, Outgoing { payloads: vec![backplane::encode(&n)], done: Some(done) });
                 result.await.unwrap_or(Err(PublishError::Closed))
             }
         }
@@ -251,6 +245,14 @@ impl Drop for Hub {
     fn drop(&mut self) {
         // Lets the dispatcher notice the hub is gone and end.
         self.dispatch.notify_one();
+    }
+}
+
+/// Queues notifications for the backplane's publisher task; if it is gone,
+/// the notifications fail as `Closed` (logged, and told to a waiting caller).
+fn hand_off(publisher: &tokio::sync::mpsc::UnboundedSender<Outgoing>, out: Outgoing) {
+    if let Err(e) = publisher.send(out) {
+        e.0.finish(Err(PublishError::Closed));
     }
 }
 

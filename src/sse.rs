@@ -10,13 +10,14 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Request, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::Notifier;
 use crate::admission::{Admission, admit};
@@ -56,17 +57,18 @@ fn stream(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct State {
         session: Session,
+        wake: Arc<Notify>,
         pending: VecDeque<Utf8Bytes>,
         scratch: Vec<Utf8Bytes>,
         closing: watch::Receiver<bool>,
     }
-    let state = State { session, pending, scratch: Vec::new(), closing };
+    let state = State { wake: session.wake_signal(), session, pending, scratch: Vec::new(), closing };
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(frame) = state.pending.pop_front() {
                 return Some((Ok(event(&frame)), state));
             }
-            let wake = state.session.wake_signal();
+            let wake = &state.wake;
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

@@ -224,7 +224,7 @@ async fn write_loop(
                 }
                 None => {
                     // The reader is gone: flush the close reply tungstenite queued.
-                    let _ = timeout(config.write_timeout, sink.flush()).await;
+                    let _ = within(config.write_timeout, sink.flush()).await;
                     return;
                 }
             },
@@ -235,8 +235,7 @@ async fn write_loop(
                     send_close(&mut sink, close::GOING_AWAY, "no pong: peer considered dead".into(), config.write_timeout).await;
                     return;
                 }
-                let ping = async { sink.send(Message::Ping(Default::default())).await };
-                if !matches!(timeout(config.write_timeout, ping).await, Ok(Ok(()))) {
+                if !matches!(within(config.write_timeout, sink.send(Message::Ping(Default::default()))).await, Some(Ok(()))) {
                     return;
                 }
             }
@@ -278,5 +277,5 @@ async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Ou
 
 async fn send_close(sink: &mut Sink, code: u16, reason: String, limit: Duration) {
     let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
-    let _ = timeout(limit, sink.send(Message::Close(Some(frame)))).await;
+    let _ = within(limit, sink.send(Message::Close(Some(frame)))).await;
 }
