@@ -6,6 +6,8 @@
 //! cargo run --release --example load -- run --mode paced --messages 200
 //! cargo run --release --example load -- run --subscribed 10pct
 //! cargo run --release --example load -- server --addr 127.0.0.1:0 --impl tidings
+//! # write throughput of a running forums example (`cargo run --release --example forums`):
+//! cargo run --release --example load -- writes --url http://127.0.0.1:3000 --concurrency 8 --seconds 10
 //! # two tidings instances sharing notifications (emit on A, clients on A and B):
 //! cargo run --release --features redis,postgres --example load -- run --impl tidings \
 //!     --instances 2 --backplane redis://127.0.0.1:6379   # or postgres://...
@@ -77,6 +79,10 @@ fn main() -> Result<(), Error> {
             };
             rt.block_on(run(args))
         }
+        Some("writes") => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(writes(WritesArgs::parse(&args[1..])?))
+        }
         _ => {
             eprintln!(
                 "usage: load server --addr 127.0.0.1:0 --impl tidings|baseline [--replay N] [--nodelay on|off] \
@@ -84,7 +90,8 @@ fn main() -> Result<(), Error> {
                  load run [--clients N] [--messages M] [--size B] [--mode burst|paced] \
                  [--pace-us P] [--subscribed all|10pct] [--impl tidings|baseline|both] [--replay N] \
                  [--driver-threads T] [--client-read-buffer B] [--nodelay on|off] \
-                 [--instances K --backplane URL [--backplane-name NAME]]"
+                 [--instances K --backplane URL [--backplane-name NAME]]\n       \
+                 load writes [--url http://127.0.0.1:3000] [--concurrency C] [--seconds S]"
             );
             std::process::exit(2);
         }
@@ -215,6 +222,85 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+// ------------------------------------------------------------------- writes
+
+/// `load writes`: how many writes per second a running forums example takes.
+struct WritesArgs {
+    url: String,
+    concurrency: usize,
+    seconds: u64,
+}
+
+impl WritesArgs {
+    fn parse(args: &[String]) -> Result<WritesArgs, Error> {
+        let mut a = WritesArgs { url: "http://127.0.0.1:3000".into(), concurrency: 8, seconds: 10 };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--url" => a.url = value.trim_end_matches('/').to_owned(),
+                "--concurrency" => a.concurrency = value.parse::<usize>()?.clamp(1, 256),
+                "--seconds" => a.seconds = value.parse::<u64>()?.clamp(1, 600),
+                f => return Err(format!("unknown flag {f}").into()),
+            }
+        }
+        Ok(a)
+    }
+}
+
+/// Creates one forum, then `concurrency` writers post to it for `seconds`
+/// (each waits for its answer before the next post, as a browser does) and
+/// prints writes/s and the latency of a write. Every request is bounded by a
+/// timeout; a failed write is counted, not retried.
+async fn writes(args: WritesArgs) -> Result<(), Error> {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let forum: serde_json::Value = http
+        .post(format!("{}/api/forums", args.url))
+        .json(&serde_json::json!({ "title": format!("load {}", unix_nanos()) }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = forum["id"].as_i64().ok_or("the forum has no id")?;
+    let posts = format!("{}/api/forums/{id}/posts", args.url);
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let (http, posts) = (http.clone(), posts.clone());
+        writers.spawn(async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0u64);
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                let body = serde_json::json!({ "body": format!("post from writer {w}") });
+                match http.post(&posts).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => latencies.push(t.elapsed().as_micros() as u64),
+                    _ => failed += 1,
+                }
+            }
+            (latencies, failed)
+        });
+    }
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    while let Some(done) = writers.join_next().await {
+        let (l, f) = done?;
+        latencies.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    println!(
+        "writes: {} ok, {failed} failed in {elapsed:.1} s with {} writers: {:.0} writes/s, latency p50 {} µs, p99 {} µs",
+        latencies.len(),
+        args.concurrency,
+        latencies.len() as f64 / elapsed,
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+    );
+    Ok(())
 }
 
 // ------------------------------------------------------------------- server

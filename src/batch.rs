@@ -34,6 +34,14 @@ use crate::{Notification, Notifier, Op, SessionId};
 /// stays as it is (a different op in between is never merged across, so a
 /// row's operations keep their order).
 ///
+/// # Large batches
+///
+/// A root batch of more than [`Config::max_batch`](crate::Config::max_batch)
+/// notifications (256 by default) is condensed when it is committed: one
+/// notification per collection and op (and per audience and originator),
+/// without data, in the order each first appeared. Clients reload those
+/// collections; nobody falls behind the history and gets a `resync`.
+///
 /// ```
 /// use tidings::{Notifier, Op};
 /// use serde_json::json;
@@ -181,7 +189,9 @@ impl Batch {
             return;
         }
         match &self.shared.parent {
-            Parent::Notifier(notifier) => notifier.hub().emit_all(items),
+            Parent::Notifier(notifier) => {
+                notifier.hub().emit_all(condense(items, notifier.config().condense_above()))
+            }
             Parent::Batch(parent) => items.into_iter().for_each(|n| parent.push(n)),
         }
     }
@@ -195,10 +205,15 @@ impl Batch {
         }
     }
 
-    /// Empties the batch and returns what it held, in order.
+    /// Empties the batch and returns what it held, in order (condensed as
+    /// a commit would, for a root batch).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn take(&self) -> Vec<Notification> {
-        std::mem::take(&mut *self.lock()).items
+        let items = std::mem::take(&mut *self.lock()).items;
+        match &self.shared.parent {
+            Parent::Notifier(notifier) => condense(items, notifier.config().condense_above()),
+            Parent::Batch(_) => items,
+        }
     }
 
     /// Drops the pending notifications.
@@ -211,6 +226,34 @@ impl Batch {
         // the list half-updated.
         self.shared.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Above `limit` notifications, one per collection, op, audience and
+/// originator, without data, in the order of their first appearance (see
+/// "Large batches" on [`Batch`]). If even that is more than `limit` (a
+/// batch that touches hundreds of collections), it is sent as it is: the
+/// readers that fall behind then get an honest `resync`.
+fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notification> {
+    if items.len() <= limit {
+        return items;
+    }
+    /// Collection, op and audience: what a condensed notification stands for.
+    type Group = (Cow<'static, str>, Op, Option<Arc<str>>);
+    let mut kept: Vec<Notification> = Vec::new();
+    // Each group's kept notifications, told apart by originator (rarely
+    // more than one).
+    let mut groups: HashMap<Group, Vec<usize>> = HashMap::new();
+    for n in items {
+        let key = (n.collection.clone(), n.op, n.audience.clone());
+        let group = groups.entry(key).or_default();
+        let same_origin = |k: &Notification| k.origin == n.origin && k.skip_origin == n.skip_origin;
+        if !group.iter().any(|&at| same_origin(&kept[at])) {
+            group.push(kept.len());
+            kept.push(Notification { data: None, ..n });
+        }
+    }
+    tracing::debug!(kept = kept.len(), limit, "tidings: condensed a large batch");
+    kept
 }
 
 impl std::fmt::Debug for Batch {
@@ -233,6 +276,45 @@ mod tests {
         }
         let kept: Vec<Op> = batch.take().iter().map(|n| n.op).collect();
         assert_eq!(kept, [Op::Insert, Op::Delete, Op::Insert, Op::Update]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_above_the_limit_is_condensed_per_collection_and_op() {
+        let notifier = Notifier::with_config(crate::Config::default().max_batch(4));
+        let small = notifier.batch();
+        for id in 0..4 {
+            small.notify_with("posts", Op::Delete, &json!({"id": id})).unwrap();
+        }
+        assert_eq!(small.take().len(), 4, "at the limit nothing is condensed");
+
+        let large = notifier.batch();
+        for id in 0..10 {
+            large.notify_with("posts", Op::Delete, &json!({"id": id})).unwrap();
+        }
+        large.notify_with("forums", Op::Delete, &json!({"id": 1})).unwrap();
+        large.push(Notification::new("posts", Op::Delete).to("admin"));
+        large.notify_with("posts", Op::Insert, &json!({"id": 99})).unwrap();
+        let kept: Vec<(String, Op, Option<String>, bool)> = large
+            .take()
+            .iter()
+            .map(|n| (n.collection().to_owned(), n.op, n.audience().map(str::to_owned), n.data().is_some()))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("posts".to_owned(), Op::Delete, None, false),
+                ("forums".to_owned(), Op::Delete, None, false),
+                ("posts".to_owned(), Op::Delete, Some("admin".to_owned()), false),
+                ("posts".to_owned(), Op::Insert, None, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_condense_limit_is_at_most_half_the_history() {
+        let config = crate::Config::default().replay_capacity(100).max_batch(1000);
+        assert_eq!(config.condense_above(), 50);
+        assert_eq!(crate::Config::default().condense_above(), 256);
     }
 
     #[tokio::test]

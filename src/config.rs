@@ -54,6 +54,7 @@ pub enum Origins {
 #[derive(Clone)]
 pub struct Config {
     pub(crate) replay_capacity: usize,
+    pub(crate) max_batch: usize,
     pub(crate) ping_interval: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) write_timeout: Duration,
@@ -72,6 +73,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             replay_capacity: 1024,
+            max_batch: 256,
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
@@ -92,6 +94,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("replay_capacity", &self.replay_capacity)
+            .field("max_batch", &self.max_batch)
             .field("ping_interval", &self.ping_interval)
             .field("idle_timeout", &self.idle_timeout)
             .field("write_timeout", &self.write_timeout)
@@ -118,6 +121,28 @@ impl Config {
     pub fn replay_capacity(mut self, notifications: usize) -> Self {
         self.replay_capacity = notifications.max(1);
         self
+    }
+
+    /// The most notifications a committed [`Batch`](crate::Batch) sends one
+    /// by one (default 256; never more than half the
+    /// [`replay_capacity`](Self::replay_capacity)).
+    ///
+    /// A larger batch (deleting a forum with 1,100 posts, say) would push
+    /// out of the history what readers have not read yet and send every
+    /// one of them a `resync`: a full reload for everybody. Instead it is
+    /// condensed into one notification per collection and op (per audience
+    /// and originator), without data, which tells each client to reload
+    /// that collection, and nothing else.
+    pub fn max_batch(mut self, notifications: usize) -> Self {
+        self.max_batch = notifications.max(1);
+        self
+    }
+
+    /// The batch size above which a batch is condensed: `max_batch`, and at
+    /// most half the history, so a batch never evicts what a reader that was
+    /// keeping up has yet to read.
+    pub(crate) fn condense_above(&self) -> usize {
+        self.max_batch.min(self.replay_capacity / 2).max(1)
     }
 
     /// How often the server pings each client (default 20 s).

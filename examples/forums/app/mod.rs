@@ -7,9 +7,14 @@ pub mod entity;
 pub mod page;
 pub mod repository;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::routing::get;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, Schema};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Schema, TransactionTrait,
+};
 use tidings::Notifier;
 
 use entity::{forum, post};
@@ -45,22 +50,57 @@ pub fn router(db: DatabaseConnection, notifier: Notifier) -> Router {
         .merge(tidings::axum::routes(&notifier))
 }
 
+/// How long a SQLite writer waits for another's lock before it fails.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An arbitrary key for the PostgreSQL advisory lock that serializes schema
+/// creation between instances starting at the same moment.
+const SCHEMA_LOCK: i64 = 0x0074_6964_696e_6773; // "tidings" in ASCII
+
 /// Connects to `database_url` (default [`DEFAULT_DATABASE_URL`]) and creates
 /// the tables and indexes from the entities if they do not exist yet.
 /// Works with `sqlite:` and `postgres:` URLs.
+///
+/// SQLite runs as SQLite applications do today: write-ahead log (readers
+/// never block the writer), `synchronous=NORMAL` (an fsync per checkpoint
+/// rather than per commit; a power cut can lose the last commits, never
+/// corrupt the file) and a busy timeout, so concurrent writers wait for the
+/// lock instead of failing with `database is locked`.
 pub async fn connect(database_url: Option<&str>) -> Result<DatabaseConnection, DbErr> {
-    let db = Database::connect(database_url.unwrap_or(DEFAULT_DATABASE_URL)).await?;
+    let mut options = ConnectOptions::new(database_url.unwrap_or(DEFAULT_DATABASE_URL));
+    options.map_sqlx_sqlite_opts(|sqlite| {
+        sqlite
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+    });
+    let db = Database::connect(options).await?;
     create_schema(&db).await?;
     Ok(db)
 }
 
+/// Creates the tables and indexes, once, however many instances start at
+/// the same moment.
+///
+/// `CREATE TABLE IF NOT EXISTS` alone is not enough on PostgreSQL: two
+/// sessions that both find the table missing both create it, and the second
+/// fails on the catalog's unique index (`pg_type_typname_nsp_index`). So the
+/// statements run in one transaction that first takes an advisory lock: the
+/// second instance waits for the first to commit, then finds everything
+/// there. (DDL is transactional in PostgreSQL; SQLite serializes writers by
+/// itself.)
 async fn create_schema(db: &DatabaseConnection) -> Result<(), DbErr> {
-    let schema = Schema::new(db.get_database_backend());
-    // Forums first: posts reference them.
-    db.execute(schema.create_table_from_entity(forum::Entity).if_not_exists()).await?;
-    db.execute(schema.create_table_from_entity(post::Entity).if_not_exists()).await?;
-    for mut index in schema.create_index_from_entity(post::Entity) {
-        db.execute(index.if_not_exists()).await?;
+    let backend = db.get_database_backend();
+    let schema = Schema::new(backend);
+    let txn = db.begin().await?;
+    if backend == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")).await?;
     }
-    Ok(())
+    // Forums first: posts reference them.
+    txn.execute(schema.create_table_from_entity(forum::Entity).if_not_exists()).await?;
+    txn.execute(schema.create_table_from_entity(post::Entity).if_not_exists()).await?;
+    for mut index in schema.create_index_from_entity(post::Entity) {
+        txn.execute(index.if_not_exists()).await?;
+    }
+    txn.commit().await
 }
