@@ -29,9 +29,9 @@
  *
  *   live.onState((state) => badge.textContent = state); // "connecting" | "live" | "offline"
  *
- *   // Your own writes: window.fetch plus the `tidings-session` header, so the
- *   // server does not notify this page of its own change (update the page
- *   // from the response instead).
+ *   // Your own writes: window.fetch plus the `tidings-session` header (the
+ *   // secret token from `hello`), so the server does not notify this page of
+ *   // its own change (update the page from the response instead).
  *   const response = await live.fetch("/api/forums", { method: "POST", ... });
  *
  *   live.sessionId; live.cursor; live.state; live.transport; live.close();
@@ -42,8 +42,10 @@
  *   fallbackAfter — failed WebSocket attempts in a row before "auto" uses SSE (2);
  *   upgradeAfter  — ms on a fallback SSE connection before trying the
  *                   WebSocket again, if one worked earlier on this page (30000);
- *   backoffBase, backoffCap — reconnect delay: full jitter in
- *                   [0, min(cap, base * 2^attempt)) ms (250, 10000);
+ *   backoffBase, backoffCap, restartBackoffCap — reconnect delay: full
+ *                   jitter in [0, min(cap, base * 2^attempt)) ms, with the cap
+ *                   lowered to restartBackoffCap for the first 20 attempts
+ *                   after a 1001/1012 close (250, 5000, 1000); see backoffDelay;
  *   minReloadInterval — ms; a subscription's reloads start at least this
  *                   far apart (0: only single-flight); see createCoalescer;
  *   onError(error, collection) — a reload failed (default: console.error);
@@ -55,7 +57,9 @@
  *   - The first connection is opened in a microtask, so `subscribe` calls
  *     made right after `connect` are in its `?collections=` list.
  *   - Reconnects (after any close or error) use exponential backoff with full
- *     jitter, reset once `hello` arrives, and resume with `?cursor=`.
+ *     jitter, reset once `hello` arrives, and resume with `?cursor=`. After a
+ *     close with 1001 (going away: a restart or deploy) or 1012 (service
+ *     restart) the delays stay under 1 s for 20 attempts (about 10 s).
  *   - While `document.hidden`, a dropped connection is not reopened; it is
  *     reopened at once when the page becomes visible again.
  *   - "auto": after `fallbackAfter` WebSocket attempts in a row that never
@@ -78,17 +82,35 @@ export const SESSION_HEADER = "tidings-session";
 
 const WEBSOCKET_OPEN = 1;
 
+/** Close codes that announce a restart: 1001 going away, 1012 service restart. */
+const RESTART_CLOSE_CODES = new Set([1001, 1012]);
+
+/**
+ * How many reconnect attempts after a restart close use `restartCap`: about
+ * 10 s of attempts (0.5 s apart on average), longer than a typical restart or
+ * deploy. A server that is still down after that gets the usual schedule.
+ */
+const RESTART_ATTEMPTS = 20;
+
 /**
  * The delay before reconnect attempt `attempt` (0 for the first retry):
  * exponential backoff with full jitter, `random() * min(cap, base * 2^attempt)`.
+ * Hidden tabs do not retry at all, so every retry is for a page someone is
+ * looking at: `cap` (5 s) bounds how long they see "offline" after the server
+ * is back. After a restart close (`afterRestart`), the first
+ * `RESTART_ATTEMPTS` attempts use `restartCap` (1 s) instead: the server is
+ * expected back within seconds, and the page should follow within a second,
+ * still spread out so that all pages do not arrive at once.
  * @param {number} attempt
  * @param {() => number} [random] returns a number in [0, 1)
- * @param {{base?: number, cap?: number}} [options] milliseconds (250, 10000)
+ * @param {{base?: number, cap?: number, restartCap?: number, afterRestart?: boolean}} [options]
+ *   milliseconds (250, 5000, 1000), and whether the last connection was closed for a restart
  * @returns {number} milliseconds, an integer in [0, ceiling)
  */
 export function backoffDelay(attempt, random = Math.random, options = {}) {
   const base = options.base ?? 250;
-  const cap = options.cap ?? 10000;
+  let cap = options.cap ?? 5000;
+  if (options.afterRestart && attempt < RESTART_ATTEMPTS) cap = Math.min(cap, options.restartCap ?? 1000);
   const ceiling = Math.min(cap, base * 2 ** Math.max(0, attempt));
   return Math.floor(random() * ceiling);
 }
@@ -155,7 +177,13 @@ export function createCoalescer(reload, options = {}) {
   const minInterval = options.minInterval ?? 0;
   const sleep = (ms) => new Promise((resolve) => (options.setTimeout ?? setTimeout)(resolve, ms));
   const now = options.now ?? (() => Date.now());
-  let current = null; // the promise of the running cycle
+  // `running` is set before a cycle starts and cleared when it ends. A
+  // reload that throws synchronously ends its cycle before `cycle()` even
+  // returns, so "running" cannot be "a cycle's promise is stored": that
+  // promise would be stored after the cycle had already finished, and every
+  // later trigger would only mark it dirty.
+  let running = false;
+  let done = null; // resolves when the running cycle ends
   let dirty = false;
   let runs = 0;
   let lastStart = -Infinity;
@@ -177,20 +205,25 @@ export function createCoalescer(reload, options = {}) {
         }
       } while (dirty);
     } finally {
-      current = null;
+      running = false;
     }
   }
 
   return {
     trigger() {
-      if (current) {
+      if (running) {
         dirty = true;
-        return current;
+        return done;
       }
-      current = cycle();
-      return current;
+      running = true;
+      // Created before the cycle starts, so that a trigger from inside a
+      // reload that has not reached an `await` yet gets it too.
+      let finished;
+      done = new Promise((resolve) => { finished = resolve; });
+      cycle().then(finished, finished);
+      return done;
     },
-    get running() { return current !== null; },
+    get running() { return running; },
     get runs() { return runs; },
   };
 }
@@ -222,7 +255,11 @@ export function connect(options = {}) {
   const helloTimeout = options.helloTimeout ?? 5000;
   const fallbackAfter = options.fallbackAfter ?? 2;
   const upgradeAfter = options.upgradeAfter ?? 30000;
-  const backoff = { base: options.backoffBase ?? 250, cap: options.backoffCap ?? 10000 };
+  const backoff = {
+    base: options.backoffBase ?? 250,
+    cap: options.backoffCap ?? 5000,
+    restartCap: options.restartBackoffCap ?? 1000,
+  };
   const minReloadInterval = options.minReloadInterval ?? 0;
   const onError = options.onError
     ?? ((error, collection) => env.log.error(`tidings: reloading ${collection} failed:`, error));
@@ -233,11 +270,15 @@ export function connect(options = {}) {
   let conn = null;         // the current connection (opening or live), or null
   let retryTimer = null;   // the scheduled reconnect, or null
   let attempt = 0;         // reconnects since the last hello: the backoff exponent
+  let afterRestart = false; // closed with 1001/1012 and not live since: retry soon
   let wsFailures = 0;      // WebSocket attempts in a row that never got hello
   let wsWorked = false;    // a WebSocket got hello at least once
   let upgradeTimer = null; // the retry of the WebSocket while on a fallback SSE
   let useSse = mode === "sse";
   let sessionId = null;
+  // The secret from `hello` that goes in the `tidings-session` header. Kept
+  // in this closure only: not a property, never logged.
+  let sessionToken = null;
   let cursor = options.cursor || null;
   const subscriptions = new Map(); // collection → Set of { filter, coalescer }
   const stateListeners = new Set();
@@ -292,7 +333,7 @@ export function connect(options = {}) {
     const socket = new env.WebSocket(address);
     socket.onmessage = (event) => { if (c === conn) handleFrame(event.data); };
     socket.onerror = () => dropped(c);
-    socket.onclose = () => dropped(c);
+    socket.onclose = (event) => dropped(c, event && event.code);
     c.send = (frame) => {
       if (socket.readyState === WEBSOCKET_OPEN) socket.send(JSON.stringify(frame));
     };
@@ -314,13 +355,17 @@ export function connect(options = {}) {
     };
   }
 
-  /** The connection `c` failed or closed: forget it and schedule a retry. */
-  function dropped(c) {
+  /**
+   * The connection `c` failed or closed (with the WebSocket close `code`, if
+   * any): forget it and schedule a retry.
+   */
+  function dropped(c, code) {
     if (c !== conn) return;
     conn = null;
     env.clearTimeout(c.helloTimer);
     c.close();
-    sessionId = null;
+    forgetSession();
+    if (RESTART_CLOSE_CODES.has(code)) afterRestart = true;
     if (!c.gotHello && mode === "auto") {
       if (c.kind === "websocket") {
         wsFailures += 1;
@@ -343,7 +388,7 @@ export function connect(options = {}) {
   function scheduleRetry() {
     if (closed || conn || retryTimer !== null) return;
     if (doc && doc.hidden) return; // the visibilitychange listener reconnects
-    const delay = backoffDelay(attempt, env.random, backoff);
+    const delay = backoffDelay(attempt, env.random, { ...backoff, afterRestart });
     attempt += 1;
     retryTimer = env.setTimeout(open, delay);
   }
@@ -354,7 +399,13 @@ export function connect(options = {}) {
     conn = null;
     env.clearTimeout(c.helloTimer);
     c.close();
+    forgetSession();
+  }
+
+  /** The session ended with its connection: its id and token mean nothing now. */
+  function forgetSession() {
     sessionId = null;
+    sessionToken = null;
   }
 
   /** Closes the current connection (if any) and opens a new one at once. */
@@ -397,8 +448,11 @@ export function connect(options = {}) {
         break;
       case "hello":
         sessionId = frame.session ?? null;
+        // Servers before the token was added take the session id instead.
+        sessionToken = typeof frame.token === "string" ? frame.token : sessionId;
         if (typeof frame.cursor === "string") cursor = frame.cursor;
         attempt = 0;
+        afterRestart = false;
         if (conn) {
           conn.gotHello = true;
           env.clearTimeout(conn.helloTimer);
@@ -499,7 +553,7 @@ export function connect(options = {}) {
   function fetchWithSession(input, init = {}) {
     const fromRequest = typeof Request !== "undefined" && input instanceof Request ? input.headers : undefined;
     const headers = new Headers(init.headers ?? fromRequest);
-    if (sessionId) headers.set(SESSION_HEADER, sessionId);
+    if (sessionToken) headers.set(SESSION_HEADER, sessionToken);
     return env.fetch(input, { ...init, headers });
   }
 
@@ -511,7 +565,7 @@ export function connect(options = {}) {
     env.clearTimeout(upgradeTimer);
     upgradeTimer = null;
     if (conn) dropConnection();
-    sessionId = null;
+    forgetSession();
     if (doc && typeof doc.removeEventListener === "function") {
       doc.removeEventListener("visibilitychange", onVisibilityChange);
     }

@@ -98,7 +98,8 @@ function fakeEnvironment() {
   return env;
 }
 
-const hello = (cursor, session = "00000000000000a1") => ({ type: "hello", session, cursor });
+const hello = (cursor, session = "00000000000000a1", token) => (
+  token === undefined ? { type: "hello", session, cursor } : { type: "hello", session, token, cursor });
 const note = (collection, cursor, data) => ({ collection, op: "insert", data, cursor });
 
 // ---- pure helpers --------------------------------------------------------------
@@ -108,16 +109,34 @@ test("backoffDelay grows exponentially, is capped, and uses the given random", (
   assert.equal(backoffDelay(0, top), 249);
   assert.equal(backoffDelay(1, top), 499);
   assert.equal(backoffDelay(2, top), 999);
-  assert.equal(backoffDelay(5, top), 7999);
-  assert.equal(backoffDelay(6, top), 9999, "capped at 10 s");
-  assert.equal(backoffDelay(60, top), 9999, "no overflow for large attempts");
+  assert.equal(backoffDelay(4, top), 3999);
+  assert.equal(backoffDelay(5, top), 4999, "capped at 5 s");
+  assert.equal(backoffDelay(60, top), 4999, "no overflow for large attempts");
   assert.equal(backoffDelay(3, () => 0), 0, "full jitter starts at 0");
   assert.equal(backoffDelay(3, () => 0.5), 1000);
   assert.equal(backoffDelay(1, () => 0.5, { base: 100, cap: 150 }), 75);
   for (let attempt = 0; attempt < 20; attempt++) {
     const d = backoffDelay(attempt);
-    assert.ok(d >= 0 && d < Math.min(10000, 250 * 2 ** attempt), `attempt ${attempt}: ${d}`);
+    assert.ok(d >= 0 && d < Math.min(5000, 250 * 2 ** attempt), `attempt ${attempt}: ${d}`);
   }
+});
+
+test("backoffDelay after a restart: capped at 1 s for the first 20 attempts, then the usual schedule", () => {
+  const top = () => 0.999999;
+  const restart = { afterRestart: true };
+  // The table in docs/client.md: attempt → [0, ceiling) ms.
+  const expected = [
+    [0, 250, 250], [1, 500, 500], [2, 1000, 1000], [3, 1000, 2000], [4, 1000, 4000],
+    [5, 1000, 5000], [19, 1000, 5000], [20, 5000, 5000], [21, 5000, 5000], [60, 5000, 5000],
+  ];
+  for (const [attempt, afterRestart, otherwise] of expected) {
+    assert.equal(backoffDelay(attempt, top, restart), afterRestart - 1, `after a restart, attempt ${attempt}`);
+    assert.equal(backoffDelay(attempt, top), otherwise - 1, `otherwise, attempt ${attempt}`);
+    assert.equal(backoffDelay(attempt, () => 0, restart), 0, "full jitter starts at 0");
+  }
+  assert.equal(backoffDelay(3, () => 0.5, restart), 500);
+  assert.equal(backoffDelay(3, top, { afterRestart: true, restartCap: 400 }), 399, "restartCap is an option");
+  assert.equal(backoffDelay(3, top, { afterRestart: true, cap: 300 }), 299, "never above cap");
 });
 
 test("buildUrl adds collections and cursor, leaving out empty ones", () => {
@@ -176,6 +195,46 @@ test("coalescer: a throwing reload is reported and does not block later reloads"
   await coalescer.trigger();
   assert.deepEqual(errors, ["boom"]);
   await coalescer.trigger();
+  assert.equal(runs, 2);
+  assert.equal(coalescer.running, false);
+});
+
+test("coalescer: a reload that throws synchronously is reported and later triggers still reload", async () => {
+  for (const minInterval of [0, 200]) {
+    const errors = [];
+    let runs = 0;
+    const coalescer = createCoalescer(() => {
+      runs += 1;
+      if (runs === 1) throw new Error("sync boom"); // not an async function: throws before any await
+    }, { onError: (e) => errors.push(e.message), minInterval, now: () => 1000 * runs, setTimeout: () => {} });
+    await coalescer.trigger();
+    assert.deepEqual(errors, ["sync boom"], `minInterval ${minInterval}`);
+    assert.equal(coalescer.running, false, `minInterval ${minInterval}: not stuck running`);
+    await coalescer.trigger();
+    assert.equal(runs, 2, `minInterval ${minInterval}: the next trigger reloads again`);
+    await coalescer.trigger();
+    assert.equal(runs, 3);
+  }
+});
+
+test("coalescer: a trigger from inside a reload runs one more reload, awaited by both", async () => {
+  let runs = 0;
+  let inner = null;
+  let inside = false;
+  let overlapped = false;
+  const coalescer = createCoalescer(() => {
+    overlapped ||= inside;
+    inside = true;
+    runs += 1;
+    if (runs === 1) inner = coalescer.trigger(); // synchronously, while the first reload runs
+    inside = false;
+  });
+  const outer = coalescer.trigger();
+  assert.equal(overlapped, false, "single-flight: the nested trigger did not start a reload inside the running one");
+  assert.ok(inner instanceof Promise, "the nested trigger gets the running cycle's promise");
+  await inner;
+  assert.equal(runs, 2, "the nested trigger's reload is done when its promise resolves");
+  await outer;
   assert.equal(runs, 2);
   assert.equal(coalescer.running, false);
 });
@@ -256,6 +315,26 @@ test("client: a failing reload is logged and later notifications still reload", 
   await settle();
   assert.equal(calls, 2);
   assert.deepEqual(errors, ["forums: 503"]);
+});
+
+test("client: a reload that throws synchronously does not end its subscription", async () => {
+  const env = fakeEnvironment();
+  const errors = [];
+  const live = connect({ ...env.options, start: false, onError: (e, c) => errors.push(`${c}: ${e.message}`) });
+  let calls = 0;
+  live.subscribe("forums", () => {
+    calls += 1;
+    if (calls === 1) throw new Error("sync boom");
+  });
+  live.handleFrame(note("forums", "e-1"));
+  await settle();
+  assert.deepEqual(errors, ["forums: sync boom"]);
+  live.handleFrame(note("forums", "e-2"));
+  await settle();
+  assert.equal(calls, 2, "a later notification reloads again");
+  live.handleFrame({ type: "resync", cursor: "e-3" });
+  await settle();
+  assert.equal(calls, 3, "and so does a resync");
 });
 
 test("client: subscribe filters and unsubscribe", async () => {
@@ -374,6 +453,190 @@ test("client: fetch adds the session header once live", async () => {
   assert.equal(init.headers.get("tidings-session"), "00000000000000b2");
   assert.equal(init.headers.get("content-type"), "application/json");
   live.close();
+});
+
+test("client: fetch sends the token from hello, never exposing it", async () => {
+  const env = fakeEnvironment();
+  const token = "0123456789abcdef0123456789abcdef";
+  const live = connect({ ...env.options });
+  await settle();
+  env.sockets[0].open();
+  env.sockets[0].receive(hello("e-1", "00000000000000c3", token));
+  assert.equal(live.sessionId, "00000000000000c3", "sessionId is the public id");
+  await live.fetch("/api/forums", { method: "POST" });
+  assert.equal(env.requests[0].init.headers.get("tidings-session"), token, "the header carries the token");
+  const visible = JSON.stringify(Object.fromEntries(Object.keys(live).map((k) => [k, live[k]])));
+  assert.ok(!visible.includes(token), `the token is not readable from the client object: ${visible}`);
+
+  // A dropped connection forgets the token; the next hello brings a new one.
+  env.sockets[0].serverClose(1001);
+  await live.fetch("/api/forums", { method: "POST" });
+  assert.equal(env.requests[1].init.headers.get("tidings-session"), null, "no header while offline");
+  env.runRetry();
+  env.sockets[1].open();
+  env.sockets[1].receive(hello("e-1", "00000000000000d4")); // an older server: no token
+  await live.fetch("/api/forums", { method: "POST" });
+  assert.equal(env.requests[2].init.headers.get("tidings-session"), "00000000000000d4",
+    "without a token the session id is sent, as older servers expect");
+  live.close();
+  await live.fetch("/api/forums", { method: "POST" });
+  assert.equal(env.requests[3].init.headers.get("tidings-session"), null, "closed: no header");
+});
+
+// ---- reconnect schedule ------------------------------------------------------------
+
+/** Drives `live` through one failed reconnect and returns the delay of the next retry. */
+function nextRetryDelay(env) {
+  const delays = env.retryDelays();
+  assert.equal(delays.length, 1, `one retry pending: ${delays}`);
+  return delays[0];
+}
+
+test("client: after a 1001 close retries are capped at 1 s; other closes use the usual schedule", async () => {
+  for (const [code, expected] of [
+    [1001, [249, 499, 999, 999, 999, 999]],  // going away: a restart or a deploy
+    [1012, [249, 499, 999, 999, 999, 999]],  // service restart
+    [1006, [249, 499, 999, 1999, 3999, 4999]], // abnormal closure: the usual backoff
+    [1000, [249, 499, 999, 1999, 3999, 4999]],
+  ]) {
+    const env = fakeEnvironment();
+    const live = connect({ ...env.options, transport: "websocket", random: () => 0.999999 });
+    await settle();
+    env.sockets[0].open();
+    env.sockets[0].receive(hello("e-1"));
+    env.sockets[0].serverClose(code);
+    const delays = [];
+    for (let i = 1; i <= expected.length; i++) {
+      delays.push(nextRetryDelay(env));
+      env.runRetry();
+      env.sockets[i].refuse(); // the server is not back yet
+    }
+    assert.deepEqual(delays, expected, `close code ${code}`);
+    live.close();
+  }
+});
+
+test("client: the restart schedule lasts 20 attempts, and a hello ends it", async () => {
+  const env = fakeEnvironment();
+  const live = connect({ ...env.options, transport: "websocket", random: () => 0.999999 });
+  await settle();
+  env.sockets[0].open();
+  env.sockets[0].receive(hello("e-1"));
+  env.sockets[0].serverClose(1001);
+  const delays = [];
+  for (let i = 1; i <= 22; i++) {
+    delays.push(nextRetryDelay(env));
+    env.runRetry();
+    env.sockets[i].refuse();
+  }
+  assert.deepEqual(delays.slice(17), [999, 999, 999, 4999, 4999], "attempts 17–21");
+  // Back: live again; an ordinary drop now uses the usual schedule from the start.
+  env.runRetry();
+  env.sockets[23].open();
+  env.sockets[23].receive(hello("e-1"));
+  env.sockets[23].refuse();
+  assert.equal(nextRetryDelay(env), 249);
+  env.runRetry();
+  env.sockets[24].refuse();
+  env.runRetry();
+  env.sockets[25].refuse();
+  env.runRetry();
+  env.sockets[26].refuse();
+  assert.equal(nextRetryDelay(env), 1999, "attempt 3 of the usual schedule");
+  live.close();
+});
+
+/** A deterministic Math.random-like generator (mulberry32): numbers in [0, 1). */
+function seededRandom(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * One simulated restart, on a simulated clock: a live page ("auto"
+ * transport) gets 1001; the server accepts connections again `outage` ms
+ * later. Every connection attempt is answered after 1–30 ms of
+ * network latency: refused while the server is down, with `hello` once it is
+ * up. Returns how long after the server came back the page was live again.
+ */
+function simulateRestart(seed, outage) {
+  const clientRandom = seededRandom(seed);
+  const networkRandom = seededRandom(seed ^ 0x9e3779b9);
+  let now = 0;
+  let nextId = 1;
+  const timers = new Map(); // id → { fn, at }
+  const setTimeout = (fn, ms) => { const id = nextId++; timers.set(id, { fn, at: now + ms }); return id; };
+  const clearTimeout = (id) => { timers.delete(id); };
+  let serverUpAt = 0;
+  const latency = () => 1 + Math.floor(networkRandom() * 30);
+  const answer = (connection, refuse) => {
+    const up = now >= serverUpAt;
+    setTimeout(() => {
+      if (up) connection.onmessage?.({ data: JSON.stringify(hello(`c-${seed}`)) });
+      else refuse();
+    }, latency());
+  };
+  const sockets = [];
+  class SimulatedWebSocket {
+    constructor() {
+      this.readyState = 1;
+      sockets.push(this);
+      answer(this, () => { this.onerror?.({}); this.onclose?.({ code: 1006 }); });
+    }
+    send() {}
+    close() {}
+  }
+  class SimulatedEventSource {
+    constructor() { answer(this, () => this.onerror?.({})); }
+    close() {}
+  }
+  /** Runs the earliest timer; false when none is left. */
+  const step = () => {
+    let earliest = null;
+    for (const [id, t] of timers) if (!earliest || t.at < earliest[1].at) earliest = [id, t];
+    if (!earliest) return false;
+    timers.delete(earliest[0]);
+    now = earliest[1].at;
+    earliest[1].fn();
+    return true;
+  };
+  let liveAt = null;
+  const live = connect({
+    WebSocket: SimulatedWebSocket, EventSource: SimulatedEventSource, fetch: async () => ({}),
+    document: { hidden: false, addEventListener() {}, removeEventListener() {} },
+    location: { href: "http://example.test/" }, setTimeout, clearTimeout, random: clientRandom,
+    log: { info() {}, warn() {}, error() {} }, start: false,
+  });
+  live.onState((state) => { if (state === "live") liveAt = now; });
+  live.reconnect();
+  for (let i = 0; i < 100 && liveAt === null; i++) step();
+  assert.equal(live.state, "live", "live before the restart");
+  // The restart: the server closes the session with 1001 and is down for `outage` ms.
+  serverUpAt = now + outage;
+  liveAt = null;
+  sockets.at(-1).onclose({ code: 1001 });
+  for (let i = 0; i < 10000 && liveAt === null && now < serverUpAt + 60000; i++) step();
+  live.close();
+  assert.notEqual(liveAt, null, `seed ${seed}: never live again`);
+  return liveAt - serverUpAt;
+}
+
+test("client: after a 2 s restart the page is back within 2 s of the server (1000 simulated runs)", (t) => {
+  const backAfter = [];
+  for (let seed = 1; seed <= 1000; seed++) backAfter.push(simulateRestart(seed, 2000));
+  const sorted = [...backAfter].sort((a, b) => a - b);
+  const p50 = sorted[Math.floor(sorted.length * 0.5)];
+  const p95 = sorted[Math.floor(sorted.length * 0.95)];
+  t.diagnostic(`back after the server: median ${p50} ms, p95 ${p95} ms, max ${sorted.at(-1)} ms`);
+  const late = backAfter.map((ms, i) => [i + 1, ms]).filter(([, ms]) => ms > 2000);
+  assert.deepEqual(late, [], "runs (seed, ms) back more than 2 s after the server");
+  assert.ok(sorted[0] >= 0, "never live before the server was up");
 });
 
 // ---- fallback to Server-Sent Events -------------------------------------------------
