@@ -44,14 +44,8 @@ pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejecti
         Some(authorize) => authorize(parts).await?,
         None => Identity::anonymous(),
     };
-    let subscriptions = Subscriptions::from_query(params.collections.as_deref());
-    if subscriptions.list().len() > Subscriptions::MAX_NAMES {
-        return Err(Rejection::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            format!("at most {} collections per session", Subscriptions::MAX_NAMES),
-        ));
-    }
+    let subscriptions = Subscriptions::from_query(params.collections.as_deref())
+        .map_err(|message| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
     if let Some(bad) = subscriptions.first_forbidden(&identity) {
         return Err(Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")));
     }

@@ -35,9 +35,10 @@ use http::{HeaderName, Request, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Batch, Notifier, Rejection, SessionId};
+use crate::{Batch, Notifier, Rejection, SessionToken};
 
-/// The header in which a client sends its session id with its own writes.
+/// The header in which a client sends its session token (the `token` of its
+/// `hello` frame, a secret) with its own writes.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session");
 
 /// The routes to merge into the application: the WebSocket endpoint at
@@ -61,9 +62,10 @@ where
 /// any other status, or if the handler fails or panics, the batch is dropped
 /// and nothing is sent.
 ///
-/// The batch is marked with the `tidings-session` header, so the session
-/// that made the request does not receive the notifications it caused. A
-/// malformed header is answered with 400 before the handler runs.
+/// The batch is marked with the token in the `tidings-session` header, so
+/// the session that made the request does not receive the notifications it
+/// caused. A header that is not a token is answered with 400 before the
+/// handler runs.
 pub fn layer(notifier: &Notifier) -> NotifyLayer {
     NotifyLayer { notifier: notifier.clone() }
 }
@@ -141,11 +143,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Batch {
     }
 }
 
-/// The session that made this request, from the `tidings-session` header:
-/// for handlers that call the [`Notifier`] directly and want
-/// [`Notification::from_session`](crate::Notification::from_session).
+/// The token of the session that made this request, from the
+/// `tidings-session` header: for handlers that call the [`Notifier`] directly
+/// and want [`Notification::from_session`](crate::Notification::from_session).
+///
+/// Only that session knows its token, so no one else can make a session
+/// miss notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Originator(pub Option<SessionId>);
+pub struct Originator(pub Option<SessionToken>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Originator {
     type Rejection = Rejection;
@@ -155,7 +160,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Originator {
     }
 }
 
-fn originator(headers: &http::HeaderMap) -> Result<Option<SessionId>, Rejection> {
+fn originator(headers: &http::HeaderMap) -> Result<Option<SessionToken>, Rejection> {
     let Some(value) = headers.get(&SESSION_HEADER) else {
         return Ok(None);
     };
@@ -163,7 +168,7 @@ fn originator(headers: &http::HeaderMap) -> Result<Option<SessionId>, Rejection>
         Rejection::new(
             StatusCode::BAD_REQUEST,
             "bad_session_header",
-            "the tidings-session header must be a session id from a hello frame",
+            "the tidings-session header must be the `token` from a hello frame",
         )
     })
 }

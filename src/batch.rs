@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{Notification, Notifier, Op, SessionId};
+use crate::{Notification, Notifier, Op, SessionToken};
 
 /// A pending list of notifications tied to a unit of work.
 ///
@@ -70,7 +70,7 @@ pub struct Batch {
 struct Shared {
     pending: Mutex<Pending>,
     parent: Parent,
-    origin: Option<SessionId>,
+    origin: Option<SessionToken>,
 }
 
 enum Parent {
@@ -90,7 +90,7 @@ struct Pending {
 struct Key {
     collection: Box<str>,
     audience: Option<Arc<str>>,
-    origin: Option<SessionId>,
+    origin: Option<SessionToken>,
     skip_origin: bool,
     row: Option<Box<str>>,
 }
@@ -120,11 +120,11 @@ impl Key {
 }
 
 impl Batch {
-    pub(crate) fn new(notifier: Notifier, origin: Option<SessionId>) -> Batch {
+    pub(crate) fn new(notifier: Notifier, origin: Option<SessionToken>) -> Batch {
         Batch::with_parent(Parent::Notifier(notifier), origin)
     }
 
-    fn with_parent(parent: Parent, origin: Option<SessionId>) -> Batch {
+    fn with_parent(parent: Parent, origin: Option<SessionToken>) -> Batch {
         Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, origin }) }
     }
 
@@ -327,7 +327,7 @@ mod tests {
             Notification::new("rows", Op::Update)
                 .with_data(&json!({"id": 1}))
                 .unwrap()
-                .from_session(SessionId::from_raw(1)),
+                .from_session(SessionToken::generate()),
         );
         batch.notify_with("rows", Op::Update, &json!({"id": 1, "v": 2})).unwrap();
         let kept = batch.take();

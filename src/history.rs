@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use axum::extract::ws::Utf8Bytes;
 
 use crate::cursor::Kind;
-use crate::{Cursor, Notification, SessionId};
+use crate::{Cursor, Notification, SessionToken};
 
 /// One emitted notification, as sessions read it.
 pub(crate) struct Entry {
@@ -27,7 +27,8 @@ pub(crate) struct Entry {
     pub(crate) frame: Utf8Bytes,
     pub(crate) collection: Cow<'static, str>,
     pub(crate) audience: Option<Arc<str>>,
-    pub(crate) skip: Option<SessionId>,
+    /// The token of the session that must not receive it.
+    pub(crate) skip: Option<SessionToken>,
 }
 
 /// How far ahead of this machine's clock a stream id may be (another
@@ -38,7 +39,7 @@ const FUTURE_SLACK_MS: u64 = 60_000;
 struct Prepared {
     frame: String,
     n: Notification,
-    skip: Option<SessionId>,
+    skip: Option<SessionToken>,
     given: Option<Cursor>,
 }
 

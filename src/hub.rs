@@ -6,7 +6,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -15,7 +14,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::backplane::{self, Link, Outgoing, PublishError};
 use crate::history::History;
-use crate::{Config, Cursor, Notification, SessionId};
+use crate::{Config, Cursor, Notification, SessionId, SessionToken};
 
 pub(crate) struct Hub {
     pub(crate) config: Config,
@@ -25,8 +24,6 @@ pub(crate) struct Hub {
     dispatch: Arc<Notify>,
     count: watch::Sender<usize>,
     closing: watch::Sender<bool>,
-    ids: RandomState,
-    next_id: AtomicU64,
     started: Instant,
     link: Link,
     /// False until the backplane has loaded its history (Redis), so that
@@ -39,8 +36,7 @@ pub(crate) struct Hub {
 impl Hub {
     /// Creates the hub and spawns its dispatcher on the current tokio runtime.
     pub(crate) fn start(config: Config) -> Arc<Hub> {
-        let ids = RandomState::new();
-        let epoch = ids.hash_one(std::time::SystemTime::now()) as u32;
+        let epoch = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
         let (link, outgoing) = backplane::link(&config.backplane);
         let ready = watch::Sender::new(!backplane::loads_history(&config.backplane));
         // A backplane is degraded until its listener is connected.
@@ -56,8 +52,6 @@ impl Hub {
             dispatch: Arc::new(Notify::new()),
             count: watch::Sender::new(0),
             closing: watch::Sender::new(false),
-            ids,
-            next_id: AtomicU64::new(0),
             started: Instant::now(),
             link,
             ready,
@@ -179,16 +173,17 @@ impl Hub {
     }
 
     /// Adds a session; it is woken for every notification emitted from now on.
-    pub(crate) fn register(&self) -> (SessionId, Arc<Notify>) {
+    /// Returns the session's new secret token; it is registered under the
+    /// token's public id.
+    pub(crate) fn register(&self) -> (SessionToken, Arc<Notify>) {
         let wake = Arc::new(Notify::new());
         loop {
-            // Ids are keyed hashes of a counter: unique in practice, and not
-            // guessable by other clients (they gate the originator skip).
-            let id = SessionId::from_raw(self.ids.hash_one(self.next_id.fetch_add(1, Ordering::Relaxed)));
-            if let dashmap::Entry::Vacant(slot) = self.sessions.entry(id) {
+            // Two tokens whose ids collide (2^-64 per pair) only cost a retry.
+            let token = SessionToken::generate();
+            if let dashmap::Entry::Vacant(slot) = self.sessions.entry(token.id()) {
                 slot.insert(wake.clone());
                 self.count.send_modify(|n| *n += 1);
-                return (id, wake);
+                return (token, wake);
             }
         }
     }

@@ -69,4 +69,4 @@ pub use cursor::{Cursor, InvalidCursor};
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
 pub use notifier::{Health, Notifier};
-pub use session::SessionId;
+pub use session::{InvalidSessionToken, SessionId, SessionToken};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::SessionId;
+use crate::{SessionId, SessionToken};
 
 /// What happened to the rows of a collection.
 ///
@@ -68,7 +68,9 @@ pub struct Notification {
     // Serialized once, on the caller's side; never re-serialized per client.
     pub(crate) data: Option<Box<RawValue>>,
     pub(crate) audience: Option<Arc<str>>,
-    pub(crate) origin: Option<SessionId>,
+    /// The token of the session that caused the change: it skips the
+    /// notification; everyone sees only the id derived from it.
+    pub(crate) origin: Option<SessionToken>,
     pub(crate) skip_origin: bool,
 }
 
@@ -108,11 +110,13 @@ impl Notification {
         self
     }
 
-    /// Records the session whose request caused this change (see
-    /// [`Originator`](crate::axum::Originator)). That session does not receive
-    /// the notification unless [`deliver_to_origin`](Self::deliver_to_origin)
-    /// is called; every session sees the id in the `origin` field.
-    pub fn from_session(mut self, session: SessionId) -> Self {
+    /// Records the session whose request caused this change, by its secret
+    /// token (see [`Originator`](crate::axum::Originator)). That session does
+    /// not receive the notification unless
+    /// [`deliver_to_origin`](Self::deliver_to_origin) is called; every session
+    /// sees the token's public [`SessionId`] in the `origin` field, never the
+    /// token.
+    pub fn from_session(mut self, session: SessionToken) -> Self {
         self.origin = Some(session);
         self
     }
@@ -144,13 +148,14 @@ impl Notification {
         self.audience.as_deref()
     }
 
-    /// The originating session, if known.
+    /// The public id of the originating session, if known.
     pub fn origin(&self) -> Option<SessionId> {
-        self.origin
+        self.origin.map(|token| token.id())
     }
 
-    /// The session that must not receive this notification, if any.
-    pub(crate) fn skipped_session(&self) -> Option<SessionId> {
+    /// The token of the session that must not receive this notification, if
+    /// any.
+    pub(crate) fn skipped_session(&self) -> Option<SessionToken> {
         self.origin.filter(|_| self.skip_origin)
     }
 
@@ -168,7 +173,7 @@ impl Notification {
         }
         if let Some(origin) = self.origin {
             out.push_str(r#","origin":""#);
-            origin.push_to(out);
+            origin.id().push_to(out);
             out.push('"');
         }
     }
@@ -217,10 +222,11 @@ mod tests {
         let n = Notification::new("posts", Op::Delete)
             .with_data(&serde_json::json!({"id": 3}))
             .unwrap()
-            .from_session(SessionId::from_raw(0xab));
+            .from_session("000102030405060708090a0b0c0d0e0f".parse().unwrap());
         assert_eq!(
             frame(&n),
-            r#"{"collection":"posts","op":"delete","data":{"id":3},"origin":"00000000000000ab"}"#
+            r#"{"collection":"posts","op":"delete","data":{"id":3},"origin":"be45cb2605bf36be"}"#,
+            "the public id, never the token"
         );
     }
 
@@ -236,7 +242,7 @@ mod tests {
         let n = Notification::new("\"\"\"", Op::Update)
             .with_data(&serde_json::json!({"id": 1}))
             .unwrap()
-            .from_session(SessionId::from_raw(u64::MAX));
+            .from_session(SessionToken::generate());
         let f = frame(&n);
         let cursor = r#","cursor":"ffffffff-18446744073709551615""#;
         assert!(f.len() + cursor.len() <= n.frame_capacity());

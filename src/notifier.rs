@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::hub::Hub;
-use crate::{Batch, Config, Cursor, Notification, Op, PublishError, SessionId};
+use crate::{Batch, Config, Cursor, Notification, Op, PublishError, SessionToken};
 
 /// Tells every connected client what changed.
 ///
@@ -106,11 +106,11 @@ impl Notifier {
         Batch::new(self.clone(), None)
     }
 
-    /// A batch whose notifications are marked as caused by `session` (see
-    /// [`Notification::from_session`]), so that session skips them. The
-    /// request layer ([`axum::layer`](crate::axum::layer)) makes one from the
-    /// `tidings-session` header.
-    pub fn batch_from(&self, session: Option<SessionId>) -> Batch {
+    /// A batch whose notifications are marked as caused by the session whose
+    /// token this is (see [`Notification::from_session`]), so that session
+    /// skips them. The request layer ([`axum::layer`](crate::axum::layer))
+    /// makes one from the `tidings-session` header.
+    pub fn batch_from(&self, session: Option<SessionToken>) -> Batch {
         Batch::new(self.clone(), session)
     }
 

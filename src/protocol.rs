@@ -6,7 +6,7 @@
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{Cursor, SessionId};
+use crate::{Cursor, SessionId, SessionToken};
 
 /// A frame a client may send.
 #[derive(Debug, Deserialize)]
@@ -20,9 +20,11 @@ pub(crate) enum ClientFrame {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum ServerFrame<'a> {
-    /// The first frame of every session.
+    /// The first frame of every session: the public id, and the secret
+    /// token that only this session receives.
     Hello {
         session: SessionId,
+        token: SessionToken,
         #[serde(serialize_with = "as_string")]
         cursor: Cursor,
     },
@@ -31,8 +33,11 @@ pub(crate) enum ServerFrame<'a> {
         #[serde(serialize_with = "as_string")]
         cursor: Cursor,
     },
-    /// The session's subscriptions after a subscribe/unsubscribe.
-    Subscribed { collections: Vec<&'a str> },
+    /// A `subscribe` was applied: the names it carried, whether `*` is
+    /// subscribed, how many collections are subscribed by name.
+    Subscribed { collections: Vec<&'a str>, all: bool, count: usize },
+    /// An `unsubscribe` was applied; the same fields as `Subscribed`.
+    Unsubscribed { collections: Vec<&'a str>, all: bool, count: usize },
     /// A client frame was refused; the session goes on.
     Error { code: ErrorCode, message: &'a str },
 }
@@ -41,7 +46,7 @@ pub(crate) enum ServerFrame<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum ErrorCode {
-    /// Not JSON, or not a known control frame.
+    /// Not JSON, not a known control frame, or a malformed collection name.
     BadFrame,
     /// A subscription the authorize hook does not allow, or one over the
     /// per-session limit.
@@ -72,10 +77,16 @@ mod tests {
 
     #[test]
     fn server_frames_have_the_documented_shape() {
-        let hello = ServerFrame::Hello { session: SessionId::from_raw(1), cursor: Cursor::new(2, 3) };
+        let token: SessionToken = "000102030405060708090a0b0c0d0e0f".parse().unwrap();
+        let hello = ServerFrame::Hello { session: token.id(), token, cursor: Cursor::new(2, 3) };
         assert_eq!(
             hello.to_text().as_str(),
-            r#"{"type":"hello","session":"0000000000000001","cursor":"00000002-3"}"#
+            r#"{"type":"hello","session":"be45cb2605bf36be","token":"000102030405060708090a0b0c0d0e0f","cursor":"00000002-3"}"#
+        );
+        let ack = ServerFrame::Unsubscribed { collections: vec!["a"], all: false, count: 3 };
+        assert_eq!(
+            ack.to_text().as_str(),
+            r#"{"type":"unsubscribed","collections":["a"],"all":false,"count":3}"#
         );
         let err = ServerFrame::Error { code: ErrorCode::BadFrame, message: "x" };
         assert_eq!(err.to_text().as_str(), r#"{"type":"error","code":"bad_frame","message":"x"}"#);

@@ -204,17 +204,8 @@ async fn write_loop(
                 return;
             }
             command = inbox.recv() => match command {
-                Some(Command::Subscribe(names)) => {
-                    let reply = match session.subscribe(&names) {
-                        Ok(()) => subscribed(&session),
-                        Err(message) => ServerFrame::Error { code: ErrorCode::Forbidden, message: &message }.to_text(),
-                    };
-                    frames.push(reply);
-                }
-                Some(Command::Unsubscribe(names)) => {
-                    session.unsubscribe(&names);
-                    frames.push(subscribed(&session));
-                }
+                Some(Command::Subscribe(names)) => frames.push(session.subscribe(&names)),
+                Some(Command::Unsubscribe(names)) => frames.push(session.unsubscribe(&names)),
                 Some(Command::Error(code, message)) => {
                     frames.push(ServerFrame::Error { code, message: &message }.to_text());
                 }
@@ -241,10 +232,6 @@ async fn write_loop(
             }
         }
     }
-}
-
-fn subscribed(session: &Session) -> Utf8Bytes {
-    ServerFrame::Subscribed { collections: session.subscriptions().list() }.to_text()
 }
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket

@@ -125,16 +125,142 @@ async fn subscriptions_filter_live_delivery() {
     assert_eq!(client.next_json().await["collection"], "forums");
 
     client.send_text(r#"{"type":"subscribe","collections":["posts"]}"#).await;
-    assert_eq!(client.next_json().await, json!({"type":"subscribed","collections":["forums","posts"]}));
+    assert_eq!(
+        client.next_json().await,
+        json!({"type":"subscribed","collections":["posts"],"all":false,"count":2})
+    );
     notifier.notify("posts", Op::Update);
     assert_eq!(client.next_json().await["collection"], "posts");
 
     client.send_text(r#"{"type":"unsubscribe","collections":["forums"]}"#).await;
-    assert_eq!(client.next_json().await, json!({"type":"subscribed","collections":["posts"]}));
+    assert_eq!(
+        client.next_json().await,
+        json!({"type":"unsubscribed","collections":["forums"],"all":false,"count":1})
+    );
     notifier.notify("forums", Op::Update);
     notifier.notify("posts", Op::Delete);
     let frame = client.next_json().await;
     assert_eq!((frame["collection"].as_str(), frame["op"].as_str()), (Some("posts"), Some("delete")));
+}
+
+#[tokio::test]
+async fn subscription_replies_stay_proportional_to_what_the_client_sent() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let mut client = Client::connect(addr, "").await;
+    let frame = |kind: &str, names: Value| json!({"type": kind, "collections": names}).to_string();
+    let name = |i: usize, len: usize| format!("{i:03}{}", "x".repeat(len - 3));
+    // Issue 9's attack: 256 subscribes of one 4,000-character name each.
+    let attack = (0..256).map(|i| frame("subscribe", json!([name(i, 4000)])));
+    // The smallest frames, refused or not, whose replies weigh the most.
+    let small = [
+        frame("subscribe", json!([])),
+        frame("subscribe", json!([""])),
+        frame("subscribe", json!([" "])),
+        frame("unsubscribe", json!([""])),
+        frame("unsubscribe", json!(["z"])),
+    ];
+    // The most the limits allow: 256 distinct names of 128 bytes, then one more.
+    let largest = (0..257).map(|i| frame("subscribe", json!([name(i, 128)])));
+    let (mut bytes_in, mut bytes_out) = (0, 0);
+    let mut replies = Vec::new();
+    for request in attack.chain(small).chain(largest) {
+        client.send_text(&request).await;
+        let reply = client.next_text().await;
+        assert!(reply.len() <= 3 * request.len(), "{request:.100} answered with {reply:.300}");
+        bytes_in += request.len();
+        bytes_out += reply.len();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        let code = reply["code"].as_str().map(str::to_owned);
+        replies.push((reply["type"].as_str().unwrap().to_owned(), code));
+    }
+    assert!(bytes_out <= bytes_in / 10, "{bytes_in} bytes in, {bytes_out} out");
+    let refused = |code: &str| (String::from("error"), Some(code.to_owned()));
+    let acked = |kind: &str| (String::from(kind), None);
+    assert!(replies[..256].iter().all(|r| *r == refused("bad_frame")), "names over 128 bytes are refused");
+    assert_eq!(
+        replies[256..261],
+        [
+            acked("subscribed"),
+            refused("bad_frame"),
+            refused("bad_frame"),
+            refused("bad_frame"),
+            acked("unsubscribed")
+        ]
+    );
+    assert!(replies[261..517].iter().all(|r| *r == acked("subscribed")), "names of 128 bytes are accepted");
+    assert_eq!(replies[517], refused("forbidden"), "at most 256 names per session");
+
+    // The session still works, and holds exactly what was accepted.
+    client.send_text(r#"{"type":"unsubscribe","collections":["*"]}"#).await;
+    assert_eq!(
+        client.next_json().await,
+        json!({"type": "unsubscribed", "collections": ["*"], "all": false, "count": 256})
+    );
+    notifier.notify(name(256, 128), Op::Insert);
+    notifier.notify(name(0, 4000), Op::Insert);
+    notifier.notify(name(255, 128), Op::Insert);
+    assert_eq!(client.next_json().await["collection"], name(255, 128));
+}
+
+#[tokio::test]
+async fn collection_names_are_checked_in_the_query() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let too_long = "n".repeat(129);
+    for bad in [too_long.as_str(), "a%20b", "forums,x*", "caf%C3%A9", "a%22b", "a,,%2A%2A"] {
+        let Err((status, body)) = connect_as(addr, None, &format!("collections={bad}")).await else {
+            panic!("/ws?collections={bad} must be refused")
+        };
+        assert_eq!((status, body["code"].as_str()), (400, Some("bad_query")), "{bad}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("128 bytes"), "{body}");
+        let request =
+            format!("GET /events?collections={bad} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        let response = raw_http(addr, &request).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400") && response.contains(r#""code":"bad_query""#),
+            "/events?collections={bad}: {response}"
+        );
+    }
+    assert_eq!(notifier.session_count(), 0);
+
+    // Names at the limits are fine.
+    let longest = "n".repeat(128);
+    let mut client = Client::connect(addr, &format!("collections={longest},a-b_c.d:e/F9")).await;
+    notifier.notify("forums", Op::Insert);
+    notifier.notify("a-b_c.d:e/F9", Op::Insert);
+    notifier.notify(longest.clone(), Op::Insert);
+    assert_eq!(client.next_json().await["collection"], "a-b_c.d:e/F9");
+    assert_eq!(client.next_json().await["collection"], longest);
+}
+
+#[tokio::test]
+async fn bad_collection_names_in_frames_get_an_error_and_change_nothing() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let mut client = Client::connect(addr, "collections=forums").await;
+    let too_long = "p".repeat(129);
+    let frames = [
+        json!({"type": "subscribe", "collections": ["posts", "bad name"]}),
+        json!({"type": "subscribe", "collections": ["posts", ""]}),
+        json!({"type": "subscribe", "collections": ["posts", too_long]}),
+        json!({"type": "subscribe", "collections": ["posts", "*x"]}),
+        json!({"type": "subscribe", "collections": ["posts", "caf\u{e9}"]}),
+        json!({"type": "unsubscribe", "collections": ["forums", "x\"y"]}),
+    ];
+    for frame in frames {
+        client.send_text(&frame.to_string()).await;
+        let error = client.next_json().await;
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some("bad_frame")),
+            "{frame}"
+        );
+        assert!(error["message"].as_str().unwrap().contains("128 bytes"), "{error}");
+    }
+    notifier.notify("posts", Op::Insert);
+    notifier.notify("forums", Op::Insert);
+    assert_eq!(client.next_json().await["collection"], "forums", "not subscribed to posts, still to forums");
 }
 
 #[tokio::test]
@@ -242,56 +368,126 @@ async fn the_originating_session_is_skipped_unless_asked() {
     let addr = serve(&notifier).await;
     let mut writer = Client::connect(addr, "").await;
     let mut other = Client::connect(addr, "").await;
-    let id = writer.session.parse().unwrap();
+    let token = writer.token.parse().unwrap();
 
-    notifier.send(Notification::new("forums", Op::Insert).from_session(id));
+    notifier.send(Notification::new("forums", Op::Insert).from_session(token));
     let seen = other.next_json().await;
     assert_eq!(seen["collection"], "forums");
     assert_eq!(seen["origin"], writer.session.as_str());
 
-    notifier.send(Notification::new("forums", Op::Update).from_session(id).deliver_to_origin());
+    notifier.send(Notification::new("forums", Op::Update).from_session(token).deliver_to_origin());
     assert_eq!(writer.next_json().await["op"], "update", "the insert was skipped, the opt-in update was not");
 }
 
 #[tokio::test]
 async fn the_request_layer_skips_the_originator_and_drops_failed_requests() {
-    use axum::http::StatusCode;
-    use axum::routing::post;
-
-    async fn write(batch: tidings::Batch, body: String) -> StatusCode {
-        batch.notify_with("forums", Op::Insert, &json!({ "body": body })).unwrap();
-        if body == "fail" { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::CREATED }
-    }
     let notifier = Notifier::new();
-    let app = axum::Router::new()
-        .route("/write", post(write))
-        .layer(tidings::axum::layer(&notifier))
-        .merge(tidings::axum::routes(&notifier));
+    let app = writing_app(&notifier);
     let addr = serve_router(app).await;
     let mut writer = Client::connect(addr, "").await;
     let mut other = Client::connect(addr, "").await;
 
-    let post = |body: &'static str, session: Option<String>| async move {
-        let mut request = format!(
-            "POST /write HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
-            body.len()
-        );
-        if let Some(s) = session {
-            request.push_str(&format!("tidings-session: {s}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        raw_http(addr, &request).await
-    };
+    let post = |body: &'static str, session: Option<String>| post_write(addr, body, session);
     assert!(post("fail", None).await.starts_with("HTTP/1.1 422"));
     let bad = post("x", Some("not-a-session".into())).await;
     assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("bad_session_header"), "{bad}");
-    assert!(post("mine", Some(writer.session.clone())).await.starts_with("HTTP/1.1 201"));
+    assert!(post("mine", Some(writer.token.clone())).await.starts_with("HTTP/1.1 201"));
     assert!(post("theirs", None).await.starts_with("HTTP/1.1 201"));
 
     assert_eq!(other.next_json().await["data"]["body"], "mine", "failed requests send nothing");
     assert_eq!(other.next_json().await["data"]["body"], "theirs");
     assert_eq!(writer.next_json().await["data"]["body"], "theirs", "its own write is skipped");
+}
+
+/// An app whose `POST /write` notifies `forums` with the request body, through
+/// the request layer (so the `tidings-session` header applies).
+fn writing_app(notifier: &Notifier) -> axum::Router {
+    async fn write(batch: tidings::Batch, body: String) -> axum::http::StatusCode {
+        batch.notify_with("forums", Op::Insert, &json!({ "body": body })).unwrap();
+        if body == "fail" {
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            axum::http::StatusCode::CREATED
+        }
+    }
+    axum::Router::new()
+        .route("/write", axum::routing::post(write))
+        .layer(tidings::axum::layer(notifier))
+        .merge(tidings::axum::routes(notifier))
+}
+
+/// `POST /write` with `body`, and `session` as the `tidings-session` header.
+async fn post_write(addr: std::net::SocketAddr, body: &str, session: Option<String>) -> String {
+    let mut request = format!(
+        "POST /write HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(s) = session {
+        request.push_str(&format!("tidings-session: {s}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    raw_http(addr, &request).await
+}
+
+#[tokio::test]
+async fn nothing_a_third_party_observes_stops_delivery_to_a_session() {
+    let notifier = Notifier::new();
+    let addr = serve_router(writing_app(&notifier)).await;
+    let mut victim = Client::connect(addr, "").await;
+    let mut attacker = Client::connect(addr, "").await;
+
+    // The victim writes with its own token; the attacker sees the result.
+    assert!(post_write(addr, "victim", Some(victim.token.clone())).await.starts_with("HTTP/1.1 201"));
+    let seen = attacker.next_json().await;
+    assert_eq!(seen["data"]["body"], "victim");
+    let origin = seen["origin"].as_str().expect("a write through the layer has an origin").to_owned();
+    assert_eq!(origin, victim.session, "origin is the public session id");
+
+    // Everything the attacker can observe, and what it could make of it.
+    let mut observed = vec![
+        origin.clone(),
+        origin.to_uppercase(),
+        format!("{origin}{origin}"),
+        format!("{origin:0>32}"),
+        format!("{origin:0<32}"),
+        seen["cursor"].as_str().unwrap().to_owned(),
+        attacker.session.clone(),
+        attacker.token.clone(),
+        attacker.token.to_uppercase(),
+        attacker.cursor.clone(),
+        victim.cursor.clone(),
+    ];
+    observed.dedup();
+    let mut accepted = Vec::new();
+    for (i, value) in observed.iter().enumerate() {
+        let response = post_write(addr, &format!("attack-{i}"), Some(value.clone())).await;
+        if response.starts_with("HTTP/1.1 201") {
+            accepted.push(i);
+        } else {
+            assert!(
+                response.starts_with("HTTP/1.1 400") && response.contains("bad_session_header"),
+                "{response}"
+            );
+        }
+    }
+    // Well-formed tokens (the attacker's own, the padded id) are accepted:
+    // the check below is about writes that did happen.
+    assert!(accepted.len() >= 3, "accepted only {accepted:?} of {observed:?}");
+    marker(&notifier);
+
+    // The victim receives every accepted write, none marked as its own.
+    for i in &accepted {
+        let frame = victim.next_json().await;
+        assert_eq!(frame["data"]["body"], format!("attack-{i}"), "written with {:?}", observed[*i]);
+        assert_ne!(frame["origin"], origin.as_str(), "only the victim's token yields the victim's id");
+    }
+    assert_eq!(victim.next_json().await["collection"], "marker", "and nothing else");
+
+    // The victim's own token still makes it skip its own write.
+    assert!(post_write(addr, "victim-again", Some(victim.token.clone())).await.starts_with("HTTP/1.1 201"));
+    marker(&notifier);
+    assert_eq!(victim.next_json().await["collection"], "marker", "its own write was skipped");
 }
 
 /// A minimal HTTP/1.1 exchange over a real socket.

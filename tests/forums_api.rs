@@ -212,7 +212,10 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A WebSocket client that has read its hello frame (so it is registered).
 struct Client {
     ws: Socket,
+    /// The public id, shown as `origin`.
     session: String,
+    /// The secret for the `tidings-session` header.
+    token: String,
 }
 
 impl Client {
@@ -222,11 +225,12 @@ impl Client {
             .await
             .expect("connecting timed out")
             .expect("WebSocket handshake failed");
-        let mut client = Client { ws, session: String::new() };
+        let mut client = Client { ws, session: String::new(), token: String::new() };
         let hello = client.next_frame().await;
         assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
         assert!(hello["cursor"].is_string(), "{hello}");
         client.session = hello["session"].as_str().unwrap().to_owned();
+        client.token = hello["token"].as_str().unwrap().to_owned();
         client
     }
 
@@ -491,8 +495,7 @@ async fn the_writing_tab_skips_its_own_notifications() {
         let mut other = server.client().await;
 
         let body = json!({ "title": "from the writer" }).to_string();
-        let (status, forum) =
-            server.raw(Method::POST, "/api/forums", Some(&body), Some(&writer.session)).await;
+        let (status, forum) = server.raw(Method::POST, "/api/forums", Some(&body), Some(&writer.token)).await;
         assert_eq!(status, StatusCode::CREATED, "{forum}");
         let id = forum["id"].as_i64().unwrap();
 
@@ -506,10 +509,14 @@ async fn the_writing_tab_skips_its_own_notifications() {
         assert!(frame.get("origin").is_none(), "{frame}");
         other.expect("forums", "insert", json!({ "id": second })).await;
 
-        // A malformed session header is refused before the handler runs.
-        let (status, error) =
-            server.raw(Method::POST, "/api/forums", Some(&body), Some("not-a-session")).await;
-        assert_error(status, &error, StatusCode::BAD_REQUEST, "bad_session_header");
+        // A header that is not a token is refused before the handler runs,
+        // and so is the public id that everyone sees as `origin`.
+        for not_a_token in [writer.session.as_str(), "not-a-session"] {
+            let (status, error) =
+                server.raw(Method::POST, "/api/forums", Some(&body), Some(not_a_token)).await;
+            assert_error(status, &error, StatusCode::BAD_REQUEST, "bad_session_header");
+            assert!(error["error"].as_str().unwrap().contains("token"), "{error}");
+        }
         let third = server.create_forum("third").await;
         other.expect("forums", "insert", json!({ "id": third })).await;
     })
@@ -610,7 +617,7 @@ async fn the_pages_cursor_replays_what_happened_after_rendering() {
             .await
             .expect("connecting timed out")
             .expect("WebSocket handshake failed");
-        let mut client = Client { ws, session: String::new() };
+        let mut client = Client { ws, session: String::new(), token: String::new() };
         let hello = client.next_frame().await;
         assert_eq!(hello["type"], "hello", "{hello}");
         client.expect("forums", "insert", json!({ "id": forum })).await;

@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::hub::Hub;
-use crate::{Notification, Op, SessionId};
+use crate::{Notification, Op, SessionToken};
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
@@ -236,8 +236,10 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     audience: Option<Cow<'a, str>>,
+    /// The originating session's token: the skip needs it, and every
+    /// instance derives the public id from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    origin: Option<SessionId>,
+    token: Option<SessionToken>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     deliver_to_origin: bool,
 }
@@ -250,7 +252,7 @@ pub(crate) fn encode(n: &Notification) -> String {
         op: n.op,
         data: n.data.as_deref(),
         audience: n.audience.as_deref().map(Cow::Borrowed),
-        origin: n.origin,
+        token: n.origin,
         deliver_to_origin: !n.skip_origin,
     };
     serde_json::to_string(&envelope).expect("an envelope always serializes")
@@ -266,8 +268,8 @@ pub(crate) fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
     if let Some(audience) = e.audience {
         n = n.to(audience.as_ref());
     }
-    if let Some(origin) = e.origin {
-        n = n.from_session(origin);
+    if let Some(token) = e.token {
+        n = n.from_session(token);
     }
     if e.deliver_to_origin {
         n = n.deliver_to_origin();
@@ -304,19 +306,22 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip() {
+        let token = crate::session::SessionToken::generate();
         let n = Notification::new("posts", Op::Delete)
             .with_data(&serde_json::json!({"id": 3}))
             .unwrap()
             .to("user:1")
-            .from_session(SessionId::from_raw(9))
+            .from_session(token)
             .deliver_to_origin();
         let back = decode(&encode(&n)).unwrap();
         assert_eq!(back.collection(), "posts");
         assert_eq!(back.op(), Op::Delete);
         assert_eq!(back.data().unwrap().get(), r#"{"id":3}"#);
         assert_eq!(back.audience(), Some("user:1"));
-        assert_eq!(back.origin(), Some(SessionId::from_raw(9)));
+        assert_eq!(back.origin(), Some(token.id()));
         assert!(back.skipped_session().is_none());
+        let skipping = decode(&encode(&Notification::new("posts", Op::Insert).from_session(token))).unwrap();
+        assert_eq!(skipping.skipped_session(), Some(token), "the receiving instance skips the same session");
         let plain = Notification::new("forums", Op::Insert);
         assert_ne!(encode(&plain), encode(&plain), "each envelope is unique");
         assert!(encode(&plain).ends_with(r#""collection":"forums","op":"insert"}"#));

@@ -34,7 +34,11 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A connected client that has read its `hello` frame.
 pub struct Client {
     pub ws: Socket,
+    /// The public session id (what `origin` shows).
     pub session: String,
+    /// The secret that makes this session skip its own writes (the
+    /// `tidings-session` header).
+    pub token: String,
     pub cursor: String,
 }
 
@@ -48,10 +52,11 @@ impl Client {
     }
 
     pub async fn from_socket(ws: Socket) -> Client {
-        let mut client = Client { ws, session: String::new(), cursor: String::new() };
+        let mut client = Client { ws, session: String::new(), token: String::new(), cursor: String::new() };
         let hello = client.next_json().await;
         assert_eq!(hello["type"], "hello", "first frame must be hello: {hello}");
         client.session = hello["session"].as_str().unwrap().to_owned();
+        client.token = hello["token"].as_str().unwrap().to_owned();
         client.cursor = hello["cursor"].as_str().unwrap().to_owned();
         client
     }
