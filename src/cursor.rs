@@ -6,101 +6,123 @@ use std::str::FromStr;
 
 /// A position in the stream of emitted notifications.
 ///
-/// Opaque to clients. Two forms exist:
-///
-/// - in-process (and PostgreSQL backplane) cursors, such as `5f1c2a9e-42`:
-///   an epoch of 8 hex digits chosen at random when the
-///   [`Notifier`](crate::Notifier) starts, so a cursor from before a restart is
-///   recognised as foreign, then the sequence number of the last notification
-///   covered (`0` before the first);
-/// - Redis backplane cursors, which are the stream entry ids, such as
-///   `1732380000000-0`, valid on every instance sharing the stream.
+/// Opaque to clients, which only keep the last one they saw and send it back.
 ///
 /// ```
 /// use tidings::Cursor;
 ///
 /// let c: Cursor = "5f1c2a9e-42".parse().unwrap();
-/// assert_eq!(c.seq(), 42);
+/// assert_eq!(c, Cursor::Local { epoch: 0x5f1c2a9e, seq: 42 });
 /// assert_eq!(c.to_string(), "5f1c2a9e-42");
 /// let r: Cursor = "1732380000000-3".parse().unwrap();
+/// assert_eq!(r, Cursor::Stream { ms: 1732380000000, seq: 3 });
 /// assert_eq!(r.to_string(), "1732380000000-3");
 /// assert!("nonsense".parse::<Cursor>().is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cursor {
-    kind: Kind,
-    major: u64,
-    minor: u64,
+#[non_exhaustive]
+pub enum Cursor {
+    /// In-process (and PostgreSQL NOTIFY) cursors, such as `5f1c2a9e-42`.
+    Local {
+        /// Chosen at random when the [`Notifier`](crate::Notifier) starts
+        /// (8 hex digits on the wire), so a cursor from before a restart is
+        /// recognised as foreign.
+        epoch: u32,
+        /// The sequence number of the last notification covered (`0`
+        /// before the first).
+        seq: u64,
+    },
+    /// Redis stream entry ids, such as `1732380000000-0`: valid on every
+    /// instance sharing the stream.
+    Stream {
+        /// Milliseconds since the Unix epoch (Redis' clock at `XADD`).
+        ms: u64,
+        /// The entry's sequence number within that millisecond.
+        seq: u64,
+    },
 }
 
+/// Which family a cursor belongs to; cursors of different families never
+/// compare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Kind {
-    /// `major` is the epoch (32 bits), `minor` the sequence number.
     Local,
-    /// A Redis stream id: `major` milliseconds, `minor` sequence.
     Stream,
 }
 
 impl Cursor {
     pub(crate) const fn new(epoch: u32, seq: u64) -> Self {
-        Cursor { kind: Kind::Local, major: epoch as u64, minor: seq }
+        Cursor::Local { epoch, seq }
     }
 
     pub(crate) const fn stream(ms: u64, seq: u64) -> Self {
-        Cursor { kind: Kind::Stream, major: ms, minor: seq }
+        Cursor::Stream { ms, seq }
     }
 
     pub(crate) fn kind(&self) -> Kind {
-        self.kind
+        match self {
+            Cursor::Local { .. } => Kind::Local,
+            Cursor::Stream { .. } => Kind::Stream,
+        }
     }
 
     /// The epoch of an in-process cursor (0 for a stream id).
     pub fn epoch(&self) -> u32 {
-        match self.kind {
-            Kind::Local => self.major as u32,
-            Kind::Stream => 0,
+        match *self {
+            Cursor::Local { epoch, .. } => epoch,
+            Cursor::Stream { .. } => 0,
         }
     }
 
     /// The sequence number of the last notification this cursor covers (for
     /// a stream id, the part after the dash).
     pub fn seq(&self) -> u64 {
-        self.minor
+        match *self {
+            Cursor::Local { seq, .. } | Cursor::Stream { seq, .. } => seq,
+        }
     }
 
-    /// The milliseconds part of a stream id.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// The milliseconds part of a stream id (0 for an in-process cursor).
     pub(crate) fn epoch_ms(&self) -> u64 {
-        self.major
+        match *self {
+            Cursor::Stream { ms, .. } => ms,
+            Cursor::Local { .. } => 0,
+        }
     }
 
     /// Orders two stream ids; `None` when they are not both stream ids.
     pub(crate) fn stream_cmp(&self, other: &Cursor) -> Option<Ordering> {
-        (self.kind == Kind::Stream && other.kind == Kind::Stream)
-            .then(|| (self.major, self.minor).cmp(&(other.major, other.minor)))
+        match (*self, *other) {
+            (Cursor::Stream { ms: a, seq: x }, Cursor::Stream { ms: b, seq: y }) => Some((a, x).cmp(&(b, y))),
+            _ => None,
+        }
     }
 
     /// Appends the wire form to `out` without an intermediate allocation.
     pub(crate) fn push_to(&self, out: &mut String) {
-        match self.kind {
-            Kind::Local => {
+        let seq = match *self {
+            Cursor::Local { epoch, seq } => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 for shift in (0..8).rev() {
-                    out.push(HEX[((self.major >> (shift * 4)) & 0xf) as usize] as char);
+                    out.push(HEX[((epoch >> (shift * 4)) & 0xf) as usize] as char);
                 }
+                seq
             }
-            Kind::Stream => out.push_str(itoa::Buffer::new().format(self.major)),
-        }
+            Cursor::Stream { ms, seq } => {
+                out.push_str(itoa::Buffer::new().format(ms));
+                seq
+            }
+        };
         out.push('-');
-        out.push_str(itoa::Buffer::new().format(self.minor));
+        out.push_str(itoa::Buffer::new().format(seq));
     }
 }
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            Kind::Local => write!(f, "{:08x}-{}", self.major, self.minor),
-            Kind::Stream => write!(f, "{}-{}", self.major, self.minor),
+        match self {
+            Cursor::Local { epoch, seq } => write!(f, "{epoch:08x}-{seq}"),
+            Cursor::Stream { ms, seq } => write!(f, "{ms}-{seq}"),
         }
     }
 }
@@ -123,14 +145,14 @@ impl FromStr for Cursor {
     type Err = InvalidCursor;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (major, minor) = s.split_once('-').ok_or(InvalidCursor)?;
-        let minor = minor.parse().map_err(|_| InvalidCursor)?;
+        let (head, seq) = s.split_once('-').ok_or(InvalidCursor)?;
+        let seq = seq.parse().map_err(|_| InvalidCursor)?;
         // Stream ids are millisecond timestamps: 13 digits today, never 8.
-        if major.len() == 8 {
-            let epoch = u32::from_str_radix(major, 16).map_err(|_| InvalidCursor)?;
-            Ok(Cursor::new(epoch, minor))
-        } else if !major.is_empty() && major.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(Cursor::stream(major.parse().map_err(|_| InvalidCursor)?, minor))
+        if head.len() == 8 {
+            let epoch = u32::from_str_radix(head, 16).map_err(|_| InvalidCursor)?;
+            Ok(Cursor::Local { epoch, seq })
+        } else if !head.is_empty() && head.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Cursor::Stream { ms: head.parse().map_err(|_| InvalidCursor)?, seq })
         } else {
             Err(InvalidCursor)
         }
