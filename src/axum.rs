@@ -54,7 +54,7 @@ where
     Router::new()
         .route(&config.path, get(crate::ws::upgrade).with_state(notifier.clone()))
         .route(&config.sse_path, get(crate::sse::events).with_state(notifier.clone()))
-        .route("/tidings.js", get(crate::client::script))
+        .merge(crate::client::routes())
 }
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)

@@ -1,5 +1,5 @@
 // End-to-end tests of the forums example in real Chromium: the example page
-// (templates/index.html) with the tidings client (src/tidings.js).
+// (templates/index.html) with the tidings client (src/client/).
 //
 //   cargo build --example forums && node --test tests/browser/
 //

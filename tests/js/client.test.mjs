@@ -1,271 +1,38 @@
-// Unit tests of the browser client (src/tidings.js), with fake WebSocket,
-// EventSource, document, fetch and timers: `node --test tests/js/`.
+// Tests of the whole client through `connect()` (src/client/tidings.js), with
+// fake WebSocket, EventSource, document, fetch and timers: `node --test tests/js/`.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import {
-  backoffDelay, buildUrl, connect, createCoalescer, parseFrame, toWebSocketUrl,
-} from "../../src/tidings.js";
+import * as entry from "../../src/client/tidings.js";
+import { backoffDelay } from "../../src/client/backoff.js";
+import { createCoalescer } from "../../src/client/coalescer.js";
+import { parseFrame } from "../../src/client/session.js";
+import { buildUrl, toWebSocketUrl } from "../../src/client/transport.js";
+import { deferred, fakeEnvironment, hello, note, settle } from "./fake-browser.mjs";
 
-// ---- fakes -------------------------------------------------------------------
+const { connect } = entry;
 
-/** Lets pending promise callbacks (and the client's start microtask) run. */
-async function settle(rounds = 10) {
-  for (let i = 0; i < rounds; i++) await Promise.resolve();
-}
-
-/** A promise with its resolve/reject functions, for slow reloads. */
-function deferred() {
-  let resolve, reject;
-  const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
-  return { promise, resolve, reject };
-}
-
-/** A fake browser environment; `env.options` goes into `connect`. */
-function fakeEnvironment() {
-  const sockets = [];
-  const sources = [];
-  const requests = [];
-  const timers = new Map(); // id → { fn, ms }
-  let nextTimer = 1;
-
-  class FakeWebSocket {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      this.sent = [];
-      this.closedByClient = false;
-      sockets.push(this);
-    }
-    send(text) { this.sent.push(JSON.parse(text)); }
-    close() { this.closedByClient = true; this.readyState = 3; }
-    // What the server (or the network) does:
-    open() { this.readyState = 1; this.onopen?.({}); }
-    receive(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
-    serverClose(code = 1001) { this.readyState = 3; this.onclose?.({ code }); }
-    refuse() { this.readyState = 3; this.onerror?.({}); this.onclose?.({ code: 1006 }); }
-  }
-
-  class FakeEventSource {
-    constructor(url) {
-      this.url = url;
-      this.closed = false;
-      sources.push(this);
-    }
-    close() { this.closed = true; }
-    receive(frame) { this.onmessage?.({ data: JSON.stringify(frame) }); }
-    fail() { this.onerror?.({}); }
-  }
-
-  const listeners = new Map();
-  const document = {
-    hidden: false,
-    addEventListener(type, fn) { listeners.set(type, [...(listeners.get(type) ?? []), fn]); },
-    removeEventListener(type, fn) { listeners.set(type, (listeners.get(type) ?? []).filter((f) => f !== fn)); },
-    setHidden(hidden) {
-      this.hidden = hidden;
-      for (const fn of listeners.get("visibilitychange") ?? []) fn({});
-    },
-  };
-
-  const env = {
-    sockets, sources, requests, timers, document,
-    /** Runs the pending timers whose delay satisfies `pred` (all by default). */
-    runTimers(pred = () => true) {
-      const due = [...timers].filter(([, t]) => pred(t.ms));
-      for (const [id, t] of due) {
-        timers.delete(id);
-        t.fn();
-      }
-      return due.length;
-    },
-    /** Runs the pending reconnect timer (any timer but the hello timeout). */
-    runRetry() { return env.runTimers((ms) => ms !== 5000 && ms !== 30000); },
-    retryDelays() { return [...timers.values()].map((t) => t.ms).filter((ms) => ms !== 5000 && ms !== 30000); },
-    options: {
-      WebSocket: FakeWebSocket,
-      EventSource: FakeEventSource,
-      document,
-      location: { href: "http://example.test/page" },
-      fetch: async (input, init) => { requests.push({ input, init }); return { ok: true, status: 204 }; },
-      setTimeout: (fn, ms) => { const id = nextTimer++; timers.set(id, { fn, ms }); return id; },
-      clearTimeout: (id) => { timers.delete(id); },
-      random: () => 0.5,
-      log: { info() {}, warn() {}, error() {} },
-    },
-  };
-  return env;
-}
-
-const hello = (cursor, session = "00000000000000a1", token) => (
-  token === undefined ? { type: "hello", session, cursor } : { type: "hello", session, token, cursor });
-const note = (collection, cursor, data) => ({ collection, op: "insert", data, cursor });
-
-// ---- pure helpers --------------------------------------------------------------
-
-test("backoffDelay grows exponentially, is capped, and uses the given random", () => {
-  const top = () => 0.999999;
-  assert.equal(backoffDelay(0, top), 249);
-  assert.equal(backoffDelay(1, top), 499);
-  assert.equal(backoffDelay(2, top), 999);
-  assert.equal(backoffDelay(4, top), 3999);
-  assert.equal(backoffDelay(5, top), 4999, "capped at 5 s");
-  assert.equal(backoffDelay(60, top), 4999, "no overflow for large attempts");
-  assert.equal(backoffDelay(3, () => 0), 0, "full jitter starts at 0");
-  assert.equal(backoffDelay(3, () => 0.5), 1000);
-  assert.equal(backoffDelay(1, () => 0.5, { base: 100, cap: 150 }), 75);
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const d = backoffDelay(attempt);
-    assert.ok(d >= 0 && d < Math.min(5000, 250 * 2 ** attempt), `attempt ${attempt}: ${d}`);
-  }
+test("the entry exports the documented API, and only that", () => {
+  assert.deepEqual(Object.keys(entry).sort(), [
+    "SESSION_HEADER", "STATES", "backoffDelay", "buildUrl", "connect", "createCoalescer", "parseFrame",
+    "toWebSocketUrl",
+  ]);
+  assert.deepEqual(entry.STATES, ["connecting", "live", "offline"]);
+  assert.equal(entry.SESSION_HEADER, "tidings-session");
+  assert.equal(entry.backoffDelay, backoffDelay, "the helpers are the modules' own");
+  assert.equal(entry.createCoalescer, createCoalescer);
+  assert.equal(entry.parseFrame, parseFrame);
+  assert.equal(entry.buildUrl, buildUrl);
+  assert.equal(entry.toWebSocketUrl, toWebSocketUrl);
+  const live = connect({ ...fakeEnvironment().options, start: false });
+  assert.deepEqual(Object.keys(live), [
+    "subscribe", "onState", "fetch", "close", "handleFrame", "reconnect", "sessionId", "cursor", "state", "transport",
+  ]);
+  live.close();
 });
 
-test("backoffDelay after a restart: capped at 1 s for the first 20 attempts, then the usual schedule", () => {
-  const top = () => 0.999999;
-  const restart = { afterRestart: true };
-  // The table in docs/client.md: attempt → [0, ceiling) ms.
-  const expected = [
-    [0, 250, 250], [1, 500, 500], [2, 1000, 1000], [3, 1000, 2000], [4, 1000, 4000],
-    [5, 1000, 5000], [19, 1000, 5000], [20, 5000, 5000], [21, 5000, 5000], [60, 5000, 5000],
-  ];
-  for (const [attempt, afterRestart, otherwise] of expected) {
-    assert.equal(backoffDelay(attempt, top, restart), afterRestart - 1, `after a restart, attempt ${attempt}`);
-    assert.equal(backoffDelay(attempt, top), otherwise - 1, `otherwise, attempt ${attempt}`);
-    assert.equal(backoffDelay(attempt, () => 0, restart), 0, "full jitter starts at 0");
-  }
-  assert.equal(backoffDelay(3, () => 0.5, restart), 500);
-  assert.equal(backoffDelay(3, top, { afterRestart: true, restartCap: 400 }), 399, "restartCap is an option");
-  assert.equal(backoffDelay(3, top, { afterRestart: true, cap: 300 }), 299, "never above cap");
-});
-
-test("buildUrl adds collections and cursor, leaving out empty ones", () => {
-  assert.equal(buildUrl("/ws"), "/ws");
-  assert.equal(buildUrl("/ws", { cursor: null, collections: [] }), "/ws");
-  assert.equal(buildUrl("/ws", { cursor: "ab-7" }), "/ws?cursor=ab-7");
-  assert.equal(buildUrl("/ws", { collections: ["forums", "posts"] }), "/ws?collections=forums,posts");
-  assert.equal(buildUrl("/events", { cursor: "ab-7", collections: new Set(["forums"]) }),
-    "/events?collections=forums&cursor=ab-7");
-  assert.equal(buildUrl("/ws?x=1", { cursor: "a b" }), "/ws?x=1&cursor=a%20b");
-  assert.equal(toWebSocketUrl("/ws?cursor=1", "https://example.test/p?q"), "wss://example.test/ws?cursor=1");
-  assert.equal(toWebSocketUrl("/ws", "http://127.0.0.1:3000/"), "ws://127.0.0.1:3000/ws");
-});
-
-test("parseFrame accepts JSON objects only", () => {
-  assert.deepEqual(parseFrame('{"type":"hello"}'), { type: "hello" });
-  assert.equal(parseFrame("not json"), null);
-  assert.equal(parseFrame("[1]"), null);
-  assert.equal(parseFrame("null"), null);
-});
-
-// ---- single-flight coalescing ----------------------------------------------------
-
-test("coalescer: 5 triggers during a slow reload cause exactly 2 reloads", async () => {
-  const gates = [];
-  let runs = 0;
-  const coalescer = createCoalescer(() => {
-    runs += 1;
-    const gate = deferred();
-    gates.push(gate);
-    return gate.promise;
-  });
-  const first = coalescer.trigger();
-  assert.equal(runs, 1, "the first trigger reloads at once");
-  for (let i = 0; i < 5; i++) coalescer.trigger();
-  assert.equal(runs, 1, "no second reload while the first runs");
-  gates[0].resolve();
-  await settle();
-  assert.equal(runs, 2, "exactly one follow-up reload");
-  gates[1].resolve();
-  await first;
-  assert.equal(runs, 2);
-  assert.equal(coalescer.running, false);
-  coalescer.trigger();
-  assert.equal(runs, 3, "a later trigger reloads again");
-  gates[2].resolve();
-});
-
-test("coalescer: a throwing reload is reported and does not block later reloads", async () => {
-  const errors = [];
-  let runs = 0;
-  const coalescer = createCoalescer(async () => {
-    runs += 1;
-    if (runs === 1) throw new Error("boom");
-  }, { onError: (e) => errors.push(e.message) });
-  await coalescer.trigger();
-  assert.deepEqual(errors, ["boom"]);
-  await coalescer.trigger();
-  assert.equal(runs, 2);
-  assert.equal(coalescer.running, false);
-});
-
-test("coalescer: a reload that throws synchronously is reported and later triggers still reload", async () => {
-  for (const minInterval of [0, 200]) {
-    const errors = [];
-    let runs = 0;
-    const coalescer = createCoalescer(() => {
-      runs += 1;
-      if (runs === 1) throw new Error("sync boom"); // not an async function: throws before any await
-    }, { onError: (e) => errors.push(e.message), minInterval, now: () => 1000 * runs, setTimeout: () => {} });
-    await coalescer.trigger();
-    assert.deepEqual(errors, ["sync boom"], `minInterval ${minInterval}`);
-    assert.equal(coalescer.running, false, `minInterval ${minInterval}: not stuck running`);
-    await coalescer.trigger();
-    assert.equal(runs, 2, `minInterval ${minInterval}: the next trigger reloads again`);
-    await coalescer.trigger();
-    assert.equal(runs, 3);
-  }
-});
-
-test("coalescer: a trigger from inside a reload runs one more reload, awaited by both", async () => {
-  let runs = 0;
-  let inner = null;
-  let inside = false;
-  let overlapped = false;
-  const coalescer = createCoalescer(() => {
-    overlapped ||= inside;
-    inside = true;
-    runs += 1;
-    if (runs === 1) inner = coalescer.trigger(); // synchronously, while the first reload runs
-    inside = false;
-  });
-  const outer = coalescer.trigger();
-  assert.equal(overlapped, false, "single-flight: the nested trigger did not start a reload inside the running one");
-  assert.ok(inner instanceof Promise, "the nested trigger gets the running cycle's promise");
-  await inner;
-  assert.equal(runs, 2, "the nested trigger's reload is done when its promise resolves");
-  await outer;
-  assert.equal(runs, 2);
-  assert.equal(coalescer.running, false);
-});
-
-test("coalescer: minInterval spaces reloads of trickling notifications", async () => {
-  let clock = 1000;
-  const timers = [];
-  let runs = 0;
-  const coalescer = createCoalescer(async () => { runs += 1; }, {
-    minInterval: 200,
-    now: () => clock,
-    setTimeout: (fn, ms) => timers.push({ fn, ms }),
-  });
-  await coalescer.trigger();
-  assert.equal(runs, 1, "the first reload starts at once");
-  clock += 30;
-  coalescer.trigger(); // one notification every 30 ms, each after the reload finished
-  await settle();
-  assert.equal(runs, 1, "waits for the interval");
-  assert.deepEqual(timers.map((t) => t.ms), [170]);
-  for (let i = 0; i < 4; i++) { clock += 30; coalescer.trigger(); }
-  await settle();
-  assert.equal(timers.length, 1, "further notifications only mark it dirty");
-  clock += 50;
-  timers.shift().fn();
-  await settle();
-  assert.equal(runs, 2, "6 notifications in 200 ms: 2 reloads");
-  clock += 1000;
-  coalescer.trigger();
-  assert.equal(runs, 3, "after a quiet interval a reload starts at once");
-});
+// ---- reloads ----------------------------------------------------------------------
 
 test("client: notifications coalesce per collection, independently", async () => {
   const env = fakeEnvironment();
@@ -821,4 +588,25 @@ test("a tab hidden from the start connects when it becomes visible", async () =>
   env.document.setHidden(true);
   env.document.setHidden(false);
   assert.equal(env.sockets.length, 1, "closed: the listener is gone");
+});
+
+// ---- the page's side ------------------------------------------------------------------
+
+test("client: a state listener that throws is logged; the others still hear of the change", async () => {
+  const env = fakeEnvironment();
+  const errors = [];
+  const live = connect({ ...env.options, start: false, log: { info() {}, warn() {}, error: (m) => errors.push(m) } });
+  const heard = [];
+  live.onState(() => { throw new Error("broken badge"); });
+  const stop = live.onState((state) => heard.push(state));
+  assert.equal(errors.length, 1, "called at once, with the current state");
+  live.handleFrame(hello("e-1"));
+  assert.deepEqual(heard, ["connecting", "live"]);
+  assert.equal(errors.length, 2);
+  stop();
+  live.close();
+  assert.deepEqual(heard, ["connecting", "live"], "removed");
+  assert.equal(live.state, "offline");
+  assert.throws(() => live.subscribe("", async () => {}), TypeError);
+  assert.throws(() => live.subscribe("forums"), TypeError);
 });

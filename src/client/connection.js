@@ -1,0 +1,192 @@
+/**
+ * connection.js — keeps one connection to the server, whatever happens to it.
+ *
+ * Opens it (in the transport the fallback rule picks, with the query the
+ * session gives), counts it as failed when no `hello` comes within
+ * `helloTimeout`, and after any drop reopens it on the backoff schedule:
+ * not while the tab is hidden (the entry reopens it when the tab is
+ * visible again) and never after `close`. It also tells the server about
+ * collections subscribed or dropped while a connection is open. What the
+ * frames mean is session.js's business; this module only passes them on.
+ */
+
+import { createBackoff } from "./backoff.js";
+import { createFallback, openTransport, transportUrl } from "./transport.js";
+
+/**
+ * @typedef {object} Environment
+ * @property {any} WebSocket
+ * @property {any} EventSource
+ * @property {{href?: string}|undefined} location
+ * @property {(fn: () => void, ms: number) => unknown} setTimeout
+ * @property {(id: unknown) => void} clearTimeout
+ * @property {() => number} random
+ * @property {{info?: (...args: unknown[]) => void, warn: (...args: unknown[]) => void}} log
+ */
+
+/**
+ * @typedef {object} ConnectionOptions
+ * @property {Environment} env
+ * @property {"auto"|"websocket"|"sse"} mode
+ * @property {string} url  the WebSocket endpoint
+ * @property {string} sseUrl  the Server-Sent Events endpoint
+ * @property {number} helloTimeout  ms
+ * @property {number} fallbackAfter
+ * @property {number} upgradeAfter  ms
+ * @property {{base?: number, cap?: number, restartCap?: number}} backoff
+ * @property {() => {cursor: string|null, collections: string[]}} query  where a new connection resumes
+ * @property {() => boolean} isHidden  whether the tab is hidden (no reconnects then)
+ * @property {(data: string) => void} onFrame  a frame from the current connection
+ * @property {(state: "connecting"|"offline") => void} onState
+ * @property {() => void} onDrop  the current connection ended (its session with it)
+ */
+
+/**
+ * @typedef {object} Connection
+ * @property {() => void} open  opens a connection, unless one is open or opening
+ * @property {() => void} reconnect  closes the connection (if any) and opens a new one now
+ * @property {() => void} confirmed  `hello` arrived: the connection is live
+ * @property {(collections: string[]) => void} announce  the page subscribes to `collections`:
+ *   sends a `subscribe` frame for those the connection lacks (on SSE, reconnects with them)
+ * @property {(collection: string) => void} retract  the page no longer shows `collection`
+ * @property {() => void} close  closes for good
+ * @property {boolean} closed  (read-only)
+ * @property {"websocket"|"sse"|null} transport  the kind of the connection open or
+ *   opening, null if none (read-only)
+ */
+
+/**
+ * @param {ConnectionOptions} options
+ * @returns {Connection}
+ */
+export function keepConnection(options) {
+  const { env, onState, onDrop } = options;
+  const backoff = createBackoff({ ...options.backoff, random: env.random });
+  const fallback = createFallback({ mode: options.mode, fallbackAfter: options.fallbackAfter, log: env.log });
+  let closed = false;
+  let current = null; // { kind, transport, gotHello, collections, helloTimer }, opening or live
+  let retryTimer = null; // the scheduled reconnect, or null
+  let upgradeTimer = null; // the retry of the WebSocket while on a fallback SSE
+
+  function open() {
+    retryTimer = null;
+    if (closed || current) return;
+    if (options.isHidden()) {
+      onState("offline"); // reopened when the tab is visible
+      return;
+    }
+    onState("connecting");
+    const query = options.query();
+    const c = {
+      kind: fallback.kind,
+      transport: null,
+      gotHello: false,
+      collections: query.collections.length > 0 ? new Set(query.collections) : null, // null: all ("*")
+      helloTimer: null,
+    };
+    current = c;
+    try {
+      const pageHref = env.location?.href || "http://localhost/";
+      c.transport = openTransport(c.kind, transportUrl(c.kind, options, query, pageHref), env, {
+        onFrame: (data) => { if (c === current) options.onFrame(data); },
+        onDrop: (code) => dropped(c, code),
+      });
+    } catch (error) {
+      env.log.warn(`tidings: cannot open a ${c.kind} connection:`, error);
+      queueMicrotask(() => dropped(c));
+      return;
+    }
+    c.helloTimer = env.setTimeout(() => dropped(c), options.helloTimeout);
+  }
+
+  /** Forgets the current connection and closes it. */
+  function detach() {
+    const c = current;
+    current = null;
+    env.clearTimeout(c.helloTimer);
+    c.transport?.close();
+    onDrop();
+  }
+
+  /** The connection `c` failed or closed (with a WebSocket close `code`): retry. */
+  function dropped(c, code) {
+    if (c !== current) return;
+    detach();
+    backoff.closed(code);
+    if (!c.gotHello) fallback.failed(c.kind);
+    if (closed) return;
+    onState("offline");
+    if (retryTimer === null && !options.isHidden()) retryTimer = env.setTimeout(open, backoff.next());
+  }
+
+  function reconnect() {
+    if (closed) return;
+    if (current) detach();
+    env.clearTimeout(retryTimer);
+    retryTimer = null;
+    open();
+  }
+
+  function confirmed() {
+    backoff.reset();
+    const c = current;
+    if (!c) return; // a frame handed in by hand (`live.handleFrame`)
+    c.gotHello = true;
+    env.clearTimeout(c.helloTimer);
+    if (fallback.succeeded(c.kind)) scheduleUpgrade(c);
+  }
+
+  /** On a fallback SSE, tries the WebSocket again after `upgradeAfter` ms. */
+  function scheduleUpgrade(c) {
+    env.clearTimeout(upgradeTimer);
+    upgradeTimer = env.setTimeout(() => {
+      upgradeTimer = null;
+      if (c !== current || closed) return;
+      fallback.upgrade();
+      reconnect(); // resumes with the cursor
+    }, options.upgradeAfter);
+  }
+
+  function announce(collections) {
+    const c = current;
+    if (!c || !c.gotHello || c.collections === null) return; // null: it receives all
+    const missing = collections.filter((name) => !c.collections.has(name));
+    if (missing.length === 0) return;
+    if (c.kind === "sse") {
+      reconnect(); // the list is in the URL
+      return;
+    }
+    for (const name of missing) c.collections.add(name);
+    c.transport.send({ type: "subscribe", collections: missing });
+  }
+
+  function retract(collection) {
+    const c = current;
+    // On SSE the server keeps sending it until the next reconnect; the
+    // session ignores it.
+    if (!c || !c.gotHello || c.kind === "sse" || !c.collections?.has(collection)) return;
+    c.collections.delete(collection);
+    c.transport.send({ type: "unsubscribe", collections: [collection] });
+  }
+
+  function close() {
+    if (closed) return;
+    closed = true;
+    env.clearTimeout(retryTimer);
+    retryTimer = null;
+    env.clearTimeout(upgradeTimer);
+    upgradeTimer = null;
+    if (current) detach();
+  }
+
+  return {
+    open,
+    reconnect,
+    confirmed,
+    announce,
+    retract,
+    close,
+    get closed() { return closed; },
+    get transport() { return current ? current.kind : null; },
+  };
+}

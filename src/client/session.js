@@ -1,0 +1,153 @@
+/**
+ * session.js — the client's side of the protocol (docs/protocol.md), with
+ * no I/O: what the server said (the session id and secret token from
+ * `hello`, the last cursor) and what the page asked for (subscriptions).
+ * It reads frames and calls the subscriptions they concern; opening and
+ * keeping connections is connection.js's job. The token never leaves this
+ * module except in the header of the page's own requests.
+ */
+
+/** The header that marks a request as made by this page's session. */
+export const SESSION_HEADER = "tidings-session";
+
+/**
+ * Parses a frame (the text of a WebSocket message or an SSE event's data).
+ * @param {unknown} data
+ * @returns {object|null} the frame, or null if it is not a JSON object
+ */
+export function parseFrame(data) {
+  if (data !== null && typeof data === "object") return data;
+  try {
+    const frame = JSON.parse(/** @type {string} */ (data));
+    return frame !== null && typeof frame === "object" && !Array.isArray(frame) ? frame : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Throws a TypeError unless `collection` is a non-empty string and `reload`
+ * a function: the arguments of `live.subscribe`.
+ * @param {unknown} collection
+ * @param {unknown} reload
+ */
+export function checkSubscription(collection, reload) {
+  if (typeof collection !== "string" || collection === "") {
+    throw new TypeError("tidings: subscribe needs a collection name");
+  }
+  if (typeof reload !== "function") throw new TypeError("tidings: subscribe needs a reload function");
+}
+
+/**
+ * @typedef {object} Subscriber
+ * @property {(frame: object) => boolean} [filter]  notifications it does not pass are
+ *   skipped (a `resync` reaches every subscriber)
+ * @property {() => unknown} trigger  called for every notification and `resync` it gets
+ */
+
+/**
+ * @typedef {"hello"|"notification"|"resync"|"error"|"other"} FrameKind
+ */
+
+/**
+ * @typedef {object} Session
+ * @property {string|null} sessionId  the public id from the last `hello` (read-only)
+ * @property {string|null} cursor  the last cursor seen (read-only)
+ * @property {string[]} collections  the collections with at least one subscriber (read-only)
+ * @property {(collection: string, subscriber: Subscriber) => () => boolean} subscribe
+ *   adds a subscriber; returns its removal, which returns true when that left
+ *   the collection without subscribers (the server can stop sending it)
+ * @property {(data: unknown) => FrameKind|null} receive  handles one frame (text or
+ *   object); returns its kind, or null if it is not a frame
+ * @property {() => void} forget  the connection ended: its session id and token mean nothing now
+ * @property {(input: RequestInfo|URL, init?: RequestInit) => RequestInit} withSessionHeader
+ *   `init` with the `tidings-session` header added (the token from `hello`), if there is a session
+ */
+
+/**
+ * The protocol state of one client, across its connections.
+ * @param {{cursor?: string|null, log?: {warn: (...args: unknown[]) => void}}} [options]
+ *   the cursor to resume from (the one rendered into the page)
+ * @returns {Session}
+ */
+export function createSession({ cursor: initialCursor = null, log = console } = {}) {
+  let sessionId = null;
+  // The secret from `hello` that goes in the `tidings-session` header. Kept
+  // in this closure only: not a property, never logged.
+  let token = null;
+  let cursor = initialCursor || null;
+  /** @type {Map<string, Set<Subscriber>>} */
+  const subscriptions = new Map();
+
+  function moveCursor(frame) {
+    if (typeof frame.cursor === "string") cursor = frame.cursor;
+  }
+
+  function receive(data) {
+    const frame = parseFrame(data);
+    if (!frame) {
+      log.warn("tidings: ignoring a frame that is not a JSON object:", data);
+      return null;
+    }
+    switch (frame.type) {
+      case undefined: // a notification
+        moveCursor(frame);
+        for (const subscriber of subscriptions.get(frame.collection) ?? []) {
+          if (!subscriber.filter || subscriber.filter(frame)) subscriber.trigger();
+        }
+        return "notification";
+      case "hello":
+        sessionId = frame.session ?? null;
+        // Servers before the token was added take the session id instead.
+        token = typeof frame.token === "string" ? frame.token : sessionId;
+        moveCursor(frame);
+        return "hello";
+      case "resync": // notifications were lost: reload everything
+        moveCursor(frame);
+        for (const subscribers of subscriptions.values()) {
+          for (const subscriber of subscribers) subscriber.trigger();
+        }
+        return "resync";
+      case "error":
+        log.warn(`tidings: the server refused a frame: ${frame.code}: ${frame.message}`);
+        return "error";
+      default: // "subscribed", and types added later
+        return "other";
+    }
+  }
+
+  function subscribe(collection, subscriber) {
+    let subscribers = subscriptions.get(collection);
+    if (!subscribers) {
+      subscribers = new Set();
+      subscriptions.set(collection, subscribers);
+    }
+    subscribers.add(subscriber);
+    return function remove() {
+      if (!subscribers.delete(subscriber) || subscribers.size > 0) return false;
+      if (subscriptions.get(collection) !== subscribers) return false;
+      subscriptions.delete(collection);
+      return true;
+    };
+  }
+
+  function withSessionHeader(input, init = {}) {
+    const fromRequest = typeof Request !== "undefined" && input instanceof Request ? input.headers : undefined;
+    const headers = new Headers(init.headers ?? fromRequest);
+    if (token) headers.set(SESSION_HEADER, token);
+    return { ...init, headers };
+  }
+
+  return {
+    get sessionId() { return sessionId; },
+    get cursor() { return cursor; },
+    get collections() { return [...subscriptions.keys()]; },
+    subscribe,
+    receive,
+    forget() {
+      sessionId = null;
+      token = null;
+    },
+    withSessionHeader,
+  };
+}
