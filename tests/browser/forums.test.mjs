@@ -415,12 +415,20 @@ scenario("f. a short disconnect resumes from the cursor, without a resync", asyn
   await waitForForum(page, title, 5000);
   await waitForState(page, "live", 5000);
 
-  const second = connections[1];
-  assert.match(second.url, /[?&]cursor=/, `resumed with its cursor: ${second.url}`);
-  const types = second.frames.map((f) => JSON.parse(f).type ?? "notification");
-  t.diagnostic(`f: frames after the reconnect: ${types.join(", ")}`);
-  assert.ok(!types.includes("resync"), `no resync after a short disconnect: ${types}`);
-  assert.ok(second.frames.some((f) => f.includes(`"collection":"forums"`)), "the missed write was replayed");
+  // On a loaded machine the held connection can outlast the page's hello
+  // timeout, and the page opens another one: every connection after the
+  // cut must resume with a cursor and get no resync, and the missed write
+  // must be replayed on one of them.
+  const later = connections.slice(1);
+  t.diagnostic(`f: ${later.length} connection(s) after the cut`);
+  for (const [i, c] of later.entries()) {
+    assert.match(c.url, /[?&]cursor=/, `connection ${i + 2} resumed with its cursor: ${c.url}`);
+    const types = c.frames.map((f) => JSON.parse(f).type ?? "notification");
+    t.diagnostic(`f: frames on connection ${i + 2}: ${types.join(", ")}`);
+    assert.ok(!types.includes("resync"), `no resync after a short disconnect: ${types}`);
+  }
+  const replayed = later.some((c) => c.frames.some((f) => f.includes(`"collection":"forums"`)));
+  assert.ok(replayed, "the missed write was replayed");
   const after = await reloads(page);
   assert.equal(after.posts, before.posts, "posts were not reloaded (no resync)");
   assert.ok(after.forums > before.forums, "forums were reloaded for the replayed notification");
