@@ -1,0 +1,269 @@
+//! The two servers under test, tidings and the baseline (a hand-written
+//! broadcast handler), and the control API the driver uses on them:
+//! `POST /emit` (emit from inside the server, timing each call) and
+//! `GET /stats` (RSS, sessions, CPU, backplane cursor).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use serde::{Deserialize, Serialize};
+use tidings::{Backplane, Config, Notifier, Op};
+use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
+
+use crate::Error;
+use crate::args::{Impl, ServerArgs, Switch};
+use crate::machine::{cpu_ms, rss_kib, unix_nanos};
+use crate::report::percentile;
+
+/// Baseline broadcast channel capacity.
+const BASELINE_CAPACITY: usize = 1024;
+
+/// What the baseline broadcasts: the obvious event struct, cloned into every
+/// receiver by `broadcast` and serialized per client.
+#[derive(Clone, Serialize)]
+struct Event {
+    collection: String,
+    op: &'static str,
+    data: EventData,
+}
+
+#[derive(Clone, Serialize)]
+struct EventData {
+    t: u64,
+    i: u64,
+    pad: String,
+}
+
+/// The tidings payload: the same fields, borrowed.
+#[derive(Serialize)]
+struct Payload<'a> {
+    t: u64,
+    i: u64,
+    pad: &'a str,
+}
+
+/// The server under test, shared by the control and WebSocket handlers.
+#[derive(Clone)]
+enum Hub {
+    Tidings(Notifier),
+    Baseline { tx: broadcast::Sender<Event>, sessions: Arc<AtomicUsize> },
+}
+
+/// `POST /emit?count=M&size=B&collection=C&pace_us=P`.
+#[derive(Deserialize)]
+struct EmitParams {
+    count: usize,
+    #[serde(default)]
+    size: usize,
+    #[serde(default = "default_collection")]
+    collection: String,
+    #[serde(default)]
+    pace_us: u64,
+}
+
+fn default_collection() -> String {
+    "hot".into()
+}
+
+/// `POST /emit`'s answer: when the emits began and ended, and what each
+/// emit call cost its caller.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct EmitReport {
+    pub count: usize,
+    pub first_emit_ns: u64,
+    pub last_emit_ns: u64,
+    pub caller_p50_ns: u64,
+    pub caller_p99_ns: u64,
+    pub caller_max_ns: u64,
+}
+
+/// `GET /stats`'s answer.
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct Stats {
+    pub rss_kib: u64,
+    pub sessions: usize,
+    /// User + system CPU time of the server process so far.
+    pub cpu_ms: u64,
+    /// tidings: `Notifier::health()`'s cursor (the last notification
+    /// delivered on this instance) and status.
+    #[serde(default)]
+    pub cursor: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+/// Serves until its stdin closes (the driver's way to stop it) or SIGTERM.
+pub async fn serve(args: ServerArgs) -> Result<(), Error> {
+    let hub = match args.imp {
+        Impl::Tidings => {
+            let mut config = Config::default().replay_capacity(args.hub.replay);
+            if let Some(url) = &args.hub.backplane {
+                // `from_url` says so when the URL's feature is not enabled.
+                let name = args.hub.backplane_name_or_new();
+                config = config.backplane(Backplane::from_url(url)?.name(name));
+            }
+            Hub::Tidings(Notifier::with_config(config))
+        }
+        Impl::Baseline => Hub::Baseline {
+            tx: broadcast::channel(BASELINE_CAPACITY).0,
+            sessions: Arc::new(AtomicUsize::new(0)),
+        },
+    };
+    let control =
+        Router::new().route("/emit", post(emit)).route("/stats", get(stats)).with_state(hub.clone());
+    let app = match &hub {
+        Hub::Tidings(notifier) => control.merge(tidings::axum::routes(notifier)),
+        Hub::Baseline { .. } => {
+            control.merge(Router::new().route("/ws", get(baseline_ws)).with_state(hub.clone()))
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&args.addr).await?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{}", listener.local_addr()?)?;
+        out.flush()?;
+    }
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let stdin_closed = async {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = stdin_closed => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    };
+    let nodelay = args.hub.nodelay == Switch::On;
+    let listener = listener.tap_io(move |tcp| {
+        if let Err(e) = tcp.set_nodelay(nodelay) {
+            eprintln!("set_nodelay: {e}");
+        }
+    });
+    tokio::select! {
+        r = axum::serve(listener, app) => r?,
+        _ = stop => {}
+    }
+    Ok(())
+}
+
+async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
+    let count = p.count.min(1_000_000);
+    let pad = "x".repeat(p.size.min(1 << 20));
+    let mut costs = Vec::with_capacity(count);
+    let mut first = 0;
+    let mut last = 0;
+    for i in 0..count {
+        if i > 0 && p.pace_us > 0 {
+            let pace = Duration::from_micros(p.pace_us);
+            if pace >= Duration::from_millis(1) {
+                tokio::time::sleep(pace).await;
+            } else {
+                let until = Instant::now() + pace;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        let t = unix_nanos();
+        if i == 0 {
+            first = t;
+        }
+        last = t;
+        let cost = match &hub {
+            Hub::Tidings(notifier) => {
+                let payload = Payload { t, i: i as u64, pad: &pad };
+                let collection = p.collection.clone();
+                let start = Instant::now();
+                let _ = notifier.notify_with(collection, Op::Insert, &payload);
+                start.elapsed()
+            }
+            Hub::Baseline { tx, .. } => {
+                let event = Event {
+                    collection: p.collection.clone(),
+                    op: "insert",
+                    data: EventData { t, i: i as u64, pad: pad.clone() },
+                };
+                let start = Instant::now();
+                let _ = tx.send(event);
+                start.elapsed()
+            }
+        };
+        costs.push(cost.as_nanos() as u64);
+    }
+    costs.sort_unstable();
+    axum::Json(EmitReport {
+        count,
+        first_emit_ns: first,
+        last_emit_ns: last,
+        caller_p50_ns: percentile(&costs, 50.0),
+        caller_p99_ns: percentile(&costs, 99.0),
+        caller_max_ns: costs.last().copied().unwrap_or(0),
+    })
+    .into_response()
+}
+
+async fn stats(State(hub): State<Hub>) -> Response {
+    let (sessions, cursor, status) = match &hub {
+        Hub::Tidings(notifier) => {
+            let health = notifier.health();
+            let status = match health.reason {
+                Some(reason) => format!("{}: {reason}", health.status),
+                None => health.status.to_owned(),
+            };
+            (health.sessions, health.cursor, status)
+        }
+        Hub::Baseline { sessions, .. } => (sessions.load(Ordering::SeqCst), String::new(), "ok".into()),
+    };
+    axum::Json(Stats { rss_kib: rss_kib(), sessions, cpu_ms: cpu_ms(), cursor, status }).into_response()
+}
+
+/// The baseline: one task per connection, subscribed to a broadcast channel;
+/// each event is serialized for this client and sent on its own (no batching).
+async fn baseline_ws(State(hub): State<Hub>, ws: WebSocketUpgrade) -> Response {
+    let Hub::Baseline { tx, sessions } = hub else {
+        return axum::http::StatusCode::NOT_FOUND.into_response();
+    };
+    ws.on_upgrade(move |socket| baseline_session(socket, tx.subscribe(), sessions))
+}
+
+async fn baseline_session(
+    mut socket: WebSocket,
+    mut rx: broadcast::Receiver<Event>,
+    sessions: Arc<AtomicUsize>,
+) {
+    sessions.fetch_add(1, Ordering::SeqCst);
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Ok(event) => {
+                    let Ok(json) = serde_json::to_string(&event) else { continue };
+                    if socket.send(AxMessage::Text(json.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(AxMessage::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    sessions.fetch_sub(1, Ordering::SeqCst);
+}
