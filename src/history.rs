@@ -181,19 +181,48 @@ impl History {
     /// Declares that notifications may have been lost (the backplane
     /// connection broke): every session gets a `resync`, and no cursor from
     /// before this point can be resumed.
+    ///
+    /// Stream ids are not this history's to invent: for them the head stays
+    /// the resume point, which is right only when nothing after it can have
+    /// been lost (before the stream's tail is loaded). After a loss, a
+    /// stream history is interrupted [at](Self::interrupt_at) an id past it.
     pub(crate) fn interrupt(&self) {
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let at = match ring.head.kind() {
+            // The skipped position is the new head, so a cursor handed out
+            // from now on (a hello, a resync) can be resumed.
+            Kind::Local => Cursor::new(self.epoch, ring.next_seq),
+            Kind::Stream => ring.head,
+        };
+        let old = Self::restart_at(&mut ring, at);
+        drop(ring);
+        drop(old);
+    }
+
+    /// Declares that notifications before the stream id `at` may have been
+    /// lost (a gap marker in the stream, or a stream that lost entries):
+    /// every session gets a `resync` with cursor `at`, and only `at` and
+    /// later ids can be resumed, so a cursor from before the loss, the last
+    /// one read included, gets a `resync` too.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn interrupt_at(&self, at: Cursor) {
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        // Ids only grow; one behind the head cannot fence off what was read.
+        let at = if ring.head.stream_cmp(&at) == Some(Ordering::Greater) { ring.head } else { at };
+        let old = Self::restart_at(&mut ring, at);
+        drop(ring);
+        drop(old);
+    }
+
+    /// Empties the log and makes `at` both its head and its floor; returns
+    /// the old entries, to be dropped unlocked.
+    fn restart_at(ring: &mut Ring, at: Cursor) -> VecDeque<Entry> {
         let old = std::mem::take(&mut ring.entries);
         // Every reader's position is now before the first entry: it lags.
         ring.next_seq += 1;
-        ring.floor = Some(ring.head);
-        if ring.head.kind() == Kind::Local {
-            // The skipped position is the new head, so a cursor handed out
-            // from now on (a hello, a resync) can be resumed.
-            ring.head = Cursor::new(self.epoch, ring.next_seq - 1);
-        }
-        drop(ring);
-        drop(old);
+        ring.head = at;
+        ring.floor = Some(at);
+        old
     }
 
     /// Sets the oldest stream id that is known to be missing from the history
@@ -382,5 +411,31 @@ mod tests {
         h.append(Notification::new("a", Op::Update));
         assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4, caught_up: true }));
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_stream_interrupted_at_an_id_resumes_only_from_that_id_on() {
+        let h = History::for_stream(7, 8);
+        h.mark_loaded();
+        let id = |n| Cursor::stream(100, n);
+        for n in [1, 2] {
+            h.append_at(Notification::new("a", Op::Update), id(n));
+        }
+        h.interrupt_at(id(5));
+        let mut out = Vec::new();
+        match h.read(3, 10, |_| true, &mut out) {
+            Read::Lagged { head, next } => assert_eq!((head, next), (id(5), 4), "resync with the fence"),
+            Read::Read { .. } => panic!("a reader from before the interruption must lag"),
+        }
+        assert_eq!(h.resume_from(id(2)), None, "the last id read before the loss");
+        assert_eq!(h.resume_from(id(4)), None);
+        assert_eq!(h.resume_from(id(5)), Some((4, None)), "the resync cursor resumes");
+        h.append_at(Notification::new("a", Op::Update), id(6));
+        assert_eq!(h.resume_from(id(5)), Some((4, None)));
+        assert_eq!(h.resume_from(id(6)), Some((5, None)));
+        assert_eq!(h.resume_from(id(2)), None);
+        h.interrupt_at(id(3));
+        assert_eq!(h.head(), id(6), "a fence behind the head does not move it back");
+        assert_eq!(h.resume_from(id(5)), None);
     }
 }

@@ -126,6 +126,15 @@ impl Hub {
         self.dispatch.notify_one();
     }
 
+    /// Notifications before the stream id `at` may have been lost: every
+    /// session resyncs, and cursors before `at` no longer resume.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn interrupt_at(&self, at: Cursor) {
+        tracing::warn!(%at, "tidings: notifications may have been lost; every session is told to resync");
+        self.history.interrupt_at(at);
+        self.dispatch.notify_one();
+    }
+
     /// The backplane has loaded its history.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_ready(&self) {

@@ -115,8 +115,11 @@ impl Backplane {
 pub enum PublishError {
     /// The backplane is unreachable or refused the notification. The
     /// application's write has already happened: the notification is lost
-    /// for other clients unless the caller retries; instances that lose their
-    /// backplane connection send `resync` to their clients when it returns.
+    /// for other clients unless the caller retries. Clients are not left
+    /// with a silent gap: with Redis, every instance tells its clients to
+    /// `resync` once Redis takes writes again; instances that lose their
+    /// backplane connection send `resync` to their clients when it returns
+    /// (Redis: unless the stream still holds everything they missed).
     Backplane(String),
     /// The notification is larger than the backplane accepts (PostgreSQL
     /// NOTIFY payloads are limited to 8000 bytes): send ids, not rows.

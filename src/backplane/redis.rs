@@ -2,13 +2,20 @@
 //! to deliver. The stream id is the cursor clients see, so a cursor from
 //! one instance resumes on any other, and the stream's tail (loaded at
 //! start-up) survives an instance restart.
+//!
+//! Nothing is lost silently when Redis goes away. A publication that fails
+//! leaves a gap marker owed to the stream, added as soon as Redis takes
+//! writes again: every instance that reads it tells its clients to resync.
+//! A subscriber that reconnects reads on from where it was if the same
+//! server still holds everything after that point; otherwise it fences off
+//! everything before the reconnection, and every session resyncs.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::{AsyncConnectionConfig, Client, InfoDict, Value};
 use tokio::sync::mpsc;
 
 use super::{Backoff, Outgoing, PublishError, decode, unusable};
@@ -21,6 +28,14 @@ const BLOCK: Duration = Duration::from_secs(5);
 const PIPELINE: usize = 256;
 /// The field holding the envelope in each stream entry.
 const FIELD: &str = "n";
+/// The field of a gap marker: an entry saying that notifications may have
+/// been lost at this point of the stream (a publication failed). Its value
+/// says why, for operators reading the stream.
+const GAP_FIELD: &str = "gap";
+/// How long the publisher's connection may sit unused before it is checked
+/// (`PING`) ahead of a publication: Redis may have restarted, or closed it
+/// as idle, meanwhile, and a publication on a dead connection fails.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
@@ -40,64 +55,168 @@ pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing
         Ok(client) => client,
         Err(e) => return unusable(format!("invalid Redis URL: {e}"), outgoing, hub),
     };
-    tokio::spawn(publish(client.clone(), options.clone(), outgoing, hub.clone()));
+    tokio::spawn(publish(Publisher::new(client.clone(), options.clone()), outgoing, hub.clone()));
     tokio::spawn(subscribe(client, options, hub));
 }
 
-/// Sends queued notifications in order, a pipeline at a time.
-async fn publish(
-    client: Client,
-    options: Options,
-    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    hub: Weak<Hub>,
-) {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1);
-    let mut connection: Option<ConnectionManager> = None;
+/// Sends queued notifications in order, a pipeline at a time; while a gap
+/// marker is owed and nothing is queued, retries it alone with backoff (so
+/// that clients elsewhere learn of the loss, and health of the recovery,
+/// without waiting for the next write).
+async fn publish(mut publisher: Publisher, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
     let mut batch = Vec::with_capacity(PIPELINE);
-    while outgoing.recv_many(&mut batch, PIPELINE).await > 0 {
-        if connection.is_none() {
-            match client.get_connection_manager_with_config(config.clone()).await {
-                Ok(c) => connection = Some(c),
-                Err(e) => {
-                    let reason = format!("cannot connect to Redis: {e}");
-                    report(&hub, Some(reason.clone()));
-                    batch.drain(..).for_each(|o| o.finish(Err(PublishError::Backplane(reason.clone()))));
+    let mut backoff = Backoff::new();
+    loop {
+        let received = if publisher.owed.is_some() {
+            tokio::select! {
+                received = outgoing.recv_many(&mut batch, PIPELINE) => received,
+                () = backoff.wait() => {
+                    let result = publisher.send(&[]).await;
+                    report(&hub, &result, &mut backoff);
                     continue;
                 }
             }
-        }
-        // MULTI/EXEC: a committed batch lands in the stream contiguously,
-        // never interleaved with another instance's notifications.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for payload in batch.iter().flat_map(|out| &out.payloads) {
-            pipe.cmd("XADD")
-                .arg(&options.key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(options.max_len)
-                .arg("*")
-                .arg(FIELD)
-                .arg(payload)
-                .ignore();
-        }
-        let result = match connection.as_mut() {
-            Some(c) => pipe.query_async::<()>(c).await,
-            None => unreachable!("connected above"),
+        } else {
+            outgoing.recv_many(&mut batch, PIPELINE).await
         };
-        let result = result.map_err(|e| PublishError::Backplane(format!("XADD failed: {e}")));
-        report(&hub, result.as_ref().err().map(ToString::to_string));
+        if received == 0 {
+            // The notifier is gone; other instances' clients may still be
+            // owed a resync: one last try.
+            if publisher.owed.is_some() {
+                let _ = publisher.send(&[]).await;
+            }
+            return;
+        }
+        let result = publisher.send(&batch).await;
+        report(&hub, &result, &mut backoff);
         batch.drain(..).for_each(|o| o.finish(result.clone()));
     }
 }
 
-fn report(hub: &Weak<Hub>, reason: Option<String>) {
-    if let Some(hub) = hub.upgrade() {
-        hub.set_degraded(Part::Publisher, reason);
+fn report(hub: &Weak<Hub>, result: &Result<(), PublishError>, backoff: &mut Backoff) {
+    if result.is_ok() {
+        backoff.reset();
     }
+    if let Some(hub) = hub.upgrade() {
+        hub.set_degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
+    }
+}
+
+/// The publishing side: one connection, replaced whenever it fails.
+///
+/// A publication that fails is not retried: it may have reached Redis
+/// before the connection broke, and a retry would deliver it twice. Its
+/// caller learns of the failure, and the publisher owes the stream a gap
+/// marker, added before the next publication or alone on a timer. However
+/// many publications fail, the debt is one marker: nothing queues up.
+struct Publisher {
+    client: Client,
+    options: Options,
+    config: AsyncConnectionConfig,
+    connection: Option<MultiplexedConnection>,
+    /// When `connection` last answered.
+    answered: Instant,
+    /// Why a gap marker is owed, if one is.
+    owed: Option<String>,
+}
+
+impl Publisher {
+    fn new(client: Client, options: Options) -> Self {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        Publisher { client, options, config, connection: None, answered: Instant::now(), owed: None }
+    }
+
+    /// Publishes an owed gap marker and then `batch` in one MULTI/EXEC: a
+    /// committed batch lands in the stream contiguously, never interleaved
+    /// with another instance's notifications, and after the marker.
+    async fn send(&mut self, batch: &[Outgoing]) -> Result<(), PublishError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(reason) = &self.owed {
+            self.add(&mut pipe, GAP_FIELD, reason);
+        }
+        for payload in batch.iter().flat_map(|out| &out.payloads) {
+            self.add(&mut pipe, FIELD, payload);
+        }
+        let result = match self.connection().await {
+            Ok(connection) => {
+                pipe.query_async::<()>(connection).await.map_err(|e| format!("XADD failed: {e}"))
+            }
+            Err(e) => Err(format!("cannot connect to Redis: {e}")),
+        };
+        match result {
+            Ok(()) => {
+                self.answered = Instant::now();
+                self.owed = None;
+                Ok(())
+            }
+            Err(reason) => {
+                self.connection = None;
+                self.owed.get_or_insert_with(|| reason.clone());
+                Err(PublishError::Backplane(reason))
+            }
+        }
+    }
+
+    fn add(&self, pipe: &mut redis::Pipeline, field: &str, value: &str) {
+        pipe.cmd("XADD")
+            .arg(&self.options.key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.options.max_len)
+            .arg("*")
+            .arg(field)
+            .arg(value)
+            .ignore();
+    }
+
+    /// The connection, checked with a `PING` when it sat unused for a
+    /// while and replaced if that fails: a connection Redis dropped
+    /// meanwhile (a restart, an idle timeout) costs a reconnection, not a
+    /// failed publication and a resync everywhere.
+    async fn connection(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
+        if let Some(connection) = &mut self.connection
+            && self.answered.elapsed() >= IDLE_CHECK
+        {
+            match redis::cmd("PING").query_async::<()>(connection).await {
+                Ok(()) => self.answered = Instant::now(),
+                Err(e) => {
+                    tracing::debug!(error = %e, "tidings: the idle Redis publisher connection is gone; reconnecting");
+                    self.connection = None;
+                }
+            }
+        }
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => {
+                let mut connection =
+                    self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+                redis::cmd("CLIENT")
+                    .arg("SETNAME")
+                    .arg(format!("tidings-publisher:{}", self.options.key))
+                    .query_async::<()>(&mut connection)
+                    .await?;
+                self.answered = Instant::now();
+                connection
+            }
+        };
+        Ok(self.connection.insert(connection))
+    }
+}
+
+/// Where the subscriber is in the stream, kept across reconnections.
+struct Position {
+    /// The id reading goes on from: the last entry read, a fence set after a
+    /// loss, or `0-0` for a stream that was empty.
+    after: String,
+    /// Whether `after` is the id of an entry read (Redis can then be asked
+    /// whether it still holds it).
+    at_entry: bool,
+    /// The run id of the Redis server the stream was read from: another
+    /// server (a restart, a failover) may not hold what this one did.
+    server: Option<String>,
 }
 
 /// Reads the stream and delivers each entry to the local sessions.
@@ -105,9 +224,8 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-    let mut last_id: Option<String> = None;
+    let mut position: Option<Position> = None;
     let mut backoff = Backoff::new();
-    let mut broken = false;
     loop {
         let Some(strong) = hub.upgrade() else { return };
         let connected = client.get_multiplexed_async_connection_with_config(&config).await;
@@ -115,58 +233,71 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
             Ok(c) => c,
             Err(e) => {
                 strong.set_degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
-                broken = true;
                 drop(strong);
                 backoff.wait().await;
                 continue;
             }
         };
-        let first_load = last_id.is_none();
-        let ready = prepare(&mut connection, &options, &strong, &mut last_id).await;
-        if let Err(e) = ready {
-            strong.set_degraded(Part::Listener, Some(format!("Redis: {e}")));
-            broken = true;
-            drop(strong);
-            backoff.wait().await;
-            continue;
-        }
-        if broken && !first_load {
-            // Notifications may have been published while we could not read
-            // (and Redis may have restarted): every local client reloads.
-            strong.interrupt();
-        }
-        broken = false;
+        let current = match prepare(&mut connection, &options, &strong, &mut position).await {
+            Ok(current) => current,
+            Err(e) => {
+                strong.set_degraded(Part::Listener, Some(format!("Redis: {e}")));
+                drop(strong);
+                backoff.wait().await;
+                continue;
+            }
+        };
         strong.set_degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
 
-        let Some(from) = last_id.clone() else { continue };
-        let error = read(&mut connection, &options, &hub, from, &mut last_id).await;
+        let error = read(&mut connection, &options, &hub, current).await;
         let Some(strong) = hub.upgrade() else { return };
         strong.set_degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
-        broken = true;
         drop(strong);
         backoff.wait().await;
     }
 }
 
-/// Names the connection (so operators see it) and, the first time, loads the
-/// stream's tail into the history so that cursors from before this instance
-/// started can be resumed.
-async fn prepare(
+/// Names the connection (so operators see it); the first time, loads the
+/// stream's tail; after a broken connection, makes sure that reading on
+/// loses nothing, or fences off what may have been lost.
+async fn prepare<'p>(
     connection: &mut MultiplexedConnection,
     options: &Options,
     hub: &Arc<Hub>,
-    last_id: &mut Option<String>,
-) -> redis::RedisResult<()> {
+    position: &'p mut Option<Position>,
+) -> redis::RedisResult<&'p mut Position> {
     redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg(format!("tidings-subscriber:{}", options.key))
         .query_async::<()>(connection)
         .await?;
-    if last_id.is_some() {
-        return Ok(());
+    let server = server_id(connection).await;
+    match position {
+        None => Ok(position.insert(load(connection, options, hub, server).await?)),
+        Some(position) => {
+            resume(connection, options, hub, position, server).await?;
+            Ok(position)
+        }
     }
+}
+
+/// The run id of the Redis server, which changes when it restarts (or
+/// another server takes over); `None` when it will not say.
+async fn server_id(connection: &mut MultiplexedConnection) -> Option<String> {
+    let info: InfoDict = redis::cmd("INFO").arg("server").query_async(connection).await.ok()?;
+    info.get("run_id")
+}
+
+/// Loads the stream's tail into the history, so that cursors from before
+/// this instance started can be resumed.
+async fn load(
+    connection: &mut MultiplexedConnection,
+    options: &Options,
+    hub: &Arc<Hub>,
+    server: Option<String>,
+) -> redis::RedisResult<Position> {
     let capacity = hub.config.replay_capacity;
     let tail: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(&options.key)
@@ -192,10 +323,81 @@ async fn prepare(
     if let Some((ms, seq)) = floor {
         hub.history.set_floor(Cursor::stream(ms, seq));
     }
-    *last_id = Some(ids.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()));
-    hub.deliver_all(ids.iter().filter_map(decode_entry).collect());
+    let position = Position {
+        after: ids.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
+        at_entry: !ids.is_empty(),
+        server,
+    };
+    deliver(hub, &ids);
     hub.set_ready();
+    Ok(position)
+}
+
+/// After a broken connection. Reading on from `position` loses nothing if
+/// the same server still holds everything after it. Otherwise (Redis
+/// restarted, another server took over, the stream was trimmed past it)
+/// what was lost cannot be known: every session resyncs, and reading goes
+/// on from a fence past every id issued before now, so that no cursor from
+/// before, the last one read included, resumes without a resync.
+async fn resume(
+    connection: &mut MultiplexedConnection,
+    options: &Options,
+    hub: &Hub,
+    position: &mut Position,
+    server: Option<String>,
+) -> redis::RedisResult<()> {
+    let same_server = server.is_some() && server == position.server;
+    if !same_server || !holds_everything_after(connection, options, position).await? {
+        let fence = fence(connection, &position.after).await?;
+        hub.interrupt_at(fence);
+        position.after = fence.to_string();
+        position.at_entry = false;
+    }
+    position.server = server;
     Ok(())
+}
+
+/// Whether the stream still holds every entry after `position`.
+async fn holds_everything_after(
+    connection: &mut MultiplexedConnection,
+    options: &Options,
+    position: &Position,
+) -> redis::RedisResult<bool> {
+    let after = parse_id(&position.after).map(|c| (c.epoch_ms(), c.seq()));
+    // Redis 7 names the newest entry it removed (trimmed or deleted).
+    let removed = max_deleted_id(connection, &options.key).await;
+    if removed.is_some_and(|removed| Some(removed) > after) {
+        return Ok(false);
+    }
+    if !position.at_entry {
+        return Ok(true);
+    }
+    // Before Redis 7: trimming removes the oldest entries first, so if the
+    // last entry read is still there, so is everything after it.
+    let held: StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&options.key)
+        .arg(&position.after)
+        .arg(&position.after)
+        .arg("COUNT")
+        .arg(1)
+        .query_async(connection)
+        .await?;
+    Ok(!held.ids.is_empty())
+}
+
+/// A stream id after every id Redis issued before now (by its clock; ids
+/// of this millisecond may come after it) and after `after`: reading on
+/// from it gets every entry added from now on, and no cursor handed out
+/// before it equals it.
+async fn fence(connection: &mut MultiplexedConnection, after: &str) -> redis::RedisResult<Cursor> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(connection).await?;
+    let now_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
+    let by_clock = Cursor::stream(now_ms.saturating_sub(1), u64::MAX);
+    let past_after = parse_id(after).map(|c| Cursor::stream(c.epoch_ms(), c.seq().saturating_add(1)));
+    Ok(match past_after {
+        Some(past) if past.stream_cmp(&by_clock) == Some(std::cmp::Ordering::Greater) => past,
+        _ => by_clock,
+    })
 }
 
 /// The newest id the stream may have lost (trimmed or deleted), from
@@ -245,8 +447,7 @@ async fn read(
     connection: &mut MultiplexedConnection,
     options: &Options,
     hub: &Weak<Hub>,
-    mut from: String,
-    last_id: &mut Option<String>,
+    position: &mut Position,
 ) -> redis::RedisError {
     loop {
         let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
@@ -256,7 +457,7 @@ async fn read(
             .arg(512)
             .arg("STREAMS")
             .arg(&options.key)
-            .arg(&from)
+            .arg(&position.after)
             .query_async(connection)
             .await;
         let reply = match reply {
@@ -266,23 +467,53 @@ async fn read(
         let Some(hub) = hub.upgrade() else {
             return redis::RedisError::from((redis::ErrorKind::Io, "the notifier is gone"));
         };
-        let mut arrived = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in &key.ids {
-                arrived.extend(decode_entry(entry));
-                from.clone_from(&entry.id);
+            deliver(&hub, &key.ids);
+            if let Some(last) = key.ids.last() {
+                position.after.clone_from(&last.id);
+                position.at_entry = true;
             }
         }
-        if !arrived.is_empty() {
-            hub.deliver_all(arrived);
-        }
-        *last_id = Some(from.clone());
     }
 }
 
-/// The notification in a stream entry, with the entry id as its cursor.
-fn decode_entry(entry: &StreamId) -> Option<(Notification, Option<Cursor>)> {
-    let (Some(cursor), Some(Value::BulkString(payload))) = (parse_id(&entry.id), entry.map.get(FIELD)) else {
+/// Delivers stream entries in order: notifications into the history, and a
+/// gap marker as an interruption at its id.
+fn deliver(hub: &Hub, entries: &[StreamId]) {
+    let mut arrived = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match decode_entry(entry) {
+            Some(StreamEntry::Notification(n, cursor)) => arrived.push((n, Some(cursor))),
+            Some(StreamEntry::Gap(at)) => {
+                if !arrived.is_empty() {
+                    hub.deliver_all(std::mem::take(&mut arrived));
+                }
+                hub.interrupt_at(at);
+            }
+            None => {}
+        }
+    }
+    if !arrived.is_empty() {
+        hub.deliver_all(arrived);
+    }
+}
+
+/// What a stream entry holds.
+enum StreamEntry {
+    /// A notification, with the entry id as its cursor.
+    Notification(Notification, Cursor),
+    /// A gap marker: notifications before this id may have been lost.
+    Gap(Cursor),
+}
+
+/// The notification or gap marker in a stream entry; `None` (logged) for
+/// anything else.
+fn decode_entry(entry: &StreamId) -> Option<StreamEntry> {
+    let cursor = parse_id(&entry.id);
+    if let (Some(at), true) = (cursor, entry.map.contains_key(GAP_FIELD)) {
+        return Some(StreamEntry::Gap(at));
+    }
+    let (Some(cursor), Some(Value::BulkString(payload))) = (cursor, entry.map.get(FIELD)) else {
         tracing::warn!(id = %entry.id, "tidings: skipping a stream entry that is not a notification");
         return None;
     };
@@ -290,7 +521,7 @@ fn decode_entry(entry: &StreamId) -> Option<(Notification, Option<Cursor>)> {
         .map_err(|e| e.to_string())
         .and_then(|p| decode(p).map_err(|e| e.to_string()));
     match decoded {
-        Ok(n) => Some((n, Some(cursor))),
+        Ok(n) => Some(StreamEntry::Notification(n, cursor)),
         Err(e) => {
             tracing::warn!(id = %entry.id, error = %e, "tidings: skipping a malformed stream entry");
             None
