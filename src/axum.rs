@@ -1,5 +1,6 @@
 //! The HTTP integration: the WebSocket route, and notifications that go out
-//! after the response, only when the handler succeeded.
+//! after the response, only when the handler succeeded. [`serve`] runs the
+//! application with the timeouts and the bounded shutdown a public server needs.
 //!
 //! ```no_run
 //! use axum::{Router, routing::post, http::StatusCode};
@@ -37,6 +38,9 @@ use tower_service::Service;
 
 use crate::{Batch, Notifier, Rejection, SessionToken};
 
+mod serve;
+pub use serve::{Serve, serve};
+
 /// The header in which a client sends its session token (the `token` of its
 /// `hello` frame, a secret) with its own writes.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session");
@@ -51,10 +55,24 @@ where
     S: Clone + Send + Sync + 'static,
 {
     let config = notifier.config();
+    // Each route answers other methods itself, so that its 405 keeps the
+    // JSON error format wherever the routes are merged.
     Router::new()
-        .route(&config.path, get(crate::ws::upgrade).with_state(notifier.clone()))
-        .route(&config.sse_path, get(crate::sse::events).with_state(notifier.clone()))
+        .route(
+            &config.path,
+            get(crate::ws::upgrade).fallback(method_not_allowed).with_state(notifier.clone()),
+        )
+        .route(
+            &config.sse_path,
+            get(crate::sse::events).fallback(method_not_allowed).with_state(notifier.clone()),
+        )
         .merge(crate::client::routes())
+}
+
+/// The answer of the library's routes to a method other than GET (axum adds
+/// the `Allow` header).
+pub(crate) async fn method_not_allowed() -> Rejection {
+    Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is allowed on this route")
 }
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)

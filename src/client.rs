@@ -36,9 +36,12 @@ pub(crate) fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let mut router = Router::new().route("/tidings.js", get(|| async { script(ENTRY) }));
+    let not_allowed = crate::axum::method_not_allowed;
+    let mut router =
+        Router::new().route("/tidings.js", get(|| async { script(ENTRY) }).fallback(not_allowed));
     for (name, source) in MODULES {
-        router = router.route(&format!("/tidings/{name}"), get(move || async move { script(source) }));
+        let module = get(move || async move { script(source) }).fallback(not_allowed);
+        router = router.route(&format!("/tidings/{name}"), module);
     }
     router
 }

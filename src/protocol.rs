@@ -67,8 +67,23 @@ fn as_string<S: serde::Serializer>(c: &Cursor, s: S) -> Result<S::Ok, S::Error> 
 /// Close codes (RFC 6455) and the reasons the server gives with them.
 pub(crate) mod close {
     pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
     pub(crate) const UNSUPPORTED: u16 = 1003;
+    pub(crate) const INVALID_DATA: u16 = 1007;
     pub(crate) const TOO_BIG: u16 = 1009;
+
+    /// The longest reason a close frame can carry: a control frame holds 125
+    /// bytes, two of which are the code.
+    const MAX_REASON: usize = 123;
+
+    /// `reason`, cut to fit a close frame (at a character boundary).
+    pub(crate) fn reason(mut reason: String) -> String {
+        if reason.len() > MAX_REASON {
+            let end = (0..=MAX_REASON).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+            reason.truncate(end);
+        }
+        reason
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +105,14 @@ mod tests {
         );
         let err = ServerFrame::Error { code: ErrorCode::BadFrame, message: "x" };
         assert_eq!(err.to_text().as_str(), r#"{"type":"error","code":"bad_frame","message":"x"}"#);
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(close::reason("short".into()), "short");
+        let long = close::reason("é".repeat(100));
+        assert!(long.len() <= 123 && long.len() >= 122, "{}", long.len());
+        assert!(long.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! event `id` is the frame's cursor, so the browser's automatic
 //! `Last-Event-ID` resumes where the stream broke. Subscriptions are chosen
 //! with the `collections` query parameter (there is no upstream channel).
+//!
+//! The HTTP server, not a tidings task, writes the stream, and while the
+//! socket is full it does not poll the stream: a client that stops reading
+//! cannot be noticed from here. [`serve`](crate::axum::serve) closes it with
+//! a write deadline of `write_timeout` on every connection.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;

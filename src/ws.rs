@@ -11,13 +11,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::body::Body;
+use axum::extract::ws::Utf8Bytes;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame};
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::{Message, error::ProtocolError};
 
 use crate::admission::{Admission, admit};
 use crate::hub::Hub;
@@ -33,31 +45,95 @@ const COMMAND_QUEUE: usize = 16;
 /// How long a closing connection waits for the peer's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How many bytes a closing connection reads and discards, at most, so that
+/// closing the socket does not reset the connection (see [`linger`]).
+const DRAIN_LIMIT: usize = 1 << 20;
+
+/// The upgraded connection. axum's `WebSocket` would hide the socket, which
+/// a clean close after a protocol error needs (see [`linger`]).
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Sink = SplitSink<Socket, Message>;
+type Source = SplitStream<Socket>;
+
 /// The handler behind the WebSocket route: checks that it is an upgrade
 /// request and that the client is admitted, then upgrades.
 pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) -> Response {
     let hub = notifier.hub().clone();
     let (mut parts, _body) = request.into_parts();
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(u) => u,
-        Err(e) => return Rejection::new(e.status(), "not_websocket", e.body_text()).into_response(),
+    let accept = match handshake(&parts) {
+        Ok(accept) => accept,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return not_websocket(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded")
+            .into_response();
     };
     let admission = match admit(&hub, &parts).await {
         Ok(admission) => admission,
         Err(rejection) => return rejection.into_response(),
     };
-    let config = &hub.config;
-    upgrade
-        .read_buffer_size(config.read_buffer_size)
-        .write_buffer_size(config.write_buffer_size)
-        .max_message_size(config.max_message_size)
-        .max_frame_size(config.max_message_size)
-        .on_upgrade(move |socket| async move {
-            let Admission { identity, subscriptions, cursor } = admission;
-            hub.ready().await;
-            let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
-            run(socket, session, first).await;
-        })
+    let config = WebSocketConfig::default()
+        .read_buffer_size(hub.config.read_buffer_size)
+        .write_buffer_size(hub.config.write_buffer_size)
+        .max_message_size(Some(hub.config.max_message_size))
+        .max_frame_size(Some(hub.config.max_message_size));
+    tokio::spawn(async move {
+        // Fails when the client went away before the 101 reached it.
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let Admission { identity, subscriptions, cursor } = admission;
+        hub.ready().await;
+        let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
+        run(socket, session, first).await;
+    });
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+    response
+}
+
+/// Checks the headers of an upgrade request (RFC 6455, section 4.2.1) and
+/// returns the `Sec-WebSocket-Accept` value that answers its key.
+fn handshake(parts: &Parts) -> Result<HeaderValue, Rejection> {
+    if parts.method != Method::GET {
+        return Err(not_websocket(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must be a GET request",
+        ));
+    }
+    let bad = |message: &str| not_websocket(StatusCode::BAD_REQUEST, message);
+    if !has_token(&parts.headers, CONNECTION, "upgrade") {
+        return Err(bad("the Connection header must contain `upgrade`"));
+    }
+    if !has_token(&parts.headers, UPGRADE, "websocket") {
+        return Err(bad("the Upgrade header must be `websocket`"));
+    }
+    if parts.headers.get(SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return Err(bad("the Sec-WebSocket-Version header must be 13"));
+    }
+    let key =
+        parts.headers.get(SEC_WEBSOCKET_KEY).ok_or_else(|| bad("the Sec-WebSocket-Key header is missing"))?;
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    // Base64: always a valid header value.
+    Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
+}
+
+/// Whether the comma-separated header `name` contains `token` (ASCII case-insensitive).
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn not_websocket(status: StatusCode, message: &str) -> Rejection {
+    Rejection::new(status, "not_websocket", message)
 }
 
 /// What the reader asks of the writer.
@@ -72,38 +148,101 @@ enum Command {
 enum ReadEnd {
     /// The peer closed the connection, or it broke.
     Peer,
-    /// The reader asked the writer to close the connection.
-    Requested,
+    /// The peer sent something that ends its session: the connection is
+    /// closed with this code and reason. `readable` is false after a
+    /// protocol error, when tungstenite reads nothing more.
+    Refused { code: u16, reason: String, readable: bool },
 }
 
 /// Drives one connection until it ends, however it ends. The session is
 /// unregistered when the writer drops it, before the socket closes.
-async fn run(socket: WebSocket, session: Session, first: Vec<Utf8Bytes>) {
+async fn run(socket: Socket, session: Session, first: Vec<Utf8Bytes>) {
     let hub = session.hub().clone();
     let (sink, mut stream) = socket.split();
     let alive = Arc::new(AtomicU64::new(hub.now_ms()));
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let mut writer = tokio::spawn(write_loop(sink, session, first, inbox, alive.clone()));
 
+    let mut written = None;
     let read_end = tokio::select! {
         end = read_loop(&mut stream, &commands, &alive, &hub) => Some(end),
-        _ = &mut writer => None,
+        joined = &mut writer => {
+            written = Some(joined.ok());
+            None
+        }
     };
-    // Without a sender left, the writer flushes what it owes (such as the
-    // reply to the peer's close) and stops.
-    drop(commands);
-    if read_end.is_some() && timeout(hub.config.write_timeout, &mut writer).await.is_err() {
-        writer.abort();
+    let mut readable = true;
+    if let Some(ReadEnd::Refused { code, reason, readable: still }) = read_end.as_ref() {
+        readable = *still;
+        // Fails only if the writer is already gone.
+        let _ = commands.send(Command::Close(*code, reason.clone())).await;
     }
+    // Without a sender left, the writer flushes what it owes (such as the
+    // reply to the peer's close) and stops, handing the sink back.
+    drop(commands);
+    let sink = match written {
+        Some(sink) => sink,
+        None => match timeout(hub.config.write_timeout, &mut writer).await {
+            Ok(joined) => joined.ok(),
+            Err(_) => {
+                writer.abort();
+                None
+            }
+        },
+    };
     if !matches!(read_end, Some(ReadEnd::Peer)) {
-        // We sent a close (or the peer went silent): give the peer a moment to
-        // answer, so the socket ends with a clean close rather than a reset.
-        let _ = timeout(CLOSE_GRACE, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+        linger(stream, sink, readable).await;
     }
 }
 
+/// After the server's close frame: waits for the peer's close reply, then
+/// makes sure that closing the socket does not reset the connection.
+///
+/// A socket closed with unread input answers with a reset (RST) instead of
+/// a FIN, and a reset can destroy the close frame before the peer reads it,
+/// or fail the peer's own writes. That input is there whenever the reader
+/// stopped early: after a protocol error or an oversized frame tungstenite
+/// reads nothing more, and a peer may still be sending. So the write half is
+/// shut down (the peer reads the close frame, then end of stream) and what
+/// the peer still sends is read and discarded until it closes its side, for
+/// at most [`CLOSE_GRACE`] and [`DRAIN_LIMIT`] bytes.
+async fn linger(mut stream: Source, sink: Option<Sink>, readable: bool) {
+    let deadline = Instant::now() + CLOSE_GRACE;
+    if readable {
+        let replied = timeout_at(deadline, async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    // The close handshake is complete: nothing is left unread.
+                    None => return true,
+                    Some(Err(_)) => return false,
+                }
+            }
+        });
+        if let Ok(true) = replied.await {
+            return;
+        }
+    }
+    let Some(sink) = sink else { return };
+    let Ok(mut socket) = stream.reunite(sink) else { return };
+    let io = socket.get_mut();
+    let _ = timeout_at(deadline, async {
+        io.shutdown().await?;
+        let mut scratch = [0u8; 4096];
+        let mut left = DRAIN_LIMIT;
+        while left > 0 {
+            match io.read(&mut scratch).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
 async fn read_loop(
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut Source,
     commands: &mpsc::Sender<Command>,
     alive: &AtomicU64,
     hub: &Hub,
@@ -117,36 +256,44 @@ async fn read_loop(
                 Err(e) => Command::Error(ErrorCode::BadFrame, format!("not a control frame: {e}")),
             },
             Ok(Message::Binary(_)) => {
-                Command::Close(close::UNSUPPORTED, "binary frames are not supported".into())
+                let reason = "binary frames are not supported".into();
+                return ReadEnd::Refused { code: close::UNSUPPORTED, reason, readable: true };
             }
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
             Ok(Message::Close(_)) => return ReadEnd::Peer,
-            Err(e) if is_too_big(&e) => Command::Close(
-                close::TOO_BIG,
-                format!("message larger than {} bytes", hub.config.max_message_size),
-            ),
-            Err(_) => return ReadEnd::Peer,
+            Err(e) => {
+                return match violation(&e, hub.config.max_message_size) {
+                    Some((code, reason)) => ReadEnd::Refused { code, reason, readable: false },
+                    None => ReadEnd::Peer,
+                };
+            }
         };
-        let closing = matches!(command, Command::Close(..));
         if commands.send(command).await.is_err() {
             return ReadEnd::Peer;
-        }
-        if closing {
-            return ReadEnd::Requested;
         }
     }
     ReadEnd::Peer
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    matches!(
-        e.source().and_then(|s| s.downcast_ref::<tungstenite::Error>()),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// The close code and reason for a read error the peer caused, or `None`
+/// when the connection merely broke.
+///
+/// tungstenite raises these errors while decoding a frame, before its state
+/// changes, so the connection can still send a close frame after them.
+fn violation(e: &tungstenite::Error, max_message_size: usize) -> Option<(u16, String)> {
+    match e {
+        tungstenite::Error::Capacity(_) => {
+            Some((close::TOO_BIG, format!("message larger than {max_message_size} bytes")))
+        }
+        tungstenite::Error::Utf8(_) => Some((close::INVALID_DATA, "invalid UTF-8 in a text frame".into())),
+        // The peer closed the TCP connection without a close frame.
+        tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        tungstenite::Error::Protocol(violation) => {
+            Some((close::PROTOCOL_ERROR, close::reason(format!("protocol error: {violation}"))))
+        }
+        _ => None,
+    }
 }
-
-type Sink = SplitSink<WebSocket, Message>;
 
 async fn write_loop(
     mut sink: Sink,
@@ -154,7 +301,7 @@ async fn write_loop(
     mut frames: Vec<Utf8Bytes>,
     mut inbox: mpsc::Receiver<Command>,
     alive: Arc<AtomicU64>,
-) {
+) -> Sink {
     let hub = session.hub().clone();
     let config = &hub.config;
     let wake = session.wake_signal();
@@ -169,7 +316,7 @@ async fn write_loop(
         let caught_up = session.pull(&mut frames);
         if !frames.is_empty() {
             if feed_all(&mut sink, &mut frames, config.write_timeout).await.is_err() {
-                return;
+                return sink;
             }
             unflushed = true;
             continue;
@@ -180,7 +327,7 @@ async fn write_loop(
         }
         if unflushed {
             if !matches!(within(config.write_timeout, sink.flush()).await, Some(Ok(()))) {
-                return;
+                return sink;
             }
             unflushed = false;
             continue;
@@ -201,7 +348,7 @@ async fn write_loop(
             biased;
             _ = crate::hub::shutting_down(&mut closing) => {
                 send_close(&mut sink, close::GOING_AWAY, "server shutting down".into(), config.write_timeout).await;
-                return;
+                return sink;
             }
             command = inbox.recv() => match command {
                 Some(Command::Subscribe(names)) => frames.push(session.subscribe(&names)),
@@ -211,12 +358,12 @@ async fn write_loop(
                 }
                 Some(Command::Close(code, reason)) => {
                     send_close(&mut sink, code, reason, config.write_timeout).await;
-                    return;
+                    return sink;
                 }
                 None => {
                     // The reader is gone: flush the close reply tungstenite queued.
                     let _ = within(config.write_timeout, sink.flush()).await;
-                    return;
+                    return sink;
                 }
             },
             _ = &mut notified => {}
@@ -224,14 +371,20 @@ async fn write_loop(
                 if hub.now_ms().saturating_sub(alive.load(Ordering::Relaxed)) > idle_ms {
                     tracing::debug!(session = %session.id(), "tidings: closing a silent peer");
                     send_close(&mut sink, close::GOING_AWAY, "no pong: peer considered dead".into(), config.write_timeout).await;
-                    return;
+                    return sink;
                 }
                 if !matches!(within(config.write_timeout, sink.send(Message::Ping(Default::default()))).await, Some(Ok(()))) {
-                    return;
+                    return sink;
                 }
             }
         }
     }
+}
+
+/// A shared frame as a text message. The frame is known to be UTF-8, so it
+/// goes out as a prepared frame: no copy, and no second validation.
+fn text(frame: Utf8Bytes) -> Message {
+    Message::Frame(Frame::message(bytes::Bytes::from(frame), OpCode::Data(Data::Text), true))
 }
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket
@@ -240,9 +393,9 @@ async fn write_loop(
 async fn feed_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
     let feed = async {
         for frame in frames.drain(..) {
-            sink.feed(Message::Text(frame)).await?;
+            sink.feed(text(frame)).await?;
         }
-        Ok::<_, axum::Error>(())
+        Ok::<_, tungstenite::Error>(())
     };
     match within(limit, feed).await {
         Some(Ok(())) => Ok(()),
@@ -263,6 +416,6 @@ async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Ou
 }
 
 async fn send_close(sink: &mut Sink, code: u16, reason: String, limit: Duration) {
-    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
     let _ = within(limit, sink.send(Message::Close(Some(frame)))).await;
 }

@@ -624,3 +624,37 @@ async fn the_pages_cursor_replays_what_happened_after_rendering() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn text_with_nul_characters_is_refused_the_same_on_every_database() {
+    on_each_database(|server| async move {
+        let mut client = server.client().await;
+        let forum = server.create_forum("Clean").await;
+        client.expect("forums", "insert", json!({ "id": forum })).await;
+        let post = server.create_post(forum, "clean post").await;
+        client.expect("posts", "insert", json!({ "id": post, "forum_id": forum })).await;
+
+        // PostgreSQL cannot store U+0000 in text; SQLite could, but the API
+        // must not depend on the database behind it.
+        let writes = [
+            (Method::POST, "/api/forums".to_owned(), json!({ "title": "a\u{0}b" })),
+            (Method::PATCH, format!("/api/forums/{forum}"), json!({ "title": "\u{0}" })),
+            (Method::POST, format!("/api/forums/{forum}/posts"), json!({ "body": "x\u{0}" })),
+            (Method::PATCH, format!("/api/posts/{post}"), json!({ "body": "line\n\u{0}line" })),
+        ];
+        for (i, (method, path, body)) in writes.into_iter().enumerate() {
+            let (status, error) = server.call(method.clone(), &path, Some(body)).await;
+            assert_error(status, &error, StatusCode::BAD_REQUEST, "invalid_field");
+            assert!(error["error"].as_str().unwrap().contains("NUL"), "{method} {path}: {error}");
+            // Nothing was sent: the next frame is the next successful write's.
+            let marker = server.create_forum(&format!("marker {i}")).await;
+            client.expect("forums", "insert", json!({ "id": marker })).await;
+        }
+        let kept = server.ok(Method::GET, &format!("/api/forums/{forum}"), None, StatusCode::OK).await;
+        assert_eq!(kept["title"], "Clean");
+        let posts = server.ok(Method::GET, &format!("/api/forums/{forum}/posts"), None, StatusCode::OK).await;
+        assert_eq!(posts.as_array().unwrap().len(), 1);
+        assert_eq!(posts[0]["body"], "clean post");
+    })
+    .await;
+}

@@ -187,3 +187,49 @@ async fn sse_skips_long_filtered_runs_without_stalling() {
     batch.commit();
     assert_eq!(events.next().await.unwrap().data["collection"], "posts");
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_stream_is_closed_after_the_write_timeout() {
+    use std::future::IntoFuture;
+    use tokio::io::AsyncReadExt;
+
+    let notifier = Notifier::with_config(
+        Config::default().write_timeout(std::time::Duration::from_millis(300)).replay_capacity(64),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().merge(tidings::axum::routes(&notifier));
+    tokio::spawn(tidings::axum::serve(listener, app, &notifier).into_future());
+
+    let mut stuck = EventStream::open(addr, "", &[]).await;
+    stuck.next().await.unwrap(); // its hello; it never reads again
+    let mut reader = common::Client::connect(addr, "").await;
+    wait_sessions(&notifier, 2).await;
+
+    // 32 MB of notifications: far more than loopback socket buffers and
+    // the server's own buffers hold. The WebSocket client reads each one
+    // before the next is sent, so it never lags.
+    let big = "x".repeat(256 * 1024);
+    for i in 0..128 {
+        notifier.notify_with("blobs", Op::Insert, &json!({"i": i, "blob": big})).unwrap();
+        assert_eq!(reader.next_json().await["data"]["i"], i, "the reading client keeps receiving");
+    }
+    wait_sessions(&notifier, 1).await;
+
+    // The server closed the stuck stream: what is left in the socket ends.
+    let mut socket = stuck.lines.into_inner();
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut ended = false;
+    for _ in 0..100_000 {
+        match timeout(LIMIT, socket.read(&mut scratch)).await.expect("the stream is still open") {
+            Ok(0) | Err(_) => {
+                ended = true;
+                break;
+            }
+            Ok(_) => continue,
+        }
+    }
+    assert!(ended, "the stream did not end");
+    notifier.notify("marker", Op::Insert);
+    assert_eq!(reader.next_json().await["collection"], "marker");
+}

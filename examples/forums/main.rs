@@ -11,6 +11,11 @@
 //! ```
 //!
 //! Open the page in two windows: a write in one appears in the other at once.
+//!
+//! It is served with `tidings::axum::serve`: request headers must arrive
+//! within 10 s, a client that stops reading is dropped after the write
+//! timeout, and on Ctrl-C or SIGTERM every session is closed with 1001 and
+//! the process exits within the shutdown timeout (5 s) plus at most a second.
 
 mod app;
 
@@ -20,7 +25,6 @@ use std::process::ExitCode;
 
 use axum::Json;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tidings::{Backplane, Config, Notifier};
 
 const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane redis://…|postgres://…]   \
@@ -98,8 +102,10 @@ async fn main() -> ExitCode {
     let notifier = Notifier::with_config(Config::default().backplane(backplane));
     // Health for load balancers: the backplane's state and this instance's sessions.
     let health = notifier.clone();
-    let router = app::router(db.clone(), notifier.clone())
-        .route("/health", get(move || async move { Json(health.health()) }));
+    let router = app::router(db.clone(), notifier.clone()).route(
+        "/health",
+        get(move || async move { Json(health.health()) }).fallback(app::api::method_not_allowed),
+    );
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -111,27 +117,15 @@ async fn main() -> ExitCode {
     println!("listening on http://{local}");
     std::io::stdout().flush().ok();
 
-    // Small frames must not wait for the peer's ACK (Nagle): tidings already
-    // gathers frames into few writes itself.
-    let listener = listener.tap_io(|tcp| {
-        tcp.set_nodelay(true).ok();
-    });
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
+    tidings::axum::serve(listener, router, &notifier)
+        .with_graceful_shutdown(async {
             shutdown_signal().await;
             tracing::info!("shutting down");
-            notifier.shutdown().await;
         })
         .await;
     // Close the pool before the runtime goes away (otherwise exiting waits
     // for SQLite's worker threads).
     db.close().await.ok();
     tracing::info!("stopped");
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("server error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }

@@ -136,11 +136,22 @@ pub struct PostInput {
     body: String,
 }
 
-/// Trims `value` and checks it is neither empty nor longer than `max`.
+/// Trims `value` and checks it is neither empty nor longer than `max`, and
+/// that every database can store it: PostgreSQL text cannot hold NUL, so it
+/// is refused here, the same whichever database is behind.
 fn required(field: &str, value: String, max: usize) -> Result<String, ApiError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(ApiError::invalid(format!("{field} must not be empty")));
+    }
+    if value.contains('\0') {
+        // 400 rather than 422: not a value out of range, but text no
+        // database behind the API can store.
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            format!("{field} must not contain NUL characters (U+0000)"),
+        ));
     }
     if value.chars().count() > max {
         return Err(ApiError::invalid(format!("{field} is longer than {max} characters")));
