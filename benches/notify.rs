@@ -17,7 +17,7 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::StreamExt;
 use serde::Serialize;
-use tidings::{Notification, Notifier, Op};
+use tidings::{Notification, Notifier, Notify, Op};
 use tokio::runtime::Runtime;
 
 /// How many idle clients the loaded notifier has.

@@ -4,10 +4,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::{Notification, Notifier, Op, SessionToken};
+use crate::backplane::Publication;
+use crate::{Notification, Notifier, Notify, Op, SessionToken};
 
 /// A pending list of notifications tied to a unit of work.
 ///
@@ -43,7 +43,7 @@ use crate::{Notification, Notifier, Op, SessionToken};
 /// collections; nobody falls behind the history and gets a `resync`.
 ///
 /// ```
-/// use tidings::{Notifier, Op};
+/// use tidings::{Notifier, Notify, Op};
 /// use serde_json::json;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -133,43 +133,6 @@ impl Batch {
         Batch::with_parent(Parent::Batch(self.clone()), self.shared.origin)
     }
 
-    /// Adds a notification without data.
-    pub fn notify(&self, collection: impl Into<Cow<'static, str>>, op: Op) {
-        self.push(Notification::new(collection, op));
-    }
-
-    /// Adds a notification with `data`, serialized now.
-    pub fn notify_with<T: Serialize + ?Sized>(
-        &self,
-        collection: impl Into<Cow<'static, str>>,
-        op: Op,
-        data: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.push(Notification::new(collection, op).with_data(data)?);
-        Ok(())
-    }
-
-    /// Adds a notification, coalescing it with an earlier equal one.
-    pub fn push(&self, mut notification: Notification) {
-        if notification.origin.is_none() {
-            notification.origin = self.shared.origin;
-        }
-        let key = Key::of(&notification);
-        let mut pending = self.lock();
-        // Only the row's latest notification may absorb this one: with
-        // another op in between, both stay, so a row's ops keep their order.
-        match pending.index.get(&key) {
-            Some(&at) if pending.items[at].op == notification.op => {
-                pending.items[at].data = notification.data
-            }
-            _ => {
-                let at = pending.items.len();
-                pending.items.push(notification);
-                pending.index.insert(key, at);
-            }
-        }
-    }
-
     /// How many notifications are pending.
     pub fn len(&self) -> usize {
         self.lock().items.len()
@@ -190,14 +153,15 @@ impl Batch {
         }
         match &self.shared.parent {
             Parent::Notifier(notifier) => {
-                notifier.hub().emit_all(condense(items, notifier.config().condense_above()))
+                let items = condense(items, notifier.config().condense_above());
+                notifier.hub().publish(Publication::many(items));
             }
             Parent::Batch(parent) => items.into_iter().for_each(|n| parent.push(n)),
         }
     }
 
     /// The notifier a root batch sends to (`None` for a child batch).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[cfg(feature = "sea-orm")]
     pub(crate) fn root_notifier(&self) -> Option<&Notifier> {
         match &self.shared.parent {
             Parent::Notifier(n) => Some(n),
@@ -207,7 +171,7 @@ impl Batch {
 
     /// Empties the batch and returns what it held, in order (condensed as
     /// a commit would, for a root batch).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[cfg(any(test, feature = "sea-orm"))]
     pub(crate) fn take(&self) -> Vec<Notification> {
         let items = std::mem::take(&mut *self.lock()).items;
         match &self.shared.parent {
@@ -254,6 +218,29 @@ fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notification> {
     }
     tracing::debug!(kept = kept.len(), limit, "tidings: condensed a large batch");
     kept
+}
+
+impl Notify for Batch {
+    /// Adds a notification, coalescing it with an earlier equal one.
+    fn push(&self, mut notification: Notification) {
+        if notification.origin.is_none() {
+            notification.origin = self.shared.origin;
+        }
+        let key = Key::of(&notification);
+        let mut pending = self.lock();
+        // Only the row's latest notification may absorb this one: with
+        // another op in between, both stay, so a row's ops keep their order.
+        match pending.index.get(&key) {
+            Some(&at) if pending.items[at].op == notification.op => {
+                pending.items[at].data = notification.data
+            }
+            _ => {
+                let at = pending.items.len();
+                pending.items.push(notification);
+                pending.index.insert(key, at);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Batch {

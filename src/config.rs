@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use http::request::Parts;
 
-use crate::{Backplane, Identity, Rejection};
+use crate::backplane::{Backplane, Memory};
+use crate::{Identity, Rejection};
 
 type AuthorizeFuture = Pin<Box<dyn Future<Output = Result<Identity, Rejection>> + Send>>;
 pub(crate) type Authorizer = Arc<dyn Fn(&Parts) -> AuthorizeFuture + Send + Sync>;
@@ -66,7 +67,7 @@ pub struct Config {
     pub(crate) sse_path: String,
     pub(crate) origins: Origins,
     pub(crate) authorize: Option<Authorizer>,
-    pub(crate) backplane: Backplane,
+    pub(crate) backplane: Arc<dyn Backplane>,
 }
 
 impl Default for Config {
@@ -85,7 +86,7 @@ impl Default for Config {
             sse_path: "/events".to_owned(),
             origins: Origins::SameHost,
             authorize: None,
-            backplane: Backplane::in_process(),
+            backplane: Arc::new(Memory),
         }
     }
 }
@@ -106,7 +107,7 @@ impl fmt::Debug for Config {
             .field("sse_path", &self.sse_path)
             .field("origins", &self.origins)
             .field("authorize", &self.authorize.is_some())
-            .field("backplane", &self.backplane.label())
+            .field("backplane", &self.backplane.name())
             .finish()
     }
 }
@@ -225,9 +226,10 @@ impl Config {
     }
 
     /// Shares notifications with other instances of the application through
-    /// Redis or PostgreSQL (default: in-process only). See [`Backplane`].
-    pub fn backplane(mut self, backplane: Backplane) -> Self {
-        self.backplane = backplane;
+    /// Redis or PostgreSQL (default: [`Memory`], in-process only). See
+    /// [`backplane`](crate::backplane).
+    pub fn backplane(mut self, backplane: impl Backplane) -> Self {
+        self.backplane = Arc::new(backplane);
         self
     }
 

@@ -1,15 +1,15 @@
 //! Tell every connected browser what changed, microseconds after the write.
 //!
 //! A [`Notifier`] is cloned into handlers and repositories. After a write
-//! they call [`Notifier::notify`] (or queue the notification in a [`Batch`]
-//! that goes out after the transaction commits or after the response), and
-//! every connected client receives
+//! they call [`notify`](Notify::notify) (or queue the notification in a
+//! [`Batch`] that goes out after the transaction commits or after the
+//! response), and every connected client receives
 //! `{"collection":"forums","op":"insert","cursor":"…"}` over a WebSocket and
 //! reloads what it shows.
 //!
 //! ```no_run
 //! use axum::{Router, extract::State, routing::post};
-//! use tidings::{Notifier, Op};
+//! use tidings::{Notifier, Notify, Op};
 //!
 //! async fn create_forum(State(notifier): State<Notifier>) -> &'static str {
 //!     // ... insert the row ...
@@ -25,48 +25,50 @@
 //!         .with_state(notifier.clone())
 //!         .merge(tidings::axum::routes(&notifier)); // the WebSocket at /ws
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
-//!     axum::serve(listener, app).await.unwrap();
+//!     // Header-read timeout, bounded graceful drain, 1001 to every session:
+//!     tidings::axum::serve(listener, app, &notifier).await;
 //! }
 //! ```
 //!
-//! The pieces, each in its own module:
-//! - [`Notification`] and [`Op`]: the data;
-//! - [`Notifier`]: the handle; [`Batch`]: notifications that go out together;
-//! - the hub (fan-out) and the session (one connection) are internal: the
-//!   history of notifications is shared by all sessions, each of which is
-//!   only a position in it (see `docs/protocol.md` for what clients see);
-//! - [`axum`]: the WebSocket route and the request layer;
-//! - [`sea_orm`]: transaction-scoped notifications;
-//! - [`Config`], [`Identity`]: limits, keepalive, origins, authorization.
+//! # Layout
+//!
+//! Data walks one way: caller → notifier → backplane → hub → session
+//! writer → socket. Each module holds one part of that walk:
+//!
+//! | module | holds | uses |
+//! | --- | --- | --- |
+//! | `notification`, `cursor` | the data: [`Notification`], [`Op`], [`Cursor`] | — |
+//! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | hub, backplane |
+//! | `config`, `identity` | [`Config`], [`Identity`] and [`Rejection`] | backplane |
+//! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | data only |
+//! | `hub` | the history (every session's queue), the session registry and the waker, a session, its subscriptions and token, the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
+//! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, `serve` | hub |
+//! | [`sea_orm`] | transaction-scoped notifications | handles, backplane |
+//!
+//! The wire protocol is in `docs/protocol.md`, the browser client in
+//! `docs/client.md`, the backplanes' guarantees in `docs/scaling.md`.
 
 #![warn(missing_docs)]
 
-mod admission;
+pub mod axum;
 pub mod backplane;
 mod batch;
-mod client;
 mod config;
 mod cursor;
-mod history;
 mod hub;
 mod identity;
 mod notification;
 mod notifier;
-mod origin;
-mod protocol;
-mod session;
-mod sse;
-mod ws;
-
-pub mod axum;
+mod notify;
 #[cfg(feature = "sea-orm")]
 pub mod sea_orm;
 
-pub use backplane::{Backplane, PublishError};
+pub use backplane::PublishError;
 pub use batch::Batch;
 pub use config::{Config, Origins};
 pub use cursor::{Cursor, InvalidCursor};
+pub use hub::{InvalidSessionToken, SessionId, SessionToken};
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
 pub use notifier::{Health, Notifier};
-pub use session::{InvalidSessionToken, SessionId, SessionToken};
+pub use notify::Notify;

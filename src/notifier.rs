@@ -1,13 +1,12 @@
 //! The handle applications hold: cheap to clone, called after every write.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::backplane::{Publication, PublishError};
 use crate::hub::Hub;
-use crate::{Batch, Config, Cursor, Notification, Op, PublishError, SessionToken};
+use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 
 /// Tells every connected client what changed.
 ///
@@ -17,7 +16,7 @@ use crate::{Batch, Config, Cursor, Notification, Op, PublishError, SessionToken}
 /// the caller does not depend on how many clients are connected.
 ///
 /// ```
-/// use tidings::{Notifier, Op};
+/// use tidings::{Notifier, Notify, Op};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let notifier = Notifier::new();
@@ -52,30 +51,7 @@ impl Notifier {
         Notifier { hub: Hub::start(config) }
     }
 
-    /// Broadcasts that `collection` changed, without data.
-    pub fn notify(&self, collection: impl Into<Cow<'static, str>>, op: Op) {
-        self.send(Notification::new(collection, op));
-    }
-
-    /// Broadcasts that `collection` changed, with `data` (typically the row's
-    /// id) serialized once for all clients.
-    pub fn notify_with<T: Serialize + ?Sized>(
-        &self,
-        collection: impl Into<Cow<'static, str>>,
-        op: Op,
-        data: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.send(Notification::new(collection, op).with_data(data)?);
-        Ok(())
-    }
-
-    /// Broadcasts a notification built with [`Notification`]'s methods (for
-    /// an audience, or with the originating session).
-    pub fn send(&self, notification: Notification) {
-        self.hub.emit(notification);
-    }
-
-    /// Like [`send`](Self::send), but waits until the backplane has taken
+    /// Like [`push`](Notify::push), but waits until the backplane has taken
     /// the notification and reports whether it did. With the in-process
     /// backplane it cannot fail.
     ///
@@ -85,14 +61,14 @@ impl Notifier {
     /// their backplane connection tell their clients to resync when it
     /// returns.
     pub async fn publish(&self, notification: Notification) -> Result<(), PublishError> {
-        self.hub.publish(notification).await
+        self.hub.publish_and_wait(notification).await
     }
 
     /// The notifier's state, for a health endpoint.
     pub fn health(&self) -> Health {
         let degraded = self.hub.degraded();
         Health {
-            backplane: self.hub.config.backplane.label(),
+            backplane: self.hub.config.backplane.name(),
             status: if degraded.is_some() { "degraded" } else { "ok" },
             reason: degraded,
             sessions: self.session_count(),
@@ -159,6 +135,15 @@ impl Notifier {
 
     pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+}
+
+impl Notify for Notifier {
+    /// Publishes the notification now: serialized once, appended to the
+    /// history (or handed to the backplane), and the sessions woken off the
+    /// caller's path.
+    fn push(&self, notification: Notification) {
+        self.hub.publish(Publication::one(notification));
     }
 }
 

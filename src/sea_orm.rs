@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
-//! use tidings::{Notifier, Op, sea_orm::Transaction};
+//! use tidings::{Notifier, Notify, Op, sea_orm::Transaction};
 //!
 //! async fn delete_forum(db: &DatabaseConnection, notifier: &Notifier, id: i32) -> Result<(), DbErr> {
 //!     let txn = Transaction::begin(db, notifier.batch()).await?;
@@ -15,15 +15,13 @@
 //! }
 //! ```
 
-use std::borrow::Cow;
-
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, QueryResult, Statement,
     TransactionTrait,
 };
-use serde::Serialize;
 
-use crate::{Batch, Notification, Op};
+use crate::backplane::Publication;
+use crate::{Batch, Notification, Notify};
 
 /// A database transaction with a [`Batch`] of notifications.
 ///
@@ -58,26 +56,6 @@ impl Transaction {
         Ok(Transaction { txn: self.txn.begin().await?, batch: self.batch.child() })
     }
 
-    /// Queues a notification without data.
-    pub fn notify(&self, collection: impl Into<Cow<'static, str>>, op: Op) {
-        self.batch.notify(collection, op);
-    }
-
-    /// Queues a notification with data.
-    pub fn notify_with<T: Serialize + ?Sized>(
-        &self,
-        collection: impl Into<Cow<'static, str>>,
-        op: Op,
-        data: &T,
-    ) -> Result<(), serde_json::Error> {
-        self.batch.notify_with(collection, op, data)
-    }
-
-    /// Queues a notification built with [`Notification`]'s methods.
-    pub fn push(&self, notification: Notification) {
-        self.batch.push(notification);
-    }
-
     /// The batch holding this transaction's notifications.
     pub fn batch(&self) -> &Batch {
         &self.batch
@@ -86,55 +64,28 @@ impl Transaction {
     /// Commits, then sends the queued notifications (or hands them to the
     /// outer transaction). If the commit fails, nothing is sent.
     ///
-    /// With the PostgreSQL backplane, on a PostgreSQL transaction of the
-    /// database its listener is connected to, a root batch's notifications
-    /// are instead published with
-    /// `pg_notify` inside the transaction, just before `COMMIT`: PostgreSQL
-    /// then delivers them if and only if the commit succeeds, even if this
-    /// process dies right after it. A notification above NOTIFY's 8000-byte
-    /// limit fails the commit (the transaction is rolled back).
+    /// A backplane that can publish inside the transaction does so instead,
+    /// just before `COMMIT` (the PostgreSQL backplane, on a transaction of
+    /// the database its listener is connected to): the database then
+    /// delivers the notifications if and only if the commit succeeds, even
+    /// if this process dies right after it. A notification the backplane
+    /// cannot take (above NOTIFY's 8000-byte limit) fails the commit (the
+    /// transaction is rolled back).
     pub async fn commit(self) -> Result<(), DbErr> {
-        #[cfg(feature = "postgres")]
-        if let Some(channel) = self.notify_channel().await? {
-            for n in self.batch.take() {
-                let payload = crate::backplane::encode(&n);
-                crate::backplane::postgres::check_size(&payload).map_err(|e| DbErr::Custom(e.to_string()))?;
-                let notify = Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT pg_notify($1, $2)",
-                    [channel.as_str().into(), payload.into()],
-                );
-                self.txn.execute_raw(notify).await?;
+        if let Some(notifier) = self.batch.root_notifier()
+            && !self.batch.is_empty()
+        {
+            let notifications = self.batch.take();
+            if notifier.hub().link().publish_in_transaction(&self.txn, &notifications).await? {
+                return self.txn.commit().await;
             }
-            return self.txn.commit().await;
+            self.txn.commit().await?;
+            notifier.hub().publish(Publication::many(notifications));
+            return Ok(());
         }
         self.txn.commit().await?;
         self.batch.commit();
         Ok(())
-    }
-
-    /// The NOTIFY channel to publish on inside this transaction, if the
-    /// notifier uses the PostgreSQL backplane and its listener is connected
-    /// to this very server and database (NOTIFY only reaches listeners of
-    /// the same database): otherwise `None`, and the notifications go out
-    /// through the backplane after the commit.
-    #[cfg(feature = "postgres")]
-    async fn notify_channel(&self) -> Result<Option<String>, DbErr> {
-        let Some(options) = self.batch.root_notifier().and_then(|n| n.hub().postgres_options()) else {
-            return Ok(None);
-        };
-        if self.batch.is_empty() || self.txn.get_database_backend() != DbBackend::Postgres {
-            return Ok(None);
-        }
-        let listening = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-             WHERE application_name = $1 AND datname = current_database()) AS listening",
-            [crate::backplane::postgres::listener_name(&options.channel).into()],
-        );
-        let row = self.txn.query_one_raw(listening).await?;
-        let listening: bool = row.map(|r| r.try_get("", "listening")).transpose()?.unwrap_or(false);
-        Ok(listening.then(|| options.channel.clone()))
     }
 
     /// Rolls back and drops the queued notifications.
@@ -168,6 +119,13 @@ impl ConnectionTrait for Transaction {
 
     fn support_returning(&self) -> bool {
         self.txn.support_returning()
+    }
+}
+
+impl Notify for Transaction {
+    /// Queues the notification on the transaction's batch.
+    fn push(&self, notification: Notification) {
+        self.batch.push(notification);
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Client, serve};
 use serde_json::{Value, json};
-use tidings::{Backplane, Config, Notification, Notifier, Op, PublishError};
+use tidings::backplane::Backplane;
+use tidings::{Config, Notification, Notifier, Notify, Op, PublishError};
 use tokio::time::timeout;
 
 /// The server URL from `var`, or `None` (skip) outside CI.
@@ -30,7 +31,7 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
-fn instance(backplane: Backplane) -> Notifier {
+fn instance(backplane: impl Backplane) -> Notifier {
     Notifier::with_config(Config::default().backplane(backplane))
 }
 
@@ -53,8 +54,8 @@ mod redis_backplane {
     use super::*;
     use common::LIMIT;
 
-    fn backplane(url: &str, key: &str) -> Backplane {
-        Backplane::redis(url).name(key)
+    fn backplane(url: &str, key: &str) -> tidings::backplane::Redis {
+        tidings::backplane::Redis::new(url).key(key)
     }
 
     #[tokio::test]
@@ -210,7 +211,7 @@ mod redis_backplane {
 
     #[tokio::test]
     async fn a_malformed_url_is_reported_on_every_publish() {
-        let notifier = instance(Backplane::redis("redis://[::1"));
+        let notifier = instance(tidings::backplane::Redis::new("redis://[::1"));
         for _ in 0..2 {
             let result =
                 timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert))).await.unwrap();
@@ -225,7 +226,7 @@ mod redis_backplane {
     #[tokio::test]
     async fn redis_down_reports_to_the_caller_and_in_health() {
         // Nothing listens on port 1.
-        let notifier = instance(Backplane::redis("redis://127.0.0.1:1"));
+        let notifier = instance(tidings::backplane::Redis::new("redis://127.0.0.1:1"));
         let result = timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert))).await.unwrap();
         assert!(matches!(result, Err(PublishError::Backplane(_))), "{result:?}");
         let health = notifier.health();
@@ -240,8 +241,8 @@ mod postgres_backplane {
     use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
     use tidings::sea_orm::Transaction;
 
-    fn backplane(url: &str, channel: &str) -> Backplane {
-        Backplane::postgres(url).name(channel)
+    fn backplane(url: &str, channel: &str) -> tidings::backplane::Postgres {
+        tidings::backplane::Postgres::new(url).channel(channel)
     }
 
     /// Two instances and a client on B, with both listeners known to be up.

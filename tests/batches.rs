@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::{Client, LIMIT};
 use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::{Value, json};
-use tidings::{Notifier, Op};
+use tidings::{Notifier, Notify, Op};
 
 /// Reads notifications until the `marker` collection arrives; panics on a
 /// `resync` or any other control frame.

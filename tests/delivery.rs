@@ -5,7 +5,7 @@ mod common;
 
 use common::{Client, LIMIT, seq, serve, serve_router, wait_sessions};
 use serde_json::{Value, json};
-use tidings::{Config, Identity, Notification, Notifier, Op, Rejection};
+use tidings::{Config, Identity, Notification, Notifier, Notify, Op, Rejection};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -351,7 +351,7 @@ async fn audiences_hold_live_and_in_replay() {
     let mut two = connect_as(addr, Some("2"), "").await.unwrap();
     let two_cursor = two.cursor.clone();
 
-    notifier.send(Notification::new("inbox", Op::Insert).to("user:1"));
+    notifier.push(Notification::new("inbox", Op::Insert).to("user:1"));
     marker(&notifier);
     assert_eq!(one.next_json().await["collection"], "inbox");
     assert_eq!(one.next_json().await["collection"], "marker");
@@ -370,12 +370,12 @@ async fn the_originating_session_is_skipped_unless_asked() {
     let mut other = Client::connect(addr, "").await;
     let token = writer.token.parse().unwrap();
 
-    notifier.send(Notification::new("forums", Op::Insert).from_session(token));
+    notifier.push(Notification::new("forums", Op::Insert).from_session(token));
     let seen = other.next_json().await;
     assert_eq!(seen["collection"], "forums");
     assert_eq!(seen["origin"], writer.session.as_str());
 
-    notifier.send(Notification::new("forums", Op::Update).from_session(token).deliver_to_origin());
+    notifier.push(Notification::new("forums", Op::Update).from_session(token).deliver_to_origin());
     assert_eq!(writer.next_json().await["op"], "update", "the insert was skipped, the opt-in update was not");
 }
 

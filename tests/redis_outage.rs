@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::{Client, LIMIT, serve};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tidings::{Backplane, Config, Notification, Notifier, Op};
+use tidings::backplane::Redis;
+use tidings::{Config, Notification, Notifier, Op};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, timeout, timeout_at};
@@ -129,8 +130,8 @@ type Instance = (Notifier, SocketAddr);
 
 /// Two instances on one stream, each serving WebSocket clients.
 async fn two_instances(redis: &RedisServer, key: &str) -> (Instance, Instance) {
-    let a = Notifier::with_config(Config::default().backplane(Backplane::redis(redis.url()).name(key)));
-    let b = Notifier::with_config(Config::default().backplane(Backplane::redis(redis.url()).name(key)));
+    let a = Notifier::with_config(Config::default().backplane(Redis::new(redis.url()).key(key)));
+    let b = Notifier::with_config(Config::default().backplane(Redis::new(redis.url()).key(key)));
     let (addr_a, addr_b) = (serve(&a).await, serve(&b).await);
     ((a, addr_a), (b, addr_b))
 }

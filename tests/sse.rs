@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use common::{LIMIT, serve, wait_sessions};
 use serde_json::{Value, json};
-use tidings::{Config, Identity, Notifier, Op, Rejection};
+use tidings::{Config, Identity, Notifier, Notify, Op, Rejection};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -148,7 +148,7 @@ async fn sse_honours_subscriptions_and_authorization() {
     let mut events = EventStream::open(addr, "collections=forums", &[("x-user", "1")]).await;
     events.next().await.unwrap();
     notifier.notify("posts", Op::Insert);
-    notifier.send(tidings::Notification::new("forums", Op::Update).to("user:2"));
+    notifier.push(tidings::Notification::new("forums", Op::Update).to("user:2"));
     notifier.notify("forums", Op::Delete);
     let event = events.next().await.unwrap();
     assert_eq!(

@@ -7,7 +7,7 @@ use common::{Client, serve};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::json;
 use tidings::sea_orm::Transaction;
-use tidings::{Notifier, Op};
+use tidings::{Notifier, Notify, Op};
 
 async fn database() -> DatabaseConnection {
     let path = std::env::temp_dir().join(format!(

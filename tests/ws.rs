@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Client, LIMIT, seq, serve, wait_sessions};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tidings::{Config, Notifier, Op};
+use tidings::{Config, Notifier, Notify, Op};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -25,15 +25,16 @@ use std::process::ExitCode;
 
 use axum::Json;
 use axum::routing::get;
-use tidings::{Backplane, Config, Notifier};
+use tidings::backplane::{self, Backplane, Memory};
+use tidings::{Config, Notifier};
 
 const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane redis://…|postgres://…]   \
                      (DATABASE_URL selects the database)";
 
 /// The command line: where to listen, and the backplane shared with other instances.
-fn parse_args() -> Result<(SocketAddr, Backplane), String> {
+fn parse_args() -> Result<(SocketAddr, Box<dyn Backplane>), String> {
     let mut addr = "127.0.0.1:3000".to_owned();
-    let mut backplane = Backplane::in_process();
+    let mut backplane: Box<dyn Backplane> = Box::new(Memory);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -41,7 +42,7 @@ fn parse_args() -> Result<(SocketAddr, Backplane), String> {
             a if a.starts_with("--addr=") => addr = a["--addr=".len()..].to_owned(),
             "--backplane" => {
                 let url = args.next().ok_or("--backplane needs a URL")?;
-                backplane = Backplane::from_url(&url).map_err(|e| e.to_string())?;
+                backplane = backplane::from_url(&url).map_err(|e| e.to_string())?;
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),

@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
-use tidings::{Backplane, Config, Notifier, Op};
+use tidings::backplane::Backplane;
+use tidings::{Config, Notifier, Notify, Op};
 use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 
@@ -100,15 +101,29 @@ pub struct Stats {
     pub status: String,
 }
 
+/// The backplane for `url`, with every instance of a run on the stream key
+/// or channel `name`.
+fn backplane(url: &str, name: String) -> Result<Box<dyn Backplane>, Error> {
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(Box::new(tidings::backplane::Redis::new(url).key(name)));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(tidings::backplane::Postgres::new(url).channel(name)));
+    }
+    drop(name);
+    // Says which feature the URL needs.
+    Ok(tidings::backplane::from_url(url)?)
+}
+
 /// Serves until its stdin closes (the driver's way to stop it) or SIGTERM.
 pub async fn serve(args: ServerArgs) -> Result<(), Error> {
     let hub = match args.imp {
         Impl::Tidings => {
             let mut config = Config::default().replay_capacity(args.hub.replay);
             if let Some(url) = &args.hub.backplane {
-                // `from_url` says so when the URL's feature is not enabled.
-                let name = args.hub.backplane_name_or_new();
-                config = config.backplane(Backplane::from_url(url)?.name(name));
+                config = config.backplane(backplane(url, args.hub.backplane_name_or_new())?);
             }
             Hub::Tidings(Notifier::with_config(config))
         }

@@ -1,113 +1,231 @@
-//! Several instances of an application, one stream of notifications.
+//! Where notifications travel between instances: one trait, several engines.
 //!
-//! By default notifications stay in the process. With a backplane, each
-//! notification is published once to Redis or PostgreSQL, and every instance
-//! (the publishing one included) reads it back and delivers it to its own
-//! sessions: one path, no double delivery, the same order everywhere.
+//! A notification is published once to the backplane, and every instance
+//! (the publishing one included) receives it back and appends it to its own
+//! history: one path, no double delivery, the same order everywhere. The
+//! in-process engine, [`Memory`] (the default), is an ordinary
+//! implementation like the others; [`Redis`] (feature `redis`) and
+//! [`Postgres`] (feature `postgres`) share notifications between instances.
 //!
 //! ```no_run
-//! use tidings::{Backplane, Config, Notifier};
+//! use tidings::{Config, Notifier, backplane};
 //!
 //! # #[tokio::main] async fn main() {
 //! // One line of configuration; handlers do not change.
-//! let notifier = Notifier::with_config(Config::default().backplane(Backplane::from_url("redis://127.0.0.1:6379").unwrap()));
+//! let backplane = backplane::from_url("redis://127.0.0.1:6379").unwrap();
+//! let notifier = Notifier::with_config(Config::default().backplane(backplane));
 //! # }
 //! ```
 //!
-//! See `docs/scaling.md` for what each backplane guarantees.
+//! Two traits meet here, in the manner of centrifuge's `Broker` and
+//! `BrokerEventHandler`: an engine implements [`Backplane`] (and the [`Link`]
+//! it starts), and the hub implements [`Receiver`], the small surface an
+//! engine uses to hand back what arrived. Neither side names the other's
+//! types: the hub names no engine, and an engine sees the hub only as a
+//! [`Receiver`]. See `docs/scaling.md` for what each engine guarantees.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Weak;
 
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::hub::Hub;
-use crate::{Notification, Op, SessionToken};
+use crate::{Cursor, Notification};
 
+pub mod envelope;
+mod memory;
 #[cfg(feature = "postgres")]
-pub(crate) mod postgres;
+mod postgres;
 #[cfg(feature = "redis")]
-pub(crate) mod redis;
+mod redis;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod remote;
 
-/// Where notifications travel between instances. See the [module docs](self).
-#[derive(Debug, Clone, Default)]
-pub struct Backplane {
-    pub(crate) kind: Kind,
+pub use memory::Memory;
+#[cfg(feature = "postgres")]
+pub use postgres::Postgres;
+#[cfg(feature = "redis")]
+pub use redis::Redis;
+
+/// An engine that carries notifications between the instances of an
+/// application: the configuration, from which each
+/// [`Notifier`](crate::Notifier) starts its own [`Link`].
+pub trait Backplane: Send + Sync + 'static {
+    /// A short name for health reports and logs (`in-process`, `redis`,
+    /// `postgres`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the engine gives each notification its cursor (a stream id,
+    /// valid on every instance) and loads recent history at start-up, in
+    /// which case the hub waits for [`Receiver::ready`] before sessions
+    /// resume. By default the hub numbers notifications itself.
+    fn assigns_cursors(&self) -> bool {
+        false
+    }
+
+    /// Starts the engine's work (connections, tasks) for one hub and
+    /// returns what the hub publishes through. `hub` receives what arrives;
+    /// it is weak, so the engine's tasks end when the notifier is dropped.
+    fn start(&self, hub: Weak<dyn Receiver>) -> Box<dyn Link>;
 }
 
-#[derive(Debug, Clone, Default)]
-pub(crate) enum Kind {
-    #[default]
-    InProcess,
-    #[cfg(feature = "redis")]
-    Redis(redis::Options),
-    #[cfg(feature = "postgres")]
-    Postgres(postgres::Options),
+impl Backplane for Box<dyn Backplane> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn assigns_cursors(&self) -> bool {
+        (**self).assigns_cursors()
+    }
+
+    fn start(&self, hub: Weak<dyn Receiver>) -> Box<dyn Link> {
+        (**self).start(hub)
+    }
 }
 
-impl Backplane {
-    /// No backplane: notifications reach the sessions of this process only.
-    pub fn in_process() -> Self {
-        Backplane::default()
+/// A started backplane, as the hub sees it: where it publishes.
+pub trait Link: Send + Sync {
+    /// Publishes the notifications, together and in order, to every
+    /// instance. Must not block: an engine that talks to a server queues
+    /// the publication for its own task. `hub` is the publishing hub, for an
+    /// engine that delivers in place ([`Memory`]).
+    fn publish(&self, hub: &dyn Receiver, publication: Publication);
+
+    /// Publishes inside the application's database transaction, if this
+    /// engine can (PostgreSQL NOTIFY on the transaction's own connection),
+    /// so that the notifications go out if and only if it commits. Returns
+    /// `Ok(false)` when it cannot (the default): the notifications are then
+    /// published after the commit.
+    #[cfg(feature = "sea-orm")]
+    fn publish_in_transaction<'a>(
+        &'a self,
+        _txn: &'a sea_orm::DatabaseTransaction,
+        _notifications: &'a [Notification],
+    ) -> futures_util::future::BoxFuture<'a, Result<bool, sea_orm::DbErr>> {
+        Box::pin(std::future::ready(Ok(false)))
+    }
+}
+
+/// The hub, as an engine sees it: what an engine hands back.
+pub trait Receiver: Send + Sync {
+    /// Notifications that arrived, in order, each with the cursor the
+    /// engine gave it (`None`: the hub numbers it). They are appended to the
+    /// history and every session is woken once.
+    fn deliver(&self, notifications: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>);
+
+    /// Notifications may have been lost (a connection broke, a publication
+    /// failed): every session is told to `resync`, and no cursor from before
+    /// this point resumes. With `at` (a stream id), cursors before `at` no
+    /// longer resume, and `at` itself does.
+    fn interrupt(&self, at: Option<Cursor>);
+
+    /// The engine has loaded the stream's recent history (see
+    /// [`Backplane::assigns_cursors`]); `floor` is the newest id the stream
+    /// no longer holds, if any: resuming from before it would skip what was
+    /// trimmed.
+    fn ready(&self, floor: Option<Cursor>);
+
+    /// The state of one part of the engine's connection, for health:
+    /// `Some(reason)` while it is broken, `None` once it works.
+    fn degraded(&self, part: Part, reason: Option<String>);
+
+    /// How many notifications the history holds: as many as an engine
+    /// should load at start-up.
+    fn capacity(&self) -> usize;
+}
+
+/// The two connections an engine keeps, each reported on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Reads notifications (Redis XREAD, PostgreSQL LISTEN).
+    Listener,
+    /// Sends them (XADD, pg_notify).
+    Publisher,
+}
+
+/// Notifications to publish together, in order, and the caller of
+/// [`Notifier::publish`](crate::Notifier::publish) waiting for the outcome,
+/// if there is one.
+pub struct Publication {
+    notifications: Notifications,
+    done: Done,
+}
+
+/// One notification (the common case, kept off the heap) or a batch.
+enum Notifications {
+    One(Notification),
+    Many(Vec<Notification>),
+}
+
+impl Publication {
+    pub(crate) fn one(notification: Notification) -> Self {
+        Publication { notifications: Notifications::One(notification), done: Done(None) }
     }
 
-    /// Redis Streams (Redis 5 or later; feature `redis`): `XADD` to one
-    /// stream (default key `tidings`, trimmed to about 10 000 entries), read
-    /// by every instance. Cursors are stream ids, valid on every instance.
-    #[cfg(feature = "redis")]
-    pub fn redis(url: impl Into<String>) -> Self {
-        Backplane { kind: Kind::Redis(redis::Options::new(url.into())) }
+    pub(crate) fn many(notifications: Vec<Notification>) -> Self {
+        Publication { notifications: Notifications::Many(notifications), done: Done(None) }
     }
 
-    /// PostgreSQL `LISTEN/NOTIFY` (feature `postgres`) on one channel
-    /// (default `tidings`). NOTIFY keeps no history: cursors are local to
-    /// each instance.
-    #[cfg(feature = "postgres")]
-    pub fn postgres(url: impl Into<String>) -> Self {
-        Backplane { kind: Kind::Postgres(postgres::Options::new(url.into())) }
-    }
-
-    /// The backplane for a `redis://`, `rediss://`, `postgres://` or
-    /// `postgresql://` URL, if its feature is enabled.
-    pub fn from_url(url: &str) -> Result<Self, PublishError> {
-        #[cfg(feature = "redis")]
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
-            return Ok(Backplane::redis(url));
-        }
-        #[cfg(feature = "postgres")]
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Backplane::postgres(url));
-        }
-        Err(PublishError::Backplane(format!(
-            "no backplane for `{url}` (redis:// needs feature `redis`, postgres:// needs feature `postgres`)"
-        )))
-    }
-
-    /// The Redis stream key or PostgreSQL channel name to use (default
-    /// `tidings`). Instances that share it share their notifications.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        match &mut self.kind {
-            Kind::InProcess => drop(name),
-            #[cfg(feature = "redis")]
-            Kind::Redis(o) => o.key = name.into(),
-            #[cfg(feature = "postgres")]
-            Kind::Postgres(o) => o.channel = name.into(),
-        }
+    /// The same publication, with `done` told the outcome.
+    pub(crate) fn reporting_to(mut self, done: oneshot::Sender<Result<(), PublishError>>) -> Self {
+        self.done = Done(Some(done));
         self
     }
 
-    pub(crate) fn label(&self) -> &'static str {
-        match self.kind {
-            Kind::InProcess => "in-process",
-            #[cfg(feature = "redis")]
-            Kind::Redis(_) => "redis",
-            #[cfg(feature = "postgres")]
-            Kind::Postgres(_) => "postgres",
+    /// The notifications, in order.
+    pub fn notifications(&self) -> &[Notification] {
+        match &self.notifications {
+            Notifications::One(n) => std::slice::from_ref(n),
+            Notifications::Many(v) => v,
         }
     }
+
+    /// The notifications, in order, and the handle that reports the outcome.
+    pub fn into_parts(self) -> (impl Iterator<Item = Notification>, Done) {
+        let (one, many) = match self.notifications {
+            Notifications::One(n) => (Some(n), Vec::new()),
+            Notifications::Many(v) => (None, v),
+        };
+        (one.into_iter().chain(many), self.done)
+    }
+}
+
+impl fmt::Debug for Publication {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publication").field("notifications", &self.notifications().len()).finish()
+    }
+}
+
+/// Reports the outcome of a [`Publication`] to its caller, if one waits.
+#[derive(Debug)]
+pub struct Done(Option<oneshot::Sender<Result<(), PublishError>>>);
+
+impl Done {
+    /// Tells the waiting caller (if any) how it went; a failure is logged
+    /// either way.
+    pub fn finish(self, result: Result<(), PublishError>) {
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "tidings: a notification was not published");
+        }
+        if let Some(done) = self.0 {
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// The backplane for a `redis://`, `rediss://`, `postgres://` or
+/// `postgresql://` URL, if its feature is enabled.
+pub fn from_url(url: &str) -> Result<Box<dyn Backplane>, PublishError> {
+    #[cfg(feature = "redis")]
+    if url.starts_with("redis://") || url.starts_with("rediss://") {
+        return Ok(Box::new(Redis::new(url)));
+    }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(Postgres::new(url)));
+    }
+    Err(PublishError::Backplane(format!(
+        "no backplane for `{url}` (redis:// needs feature `redis`, postgres:// needs feature `postgres`)"
+    )))
 }
 
 /// Why a notification could not be published.
@@ -146,189 +264,3 @@ impl fmt::Display for PublishError {
 }
 
 impl std::error::Error for PublishError {}
-
-/// A notification on its way to the backplane, with a way to tell the
-/// caller of [`Notifier::publish`](crate::Notifier::publish) how it went.
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-pub(crate) struct Outgoing {
-    /// Encoded notifications, published together and in order (a batch).
-    pub(crate) payloads: Vec<String>,
-    pub(crate) done: Option<oneshot::Sender<Result<(), PublishError>>>,
-}
-
-impl Outgoing {
-    pub(crate) fn finish(self, result: Result<(), PublishError>) {
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "tidings: a notification was not published");
-        }
-        if let Some(done) = self.done {
-            let _ = done.send(result);
-        }
-    }
-}
-
-/// How the hub hands notifications to other instances.
-pub(crate) enum Link {
-    /// Straight into this process's history.
-    Local,
-    /// To the backplane's publisher task.
-    Remote(mpsc::UnboundedSender<Outgoing>),
-}
-
-/// Creates the link and, for a remote backplane, the receiving end that
-/// [`start`] drives.
-pub(crate) fn link(backplane: &Backplane) -> (Link, Option<mpsc::UnboundedReceiver<Outgoing>>) {
-    match backplane.kind {
-        Kind::InProcess => (Link::Local, None),
-        #[allow(unreachable_patterns)]
-        _ => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            (Link::Remote(tx), Some(rx))
-        }
-    }
-}
-
-/// Whether the backplane loads history at start-up (sessions wait for it).
-pub(crate) fn loads_history(backplane: &Backplane) -> bool {
-    match backplane.kind {
-        #[cfg(feature = "redis")]
-        Kind::Redis(_) => true,
-        #[allow(unreachable_patterns)]
-        _ => false,
-    }
-}
-
-/// Spawns the backplane's publisher and subscriber tasks.
-#[allow(unused_variables)]
-pub(crate) fn start(backplane: &Backplane, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
-    match &backplane.kind {
-        Kind::InProcess => {}
-        #[cfg(feature = "redis")]
-        Kind::Redis(options) => redis::start(options.clone(), outgoing, hub),
-        #[cfg(feature = "postgres")]
-        Kind::Postgres(options) => postgres::start(options.clone(), outgoing, hub),
-    }
-}
-
-/// For a backplane that cannot even start (a malformed URL): health says
-/// why, and every publish fails with that reason.
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-pub(crate) fn unusable(reason: String, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
-    if let Some(hub) = hub.upgrade() {
-        hub.set_degraded(crate::hub::Part::Listener, Some(reason.clone()));
-    }
-    tokio::spawn(async move {
-        while let Some(out) = outgoing.recv().await {
-            out.finish(Err(PublishError::Backplane(reason.clone())));
-        }
-    });
-}
-
-/// A notification as it travels between instances: the fields, not the
-/// frame, since each instance assigns the cursor it puts in the frame.
-#[derive(Serialize, Deserialize)]
-struct Envelope<'a> {
-    /// Unique per process: PostgreSQL folds identical payloads sent in one
-    /// transaction into one, which would swallow a repeated notification.
-    #[serde(default)]
-    n: u64,
-    #[serde(borrow)]
-    collection: Cow<'a, str>,
-    op: Op,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    audience: Option<Cow<'a, str>>,
-    /// The originating session's token: the skip needs it, and every
-    /// instance derives the public id from it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    token: Option<SessionToken>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    deliver_to_origin: bool,
-}
-
-pub(crate) fn encode(n: &Notification) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let envelope = Envelope {
-        n: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        collection: Cow::Borrowed(&n.collection),
-        op: n.op,
-        data: n.data.as_deref(),
-        audience: n.audience.as_deref().map(Cow::Borrowed),
-        token: n.origin,
-        deliver_to_origin: !n.skip_origin,
-    };
-    serde_json::to_string(&envelope).expect("an envelope always serializes")
-}
-
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-pub(crate) fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
-    let e: Envelope = serde_json::from_str(payload)?;
-    let mut n = Notification::new(e.collection.into_owned(), e.op);
-    if let Some(data) = e.data {
-        n = n.with_raw_data(data.to_owned());
-    }
-    if let Some(audience) = e.audience {
-        n = n.to(audience.as_ref());
-    }
-    if let Some(token) = e.token {
-        n = n.from_session(token);
-    }
-    if e.deliver_to_origin {
-        n = n.deliver_to_origin();
-    }
-    Ok(n)
-}
-
-/// Exponential backoff with jitter for reconnecting, from 100 ms to 5 s.
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-pub(crate) struct Backoff(u32);
-
-#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-impl Backoff {
-    pub(crate) fn new() -> Self {
-        Backoff(0)
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.0 = 0;
-    }
-
-    pub(crate) async fn wait(&mut self) {
-        use std::hash::BuildHasher;
-        let base = 100u64 << self.0.min(6);
-        let jitter = std::collections::hash_map::RandomState::new().hash_one(self.0) % (base / 2 + 1);
-        self.0 += 1;
-        tokio::time::sleep(std::time::Duration::from_millis((base + jitter).min(5_000))).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelopes_round_trip() {
-        let token = crate::session::SessionToken::generate();
-        let n = Notification::new("posts", Op::Delete)
-            .with_data(&serde_json::json!({"id": 3}))
-            .unwrap()
-            .to("user:1")
-            .from_session(token)
-            .deliver_to_origin();
-        let back = decode(&encode(&n)).unwrap();
-        assert_eq!(back.collection(), "posts");
-        assert_eq!(back.op(), Op::Delete);
-        assert_eq!(back.data().unwrap().get(), r#"{"id":3}"#);
-        assert_eq!(back.audience(), Some("user:1"));
-        assert_eq!(back.origin(), Some(token.id()));
-        assert!(back.skipped_session().is_none());
-        let skipping = decode(&encode(&Notification::new("posts", Op::Insert).from_session(token))).unwrap();
-        assert_eq!(skipping.skipped_session(), Some(token), "the receiving instance skips the same session");
-        let plain = Notification::new("forums", Op::Insert);
-        assert_ne!(encode(&plain), encode(&plain), "each envelope is unique");
-        assert!(encode(&plain).ends_with(r#""collection":"forums","op":"insert"}"#));
-        assert_eq!(decode(&encode(&plain)).unwrap().skipped_session(), None);
-        assert_eq!(decode(r#"{"collection":"a","op":"update"}"#).unwrap().collection(), "a");
-    }
-}

@@ -11,51 +11,143 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use super::{Backoff, Outgoing, PublishError, decode, unusable};
-use crate::hub::{Hub, Part};
+use super::envelope::decode;
+use super::remote::{Backoff, Outgoing, Queue, connecting, unusable};
+use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
 
 /// How long the listener may be idle before its connection is checked.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
-pub(crate) const PAYLOAD_LIMIT: usize = 7999;
+const PAYLOAD_LIMIT: usize = 7999;
 
+/// PostgreSQL `LISTEN/NOTIFY` (feature `postgres`) on one channel. NOTIFY
+/// keeps no history: cursors are local to each instance.
+///
+/// Inside a sea-orm transaction on the database its listener is connected
+/// to, notifications are published with `pg_notify` in the transaction
+/// itself, so PostgreSQL delivers them if and only if it commits.
+///
+/// ```no_run
+/// use tidings::backplane::Postgres;
+/// use tidings::{Config, Notifier};
+///
+/// # #[tokio::main] async fn main() {
+/// let postgres = Postgres::new("postgres://postgres@127.0.0.1:5432/app").channel("app_tidings");
+/// let notifier = Notifier::with_config(Config::default().backplane(postgres));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) url: String,
-    pub(crate) channel: String,
+pub struct Postgres {
+    url: String,
+    channel: String,
 }
 
-impl Options {
-    pub(crate) fn new(url: String) -> Self {
-        Options { url, channel: "tidings".to_owned() }
+impl Postgres {
+    /// The database at `url`, channel `tidings`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Postgres { url: url.into(), channel: "tidings".to_owned() }
+    }
+
+    /// The NOTIFY channel (default `tidings`). Instances that share it share
+    /// their notifications.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
     }
 }
 
 /// The application name of a channel's listener connection (visible in
 /// `pg_stat_activity`, where transactions look for it).
-pub(crate) fn listener_name(channel: &str) -> String {
+fn listener_name(channel: &str) -> String {
     format!("tidings-listener:{channel}")
 }
 
-pub(crate) fn check_size(payload: &str) -> Result<(), PublishError> {
+fn check_size(payload: &str) -> Result<(), PublishError> {
     if payload.len() > PAYLOAD_LIMIT {
         return Err(PublishError::TooLarge { size: payload.len(), limit: PAYLOAD_LIMIT });
     }
     Ok(())
 }
 
-pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
-    let connect = match options.url.parse::<PgConnectOptions>() {
-        Ok(c) => c,
-        Err(e) => return unusable(format!("invalid PostgreSQL URL: {e}"), outgoing, hub),
-    };
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_lazy_with(connect.clone().application_name("tidings-publisher"));
-    tokio::spawn(publish(pool, options.channel.clone(), outgoing, hub.clone()));
-    tokio::spawn(listen(connect, options.channel, hub));
+impl Backplane for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn start(&self, hub: Weak<dyn Receiver>) -> Box<dyn Link> {
+        connecting(&hub);
+        let (queue, outgoing) = Queue::new();
+        match self.url.parse::<PgConnectOptions>() {
+            Ok(connect) => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect_lazy_with(connect.clone().application_name("tidings-publisher"));
+                tokio::spawn(publish(pool, self.channel.clone(), outgoing, hub.clone()));
+                tokio::spawn(listen(connect, self.channel.clone(), hub));
+            }
+            Err(e) => unusable(format!("invalid PostgreSQL URL: {e}"), outgoing, hub),
+        }
+        Box::new(PostgresLink { queue, channel: self.channel.clone() })
+    }
+}
+
+/// Publications go to the publishing task's queue, or into the
+/// application's transaction.
+struct PostgresLink {
+    queue: Queue,
+    channel: String,
+}
+
+impl Link for PostgresLink {
+    fn publish(&self, _hub: &dyn Receiver, publication: Publication) {
+        self.queue.push(publication);
+    }
+
+    /// One statement: `pg_notify` for every notification, on the condition
+    /// that this channel's listener is connected to the transaction's own
+    /// database (NOTIFY reaches only listeners of the same database), which
+    /// the statement checks in `pg_stat_activity`. When it is not, nothing
+    /// is notified and the notifications go through the queue after the
+    /// commit. A notification above NOTIFY's 8000-byte limit fails the
+    /// commit (the transaction is rolled back).
+    #[cfg(feature = "sea-orm")]
+    fn publish_in_transaction<'a>(
+        &'a self,
+        txn: &'a sea_orm::DatabaseTransaction,
+        notifications: &'a [crate::Notification],
+    ) -> futures_util::future::BoxFuture<'a, Result<bool, sea_orm::DbErr>> {
+        use sea_orm::{ConnectionTrait, DbBackend, Statement};
+        Box::pin(async move {
+            if notifications.is_empty() || txn.get_database_backend() != DbBackend::Postgres {
+                return Ok(false);
+            }
+            let mut payloads = Vec::with_capacity(notifications.len());
+            for n in notifications {
+                let payload = super::envelope::encode(n);
+                check_size(&payload).map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+                payloads.push(payload);
+            }
+            let notify = Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                // The payloads travel as one JSON array; its elements come out in
+                // order, and pg_notify queues them in the order it is called.
+                "SELECT count(pg_notify($1, payload)) AS notified \
+                 FROM json_array_elements_text($2::json) AS payload \
+                 WHERE EXISTS (SELECT 1 FROM pg_stat_activity \
+                               WHERE application_name = $3 AND datname = current_database())",
+                [
+                    self.channel.as_str().into(),
+                    serde_json::to_string(&payloads).expect("strings serialize").into(),
+                    listener_name(&self.channel).into(),
+                ],
+            );
+            let row = txn.query_one_raw(notify).await?;
+            let notified: i64 = row.map(|r| r.try_get("", "notified")).transpose()?.unwrap_or(0);
+            Ok(notified > 0)
+        })
+    }
 }
 
 /// How many queued publications go to PostgreSQL in one statement.
@@ -68,7 +160,7 @@ async fn publish(
     pool: PgPool,
     channel: String,
     mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
-    hub: Weak<Hub>,
+    hub: Weak<dyn Receiver>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while outgoing.recv_many(&mut batch, BATCH).await > 0 {
@@ -94,13 +186,13 @@ async fn publish(
             .map(|_| ())
             .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}")));
         if let Some(hub) = hub.upgrade() {
-            hub.set_degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
+            hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
         }
         fits.into_iter().for_each(|out| out.finish(result.clone()));
     }
 }
 
-async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
+async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiver>) {
     let listener_options = connect.application_name(&listener_name(&channel));
     let mut backoff = Backoff::new();
     loop {
@@ -108,7 +200,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
         let mut listener = match open(&listener_options, &channel).await {
             Ok(l) => l,
             Err(e) => {
-                strong.set_degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
+                strong.degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
                 drop(strong);
                 backoff.wait().await;
                 continue;
@@ -118,8 +210,8 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
         // listening (before the first LISTEN, or since the connection broke)
         // is gone. Every local client reloads, including one that resumes
         // with a cursor handed out before this point (a page rendered then).
-        strong.interrupt();
-        strong.set_degraded(Part::Listener, None);
+        strong.interrupt(None);
+        strong.degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
 
@@ -133,7 +225,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
                         check.reset();
                         let Some(hub) = hub.upgrade() else { return };
                         match decode(notification.payload()) {
-                            Ok(n) => hub.deliver(n, None),
+                            Ok(n) => hub.deliver(&mut std::iter::once((n, None))),
                             Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
                         }
                     }
@@ -153,7 +245,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<Hub>) {
             }
         };
         let Some(strong) = hub.upgrade() else { return };
-        strong.set_degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
+        strong.degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
         drop(strong);
         backoff.wait().await;
     }

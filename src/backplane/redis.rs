@@ -18,8 +18,9 @@ use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, InfoDict, Value};
 use tokio::sync::mpsc;
 
-use super::{Backoff, Outgoing, PublishError, decode, unusable};
-use crate::hub::{Hub, Part};
+use super::envelope::decode;
+use super::remote::{Backoff, Outgoing, Queue, connecting, unusable};
+use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
 use crate::{Cursor, Notification};
 
 /// How long one `XREAD` blocks before it is sent again.
@@ -37,33 +38,90 @@ const GAP_FIELD: &str = "gap";
 /// as idle, meanwhile, and a publication on a dead connection fails.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// Redis Streams (Redis 5 or later; feature `redis`): `XADD` to one stream,
+/// read by every instance with `XREAD`. Cursors are stream ids, valid on
+/// every instance, and the stream's tail (loaded at start-up) survives an
+/// instance restart.
+///
+/// ```no_run
+/// use tidings::backplane::Redis;
+/// use tidings::{Config, Notifier};
+///
+/// # #[tokio::main] async fn main() {
+/// let redis = Redis::new("redis://127.0.0.1:6379").key("myapp:tidings");
+/// let notifier = Notifier::with_config(Config::default().backplane(redis));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) url: String,
-    pub(crate) key: String,
-    pub(crate) max_len: usize,
+pub struct Redis {
+    url: String,
+    key: String,
+    max_len: usize,
 }
 
-impl Options {
-    pub(crate) fn new(url: String) -> Self {
-        Options { url, key: "tidings".to_owned(), max_len: 10_000 }
+impl Redis {
+    /// The server at `url`; the stream key `tidings`, trimmed to about
+    /// 10,000 entries.
+    pub fn new(url: impl Into<String>) -> Self {
+        Redis { url: url.into(), key: "tidings".to_owned(), max_len: 10_000 }
+    }
+
+    /// The stream key (default `tidings`). Instances that share it share
+    /// their notifications.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = key.into();
+        self
+    }
+
+    /// About how many entries the stream keeps (`XADD MAXLEN ~`, default
+    /// 10,000): a cursor older than that gets `resync`.
+    pub fn max_len(mut self, entries: usize) -> Self {
+        self.max_len = entries.max(1);
+        self
     }
 }
 
-pub(crate) fn start(options: Options, outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
-    let client = match Client::open(options.url.as_str()) {
-        Ok(client) => client,
-        Err(e) => return unusable(format!("invalid Redis URL: {e}"), outgoing, hub),
-    };
-    tokio::spawn(publish(Publisher::new(client.clone(), options.clone()), outgoing, hub.clone()));
-    tokio::spawn(subscribe(client, options, hub));
+impl Backplane for Redis {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn assigns_cursors(&self) -> bool {
+        true
+    }
+
+    fn start(&self, hub: Weak<dyn Receiver>) -> Box<dyn Link> {
+        connecting(&hub);
+        let (queue, outgoing) = Queue::new();
+        match Client::open(self.url.as_str()) {
+            Ok(client) => {
+                tokio::spawn(publish(Publisher::new(client.clone(), self.clone()), outgoing, hub.clone()));
+                tokio::spawn(subscribe(client, self.clone(), hub));
+            }
+            Err(e) => unusable(format!("invalid Redis URL: {e}"), outgoing, hub),
+        }
+        Box::new(RedisLink(queue))
+    }
+}
+
+/// Publications go to the publishing task's queue.
+struct RedisLink(Queue);
+
+impl Link for RedisLink {
+    fn publish(&self, _hub: &dyn Receiver, publication: Publication) {
+        self.0.push(publication);
+    }
 }
 
 /// Sends queued notifications in order, a pipeline at a time; while a gap
 /// marker is owed and nothing is queued, retries it alone with backoff (so
 /// that clients elsewhere learn of the loss, and health of the recovery,
 /// without waiting for the next write).
-async fn publish(mut publisher: Publisher, mut outgoing: mpsc::UnboundedReceiver<Outgoing>, hub: Weak<Hub>) {
+async fn publish(
+    mut publisher: Publisher,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    hub: Weak<dyn Receiver>,
+) {
     let mut batch = Vec::with_capacity(PIPELINE);
     let mut backoff = Backoff::new();
     loop {
@@ -93,12 +151,12 @@ async fn publish(mut publisher: Publisher, mut outgoing: mpsc::UnboundedReceiver
     }
 }
 
-fn report(hub: &Weak<Hub>, result: &Result<(), PublishError>, backoff: &mut Backoff) {
+fn report(hub: &Weak<dyn Receiver>, result: &Result<(), PublishError>, backoff: &mut Backoff) {
     if result.is_ok() {
         backoff.reset();
     }
     if let Some(hub) = hub.upgrade() {
-        hub.set_degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
+        hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
     }
 }
 
@@ -111,7 +169,7 @@ fn report(hub: &Weak<Hub>, result: &Result<(), PublishError>, backoff: &mut Back
 /// many publications fail, the debt is one marker: nothing queues up.
 struct Publisher {
     client: Client,
-    options: Options,
+    options: Redis,
     config: AsyncConnectionConfig,
     connection: Option<MultiplexedConnection>,
     /// When `connection` last answered.
@@ -121,7 +179,7 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn new(client: Client, options: Options) -> Self {
+    fn new(client: Client, options: Redis) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)));
@@ -220,7 +278,7 @@ struct Position {
 }
 
 /// Reads the stream and delivers each entry to the local sessions.
-async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
+async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
@@ -232,7 +290,7 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
         let mut connection = match connected {
             Ok(c) => c,
             Err(e) => {
-                strong.set_degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
+                strong.degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
                 drop(strong);
                 backoff.wait().await;
                 continue;
@@ -241,19 +299,19 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
         let current = match prepare(&mut connection, &options, &strong, &mut position).await {
             Ok(current) => current,
             Err(e) => {
-                strong.set_degraded(Part::Listener, Some(format!("Redis: {e}")));
+                strong.degraded(Part::Listener, Some(format!("Redis: {e}")));
                 drop(strong);
                 backoff.wait().await;
                 continue;
             }
         };
-        strong.set_degraded(Part::Listener, None);
+        strong.degraded(Part::Listener, None);
         backoff.reset();
         drop(strong);
 
         let error = read(&mut connection, &options, &hub, current).await;
         let Some(strong) = hub.upgrade() else { return };
-        strong.set_degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
+        strong.degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
         drop(strong);
         backoff.wait().await;
     }
@@ -264,8 +322,8 @@ async fn subscribe(client: Client, options: Options, hub: Weak<Hub>) {
 /// loses nothing, or fences off what may have been lost.
 async fn prepare<'p>(
     connection: &mut MultiplexedConnection,
-    options: &Options,
-    hub: &Arc<Hub>,
+    options: &Redis,
+    hub: &Arc<dyn Receiver>,
     position: &'p mut Option<Position>,
 ) -> redis::RedisResult<&'p mut Position> {
     redis::cmd("CLIENT")
@@ -277,7 +335,7 @@ async fn prepare<'p>(
     match position {
         None => Ok(position.insert(load(connection, options, hub, server).await?)),
         Some(position) => {
-            resume(connection, options, hub, position, server).await?;
+            resume(connection, options, hub.as_ref(), position, server).await?;
             Ok(position)
         }
     }
@@ -294,11 +352,11 @@ async fn server_id(connection: &mut MultiplexedConnection) -> Option<String> {
 /// this instance started can be resumed.
 async fn load(
     connection: &mut MultiplexedConnection,
-    options: &Options,
-    hub: &Arc<Hub>,
+    options: &Redis,
+    hub: &Arc<dyn Receiver>,
     server: Option<String>,
 ) -> redis::RedisResult<Position> {
-    let capacity = hub.config.replay_capacity;
+    let capacity = hub.capacity();
     let tail: StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(&options.key)
         .arg("+")
@@ -312,7 +370,7 @@ async fn load(
     // Sessions opened before the tail was here (the start-up wait ran out)
     // start before it: they lag, and get a resync rather than old
     // notifications presented as new.
-    hub.interrupt();
+    hub.interrupt(None);
     // The newest id the stream no longer holds: resuming from before it
     // would skip what Redis trimmed.
     let mut floor = max_deleted_id(connection, &options.key).await;
@@ -320,16 +378,14 @@ async fn load(
         let older = ids.remove(0);
         floor = floor.max(parse_id(&older.id).map(|c| (c.epoch_ms(), c.seq())));
     }
-    if let Some((ms, seq)) = floor {
-        hub.history.set_floor(Cursor::stream(ms, seq));
-    }
+    let floor = floor.map(|(ms, seq)| Cursor::stream(ms, seq));
     let position = Position {
         after: ids.last().map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
         at_entry: !ids.is_empty(),
         server,
     };
-    deliver(hub, &ids);
-    hub.set_ready();
+    deliver(hub.as_ref(), &ids);
+    hub.ready(floor);
     Ok(position)
 }
 
@@ -341,15 +397,15 @@ async fn load(
 /// before, the last one read included, resumes without a resync.
 async fn resume(
     connection: &mut MultiplexedConnection,
-    options: &Options,
-    hub: &Hub,
+    options: &Redis,
+    hub: &dyn Receiver,
     position: &mut Position,
     server: Option<String>,
 ) -> redis::RedisResult<()> {
     let same_server = server.is_some() && server == position.server;
     if !same_server || !holds_everything_after(connection, options, position).await? {
         let fence = fence(connection, &position.after).await?;
-        hub.interrupt_at(fence);
+        hub.interrupt(Some(fence));
         position.after = fence.to_string();
         position.at_entry = false;
     }
@@ -360,7 +416,7 @@ async fn resume(
 /// Whether the stream still holds every entry after `position`.
 async fn holds_everything_after(
     connection: &mut MultiplexedConnection,
-    options: &Options,
+    options: &Redis,
     position: &Position,
 ) -> redis::RedisResult<bool> {
     let after = parse_id(&position.after).map(|c| (c.epoch_ms(), c.seq()));
@@ -445,8 +501,8 @@ async fn max_deleted_id(connection: &mut MultiplexedConnection, key: &str) -> Op
 /// Reads until the connection fails; returns the error.
 async fn read(
     connection: &mut MultiplexedConnection,
-    options: &Options,
-    hub: &Weak<Hub>,
+    options: &Redis,
+    hub: &Weak<dyn Receiver>,
     position: &mut Position,
 ) -> redis::RedisError {
     loop {
@@ -468,7 +524,7 @@ async fn read(
             return redis::RedisError::from((redis::ErrorKind::Io, "the notifier is gone"));
         };
         for key in reply.map(|r| r.keys).unwrap_or_default() {
-            deliver(&hub, &key.ids);
+            deliver(hub.as_ref(), &key.ids);
             if let Some(last) = key.ids.last() {
                 position.after.clone_from(&last.id);
                 position.at_entry = true;
@@ -479,22 +535,22 @@ async fn read(
 
 /// Delivers stream entries in order: notifications into the history, and a
 /// gap marker as an interruption at its id.
-fn deliver(hub: &Hub, entries: &[StreamId]) {
+fn deliver(hub: &dyn Receiver, entries: &[StreamId]) {
     let mut arrived = Vec::with_capacity(entries.len());
     for entry in entries {
         match decode_entry(entry) {
             Some(StreamEntry::Notification(n, cursor)) => arrived.push((n, Some(cursor))),
             Some(StreamEntry::Gap(at)) => {
                 if !arrived.is_empty() {
-                    hub.deliver_all(std::mem::take(&mut arrived));
+                    hub.deliver(&mut std::mem::take(&mut arrived).into_iter());
                 }
-                hub.interrupt_at(at);
+                hub.interrupt(Some(at));
             }
             None => {}
         }
     }
     if !arrived.is_empty() {
-        hub.deliver_all(arrived);
+        hub.deliver(&mut arrived.into_iter());
     }
 }
 

@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 use tidings::sea_orm::Transaction;
-use tidings::{Batch, Op};
+use tidings::{Batch, Notify, Op};
 
 use super::entity::{forum, post};
 

@@ -17,17 +17,16 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use axum::extract::{Request, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
+use super::admission::{Admission, admit};
 use crate::Notifier;
-use crate::admission::{Admission, admit};
-use crate::hub::shutting_down;
-use crate::session::Session;
+use crate::hub::{Frame, Session};
 
 /// The handler behind the SSE route.
 pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -> Response {
@@ -43,7 +42,7 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
     let resume = last_event_id.map(str::to_owned).or(cursor);
     let keep_alive = KeepAlive::new().interval(hub.config.ping_interval).text("");
     let closing = hub.closing();
-    hub.ready().await;
+    hub.wait_ready().await;
     let (session, first) = Session::open(hub, identity, subscriptions, resume.as_deref());
     let mut response =
         Sse::new(stream(session, first.into(), closing)).keep_alive(keep_alive).into_response();
@@ -57,15 +56,15 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
 /// (this stream) is dropped.
 fn stream(
     session: Session,
-    pending: VecDeque<Utf8Bytes>,
-    closing: watch::Receiver<bool>,
+    pending: VecDeque<Frame>,
+    closing: CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct State {
         session: Session,
         wake: Arc<Notify>,
-        pending: VecDeque<Utf8Bytes>,
-        scratch: Vec<Utf8Bytes>,
-        closing: watch::Receiver<bool>,
+        pending: VecDeque<Frame>,
+        scratch: Vec<Frame>,
+        closing: CancellationToken,
     }
     let state = State { wake: session.wake_signal(), session, pending, scratch: Vec::new(), closing };
     futures_util::stream::unfold(state, |mut state| async move {
@@ -84,39 +83,18 @@ fn stream(
             }
             tokio::select! {
                 biased;
-                _ = shutting_down(&mut state.closing) => return None,
+                () = state.closing.cancelled() => return None,
                 _ = notified => {}
             }
         }
     })
 }
 
-fn event(frame: &str) -> Event {
-    let event = Event::default().data(frame);
-    match cursor_of(frame) {
-        Some(cursor) => event.id(cursor),
+/// The frame as an SSE event whose id is the frame's cursor, if it has one.
+fn event(frame: &Frame) -> Event {
+    let event = Event::default().data(frame.as_str());
+    match frame.cursor() {
+        Some(cursor) => event.id(cursor.to_string()),
         None => event,
-    }
-}
-
-/// The cursor of a frame: it is always the last field of the frames that
-/// carry one (notifications, hello, resync), so the last occurrence is it
-/// even when the application's data contains the same text.
-fn cursor_of(frame: &str) -> Option<&str> {
-    const KEY: &str = r#""cursor":""#;
-    let start = frame.rfind(KEY)? + KEY.len();
-    let len = frame[start..].find('"')?;
-    Some(&frame[start..start + len])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cursor_of;
-
-    #[test]
-    fn finds_the_trailing_cursor() {
-        let f = r#"{"collection":"a","op":"insert","data":{"note":"\"cursor\":\"x"},"cursor":"0000000a-7"}"#;
-        assert_eq!(cursor_of(f), Some("0000000a-7"));
-        assert_eq!(cursor_of(r#"{"type":"subscribed","collections":[]}"#), None);
     }
 }

@@ -6,9 +6,9 @@ use http::StatusCode;
 use http::request::Parts;
 use serde::Deserialize;
 
-use crate::hub::Hub;
-use crate::session::Subscriptions;
-use crate::{Identity, Rejection, origin};
+use super::origin;
+use crate::hub::{Hub, Subscriptions};
+use crate::{Identity, Rejection};
 
 /// The query string of the session routes.
 #[derive(Debug, Default, Deserialize)]

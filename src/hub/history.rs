@@ -13,8 +13,7 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::ws::Utf8Bytes;
-
+use super::frame::{Frame, OpenFrame};
 use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionToken};
 
@@ -24,7 +23,7 @@ pub(crate) struct Entry {
     pub(crate) seq: u64,
     /// The cursor clients see: `<epoch>-<seq>`, or a backplane's stream id.
     pub(crate) cursor: Cursor,
-    pub(crate) frame: Utf8Bytes,
+    pub(crate) frame: Frame,
     pub(crate) collection: Cow<'static, str>,
     pub(crate) audience: Option<Arc<str>>,
     /// The token of the session that must not receive it.
@@ -37,18 +36,15 @@ const FUTURE_SLACK_MS: u64 = 60_000;
 
 /// A notification serialized outside the lock, waiting for its cursor.
 struct Prepared {
-    frame: String,
+    frame: OpenFrame,
     n: Notification,
     skip: Option<SessionToken>,
     given: Option<Cursor>,
 }
 
 impl Prepared {
-    fn new(n: Notification, given: Option<Cursor>) -> Self {
-        let mut frame = String::with_capacity(n.frame_capacity());
-        n.write_open_frame(&mut frame);
-        frame.push_str(r#","cursor":""#);
-        Prepared { frame, skip: n.skipped_session(), n, given }
+    fn new((n, given): (Notification, Option<Cursor>)) -> Self {
+        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given }
     }
 }
 
@@ -112,57 +108,37 @@ impl History {
     }
 
     /// The backplane has loaded the stream's tail: stream ids can be placed.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn mark_loaded(&self) {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).loaded = true;
     }
 
-    /// Assigns the next cursor to `n`, stores its frame, and returns the cursor.
-    pub(crate) fn append(&self, n: Notification) -> Cursor {
-        self.store(n, None)
-    }
-
-    /// Stores `n` under a cursor the backplane assigned (a stream id, in
-    /// stream order).
-    pub(crate) fn append_at(&self, n: Notification, cursor: Cursor) -> Cursor {
-        self.store(n, Some(cursor))
-    }
-
-    fn store(&self, n: Notification, given: Option<Cursor>) -> Cursor {
-        let prepared = Prepared::new(n, given);
+    /// Appends notifications in order, each under the cursor the backplane
+    /// gave it (a stream id, in stream order) or the next one of this
+    /// history. Serialized outside the lock, appended under one lock (a
+    /// committed batch: readers see all of it or none of it).
+    pub(crate) fn append(&self, items: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
+        let Some(first) = items.next().map(Prepared::new) else { return };
+        // Empty, and so not allocated, for a single notification.
+        let rest: Vec<Prepared> = items.map(Prepared::new).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        let (cursor, evicted) = self.push(&mut ring, prepared);
+        let evicted = self.push(&mut ring, first);
+        let evicted_rest: Vec<Entry> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
         drop(ring);
         // Freed outside the lock.
-        drop(evicted);
-        cursor
+        drop((evicted, evicted_rest));
     }
 
-    /// Appends several notifications under one lock, in order (a committed
-    /// batch): readers see all of them or none.
-    pub(crate) fn append_all(&self, items: Vec<(Notification, Option<Cursor>)>) {
-        let prepared: Vec<Prepared> = items.into_iter().map(|(n, given)| Prepared::new(n, given)).collect();
-        let mut evicted = Vec::new();
-        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        for p in prepared {
-            evicted.extend(self.push(&mut ring, p).1);
-        }
-        drop(ring);
-        drop(evicted);
-    }
-
-    /// Assigns the cursor, finishes the frame and stores it; returns the
-    /// cursor and the entry evicted to make room, to be dropped unlocked.
-    fn push(&self, ring: &mut Ring, p: Prepared) -> (Cursor, Option<Entry>) {
-        let Prepared { mut frame, n, skip, given } = p;
+    /// Assigns the cursor, closes the frame and stores it; returns the
+    /// entry evicted to make room, to be dropped unlocked.
+    fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Entry> {
+        let Prepared { frame, n, skip, given } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
         ring.head = cursor;
         // Only the cursor is written under the lock: the order of the log is
         // the order of the cursors, with no re-ordering step anywhere.
-        cursor.push_to(&mut frame);
-        frame.push_str("\"}");
+        let frame = frame.close(cursor);
         let evicted = if ring.entries.len() == self.capacity { ring.entries.pop_front() } else { None };
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor);
@@ -170,12 +146,12 @@ impl History {
         ring.entries.push_back(Entry {
             seq,
             cursor,
-            frame: Utf8Bytes::from(frame),
+            frame,
             collection: n.collection,
             audience: n.audience,
             skip,
         });
-        (cursor, evicted)
+        evicted
     }
 
     /// Declares that notifications may have been lost (the backplane
@@ -204,7 +180,6 @@ impl History {
     /// every session gets a `resync` with cursor `at`, and only `at` and
     /// later ids can be resumed, so a cursor from before the loss, the last
     /// one read included, gets a `resync` too.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn interrupt_at(&self, at: Cursor) {
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         // Ids only grow; one behind the head cannot fence off what was read.
@@ -227,7 +202,6 @@ impl History {
 
     /// Sets the oldest stream id that is known to be missing from the history
     /// (when it was loaded from a longer stream).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_floor(&self, floor: Cursor) {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).floor = Some(floor);
     }
@@ -306,7 +280,7 @@ impl History {
         next: u64,
         max: usize,
         mut wanted: impl FnMut(&Entry) -> bool,
-        out: &mut Vec<Utf8Bytes>,
+        out: &mut Vec<Frame>,
     ) -> Read {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
@@ -331,16 +305,28 @@ mod tests {
     use super::*;
     use crate::Op;
 
+    impl History {
+        fn append_one(&self, n: Notification) -> Cursor {
+            self.append(&mut std::iter::once((n, None)));
+            self.head()
+        }
+
+        fn append_one_at(&self, n: Notification, cursor: Cursor) -> Cursor {
+            self.append(&mut std::iter::once((n, Some(cursor))));
+            self.head()
+        }
+    }
+
     fn collect(h: &History, next: u64) -> (Vec<String>, Read) {
         let mut out = Vec::new();
         let r = h.read(next, 100, |_| true, &mut out);
-        (out.into_iter().map(|f| f.to_string()).collect(), r)
+        (out.into_iter().map(|f| f.as_str().to_owned()).collect(), r)
     }
 
     #[test]
     fn frames_carry_their_cursor() {
         let h = History::new(0xabc, 4);
-        let c = h.append(Notification::new("forums", Op::Insert));
+        let c = h.append_one(Notification::new("forums", Op::Insert));
         assert_eq!(c.seq(), 1);
         let (frames, _) = collect(&h, 1);
         assert_eq!(frames, [r#"{"collection":"forums","op":"insert","cursor":"00000abc-1"}"#]);
@@ -350,7 +336,7 @@ mod tests {
     fn evicted_entries_make_readers_lag() {
         let h = History::new(1, 2);
         for _ in 0..3 {
-            h.append(Notification::new("a", Op::Update));
+            h.append_one(Notification::new("a", Op::Update));
         }
         match collect(&h, 1).1 {
             Read::Lagged { head, next } => {
@@ -369,7 +355,7 @@ mod tests {
         let h = History::new(7, 2);
         assert_eq!(h.resume_from(Cursor::new(7, 0)), Some((1, None)));
         for _ in 0..3 {
-            h.append(Notification::new("a", Op::Update));
+            h.append_one(Notification::new("a", Op::Update));
         }
         assert_eq!(h.resume_from(Cursor::new(7, 0)), None, "entry 1 is gone");
         assert_eq!(h.resume_from(Cursor::new(7, 1)), Some((2, None)));
@@ -387,7 +373,7 @@ mod tests {
         assert_eq!(h.head(), Cursor::stream(0, 0), "an empty stream starts at 0-0");
         assert_eq!(h.resume_from(Cursor::stream(0, 0)), Some((1, None)));
         for n in [1, 2, 3] {
-            h.append_at(Notification::new("a", Op::Update), id(n));
+            h.append_one_at(Notification::new("a", Op::Update), id(n));
         }
         assert_eq!(h.head(), id(3));
         assert_eq!(h.resume_from(id(0)), None, "1 was evicted: 0 is before the floor");
@@ -401,14 +387,14 @@ mod tests {
     #[test]
     fn an_interruption_makes_everyone_lag() {
         let h = History::new(1, 8);
-        h.append(Notification::new("a", Op::Update));
+        h.append_one(Notification::new("a", Op::Update));
         h.interrupt();
         let mut out = Vec::new();
         assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
         assert_eq!(h.resume_from(h.head()), Some((3, None)), "is resumable");
-        h.append(Notification::new("a", Op::Update));
+        h.append_one(Notification::new("a", Op::Update));
         assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4, caught_up: true }));
         assert_eq!(out.len(), 1);
     }
@@ -419,7 +405,7 @@ mod tests {
         h.mark_loaded();
         let id = |n| Cursor::stream(100, n);
         for n in [1, 2] {
-            h.append_at(Notification::new("a", Op::Update), id(n));
+            h.append_one_at(Notification::new("a", Op::Update), id(n));
         }
         h.interrupt_at(id(5));
         let mut out = Vec::new();
@@ -430,7 +416,7 @@ mod tests {
         assert_eq!(h.resume_from(id(2)), None, "the last id read before the loss");
         assert_eq!(h.resume_from(id(4)), None);
         assert_eq!(h.resume_from(id(5)), Some((4, None)), "the resync cursor resumes");
-        h.append_at(Notification::new("a", Op::Update), id(6));
+        h.append_one_at(Notification::new("a", Op::Update), id(6));
         assert_eq!(h.resume_from(id(5)), Some((4, None)));
         assert_eq!(h.resume_from(id(6)), Some((5, None)));
         assert_eq!(h.resume_from(id(2)), None);

@@ -1,18 +1,19 @@
 //! The WebSocket transport: the upgrade, then one reader and one writer task
 //! per connection.
 //!
-//! The writer owns the session. It sleeps until the dispatcher wakes it, then
+//! The writer owns the session. It sleeps until the hub wakes it, then
 //! pulls batches of shared frames from the history and feeds them to the
 //! socket until nothing is left, and only then flushes: a burst costs one
-//! write system call per `write_buffer_size` bytes rather than one per frame. The reader only turns client frames into
-//! commands for the writer; it never writes.
+//! write system call per `write_buffer_size` bytes rather than one per
+//! frame. The reader only turns client frames into commands for the writer;
+//! it never writes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::Utf8Bytes;
+use axum::extract::ws::close_code;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -27,14 +28,12 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tungstenite::protocol::frame::{CloseFrame, Frame};
+use tungstenite::protocol::frame::{CloseFrame, Frame as WireFrame};
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, error::ProtocolError};
 
-use crate::admission::{Admission, admit};
-use crate::hub::Hub;
-use crate::protocol::{ClientFrame, ErrorCode, ServerFrame, close};
-use crate::session::Session;
+use super::admission::{Admission, admit};
+use crate::hub::{ClientFrame, ErrorCode, Frame, Hub, ServerFrame, Session};
 use crate::{Notifier, Rejection};
 
 /// How many commands the reader may queue for the writer. A client that
@@ -83,7 +82,7 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let Admission { identity, subscriptions, cursor } = admission;
-        hub.ready().await;
+        hub.wait_ready().await;
         let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
         run(socket, session, first).await;
     });
@@ -156,7 +155,7 @@ enum ReadEnd {
 
 /// Drives one connection until it ends, however it ends. The session is
 /// unregistered when the writer drops it, before the socket closes.
-async fn run(socket: Socket, session: Session, first: Vec<Utf8Bytes>) {
+async fn run(socket: Socket, session: Session, first: Vec<Frame>) {
     let hub = session.hub().clone();
     let (sink, mut stream) = socket.split();
     let alive = Arc::new(AtomicU64::new(hub.now_ms()));
@@ -257,7 +256,7 @@ async fn read_loop(
             },
             Ok(Message::Binary(_)) => {
                 let reason = "binary frames are not supported".into();
-                return ReadEnd::Refused { code: close::UNSUPPORTED, reason, readable: true };
+                return ReadEnd::Refused { code: close_code::UNSUPPORTED, reason, readable: true };
             }
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
             Ok(Message::Close(_)) => return ReadEnd::Peer,
@@ -283,56 +282,39 @@ async fn read_loop(
 fn violation(e: &tungstenite::Error, max_message_size: usize) -> Option<(u16, String)> {
     match e {
         tungstenite::Error::Capacity(_) => {
-            Some((close::TOO_BIG, format!("message larger than {max_message_size} bytes")))
+            Some((close_code::SIZE, format!("message larger than {max_message_size} bytes")))
         }
-        tungstenite::Error::Utf8(_) => Some((close::INVALID_DATA, "invalid UTF-8 in a text frame".into())),
+        tungstenite::Error::Utf8(_) => Some((close_code::INVALID, "invalid UTF-8 in a text frame".into())),
         // The peer closed the TCP connection without a close frame.
         tungstenite::Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
         tungstenite::Error::Protocol(violation) => {
-            Some((close::PROTOCOL_ERROR, close::reason(format!("protocol error: {violation}"))))
+            Some((close_code::PROTOCOL, close_reason(format!("protocol error: {violation}"))))
         }
         _ => None,
     }
 }
 
+/// Writes the session's frames until the connection ends, however it ends;
+/// hands the sink back for a clean close (see [`linger`]).
 async fn write_loop(
-    mut sink: Sink,
-    mut session: Session,
-    mut frames: Vec<Utf8Bytes>,
+    sink: Sink,
+    session: Session,
+    first: Vec<Frame>,
     mut inbox: mpsc::Receiver<Command>,
     alive: Arc<AtomicU64>,
 ) -> Sink {
     let hub = session.hub().clone();
-    let config = &hub.config;
     let wake = session.wake_signal();
-    let mut closing = hub.closing();
-    let mut ping = tokio::time::interval_at(Instant::now() + config.ping_interval, config.ping_interval);
+    let closing = hub.closing();
+    let interval = hub.config.ping_interval;
+    let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let idle_ms = config.idle_timeout.as_millis() as u64;
-    let mut unflushed = false;
+    let mut writer = Writer { sink, session, frames: first, hub };
 
     loop {
-        // Feed while frames are queued; flush once the queue is empty.
-        let caught_up = session.pull(&mut frames);
-        if !frames.is_empty() {
-            if feed_all(&mut sink, &mut frames, config.write_timeout).await.is_err() {
-                return sink;
-            }
-            unflushed = true;
-            continue;
+        if writer.catch_up().await == Flow::Stop {
+            return writer.sink;
         }
-        if !caught_up {
-            // Everything read was filtered out; more is stored.
-            continue;
-        }
-        if unflushed {
-            if !matches!(within(config.write_timeout, sink.flush()).await, Some(Ok(()))) {
-                return sink;
-            }
-            unflushed = false;
-            continue;
-        }
-
         // About to sleep: arm the wake-up, then look once more, so that a
         // notification that arrived since the last pull is not missed. (A
         // wake-up sent while unarmed is kept as a permit: at worst one spare
@@ -340,57 +322,116 @@ async fn write_loop(
         let notified = wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if !session.pull(&mut frames) || !frames.is_empty() {
+        if !writer.session.pull(&mut writer.frames) || !writer.frames.is_empty() {
             continue;
         }
-
-        tokio::select! {
+        let flow = tokio::select! {
             biased;
-            _ = crate::hub::shutting_down(&mut closing) => {
-                send_close(&mut sink, close::GOING_AWAY, "server shutting down".into(), config.write_timeout).await;
-                return sink;
-            }
-            command = inbox.recv() => match command {
-                Some(Command::Subscribe(names)) => frames.push(session.subscribe(&names)),
-                Some(Command::Unsubscribe(names)) => frames.push(session.unsubscribe(&names)),
-                Some(Command::Error(code, message)) => {
-                    frames.push(ServerFrame::Error { code, message: &message }.to_text());
+            () = closing.cancelled() => writer.close(close_code::AWAY, "server shutting down".into()).await,
+            command = inbox.recv() => writer.obey(command).await,
+            () = &mut notified => Flow::Continue,
+            _ = ping.tick() => writer.ping(&alive).await,
+        };
+        if flow == Flow::Stop {
+            return writer.sink;
+        }
+    }
+}
+
+/// Whether the writer goes on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// The sending half of a connection and the session it serves.
+struct Writer {
+    sink: Sink,
+    session: Session,
+    /// Frames pulled from the history (or replies) not yet fed to the sink.
+    frames: Vec<Frame>,
+    hub: Arc<Hub>,
+}
+
+impl Writer {
+    /// Feeds frames while the history has some for this session, then
+    /// flushes once: `Stop` when the socket fails or is stuck.
+    async fn catch_up(&mut self) -> Flow {
+        let limit = self.hub.config.write_timeout;
+        let mut unflushed = false;
+        loop {
+            let caught_up = self.session.pull(&mut self.frames);
+            if !self.frames.is_empty() {
+                if feed_all(&mut self.sink, &mut self.frames, limit).await.is_err() {
+                    return Flow::Stop;
                 }
-                Some(Command::Close(code, reason)) => {
-                    send_close(&mut sink, code, reason, config.write_timeout).await;
-                    return sink;
-                }
-                None => {
-                    // The reader is gone: flush the close reply tungstenite queued.
-                    let _ = within(config.write_timeout, sink.flush()).await;
-                    return sink;
-                }
-            },
-            _ = &mut notified => {}
-            _ = ping.tick() => {
-                if hub.now_ms().saturating_sub(alive.load(Ordering::Relaxed)) > idle_ms {
-                    tracing::debug!(session = %session.id(), "tidings: closing a silent peer");
-                    send_close(&mut sink, close::GOING_AWAY, "no pong: peer considered dead".into(), config.write_timeout).await;
-                    return sink;
-                }
-                if !matches!(within(config.write_timeout, sink.send(Message::Ping(Default::default()))).await, Some(Ok(()))) {
-                    return sink;
-                }
+                unflushed = true;
+            } else if caught_up {
+                // (Not caught up with nothing to send: everything read was
+                // filtered out, and more is stored.)
+                break;
             }
         }
+        if unflushed && !matches!(within(limit, self.sink.flush()).await, Some(Ok(()))) {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    /// Carries out what the reader asked; `None`: the reader is gone.
+    async fn obey(&mut self, command: Option<Command>) -> Flow {
+        match command {
+            Some(Command::Subscribe(names)) => self.frames.push(self.session.subscribe(&names)),
+            Some(Command::Unsubscribe(names)) => self.frames.push(self.session.unsubscribe(&names)),
+            Some(Command::Error(code, message)) => {
+                self.frames.push(ServerFrame::Error { code, message: &message }.to_frame());
+            }
+            Some(Command::Close(code, reason)) => return self.close(code, reason).await,
+            None => {
+                // Flush the close reply tungstenite queued.
+                let _ = within(self.hub.config.write_timeout, self.sink.flush()).await;
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Closes a peer from which nothing (not even a pong) arrived for the
+    /// idle timeout, or pings it.
+    async fn ping(&mut self, alive: &AtomicU64) -> Flow {
+        let config = &self.hub.config;
+        let silent_ms = self.hub.now_ms().saturating_sub(alive.load(Ordering::Relaxed));
+        if silent_ms > config.idle_timeout.as_millis() as u64 {
+            tracing::debug!(session = %self.session.id(), "tidings: closing a silent peer");
+            return self.close(close_code::AWAY, "no pong: peer considered dead".into()).await;
+        }
+        let ping = self.sink.send(Message::Ping(Default::default()));
+        match within(config.write_timeout, ping).await {
+            Some(Ok(())) => Flow::Continue,
+            _ => Flow::Stop,
+        }
+    }
+
+    /// Sends a close frame (bounded by the write timeout) and stops.
+    async fn close(&mut self, code: u16, reason: String) -> Flow {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+        let _ = within(self.hub.config.write_timeout, self.sink.send(Message::Close(Some(frame)))).await;
+        Flow::Stop
     }
 }
 
 /// A shared frame as a text message. The frame is known to be UTF-8, so it
 /// goes out as a prepared frame: no copy, and no second validation.
-fn text(frame: Utf8Bytes) -> Message {
-    Message::Frame(Frame::message(bytes::Bytes::from(frame), OpCode::Data(Data::Text), true))
+fn text(frame: Frame) -> Message {
+    let bytes = bytes::Bytes::from(frame.into_text());
+    Message::Frame(WireFrame::message(bytes, OpCode::Data(Data::Text), true))
 }
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket
 /// whenever it holds `write_buffer_size` bytes. Fails when the socket errors
 /// or does not take the frames within `limit` (a stuck client).
-async fn feed_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
+async fn feed_all(sink: &mut Sink, frames: &mut Vec<Frame>, limit: Duration) -> Result<(), ()> {
     let feed = async {
         for frame in frames.drain(..) {
             sink.feed(text(frame)).await?;
@@ -415,7 +456,28 @@ async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Ou
     }
 }
 
-async fn send_close(sink: &mut Sink, code: u16, reason: String, limit: Duration) {
-    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-    let _ = within(limit, sink.send(Message::Close(Some(frame)))).await;
+/// The longest reason a close frame can carry: a control frame holds 125
+/// bytes, two of which are the code.
+const MAX_REASON: usize = 123;
+
+/// `reason`, cut to fit a close frame (at a character boundary).
+fn close_reason(mut reason: String) -> String {
+    if reason.len() > MAX_REASON {
+        let end = (0..=MAX_REASON).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+        reason.truncate(end);
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        assert_eq!(close_reason("short".into()), "short");
+        let long = close_reason("é".repeat(100));
+        assert!(long.len() <= 123 && long.len() >= 122, "{}", long.len());
+        assert!(long.chars().all(|c| c == 'é'));
+    }
 }

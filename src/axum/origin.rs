@@ -4,8 +4,7 @@
 use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, StatusCode};
 
-use crate::Rejection;
-use crate::config::Origins;
+use crate::{Origins, Rejection};
 
 /// Accepts or refuses the upgrade request's `Origin`.
 pub(crate) fn check(policy: &Origins, headers: &HeaderMap) -> Result<(), Rejection> {

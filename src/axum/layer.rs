@@ -1,79 +1,20 @@
-//! The HTTP integration: the WebSocket route, and notifications that go out
-//! after the response, only when the handler succeeded. [`serve`] runs the
-//! application with the timeouts and the bounded shutdown a public server needs.
-//!
-//! ```no_run
-//! use axum::{Router, routing::post, http::StatusCode};
-//! use tidings::{Batch, Notifier, Op};
-//!
-//! async fn create_forum(batch: Batch) -> StatusCode {
-//!     // ... insert the row ...
-//!     batch.notify("forums", Op::Insert); // sent after a 2xx response only
-//!     StatusCode::CREATED
-//! }
-//!
-//! # #[tokio::main] async fn main() {
-//! let notifier = Notifier::new();
-//! let app = Router::new()
-//!     .route("/api/forums", post(create_forum))
-//!     .layer(tidings::axum::layer(&notifier))
-//!     .merge(tidings::axum::routes(&notifier)); // GET /ws
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
-//! axum::serve(listener, app).await.unwrap();
-//! # }
-//! ```
+//! The request layer: notifications queued during a request go out after
+//! the response, and only if it is a success; the `tidings-session` header
+//! names the session that made the request.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use http::request::Parts;
-use http::{HeaderName, Request, StatusCode};
+use http::{Request, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::SESSION_HEADER;
 use crate::{Batch, Notifier, Rejection, SessionToken};
-
-mod serve;
-pub use serve::{Serve, serve};
-
-/// The header in which a client sends its session token (the `token` of its
-/// `hello` frame, a secret) with its own writes.
-pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session");
-
-/// The routes to merge into the application: the WebSocket endpoint at
-/// [`Config::path`](crate::Config::path) (`/ws` by default) and the
-/// Server-Sent Events fallback at [`Config::sse_path`](crate::Config::sse_path)
-/// (`/events`), and the browser client at `/tidings.js` (see
-/// `docs/client.md`).
-pub fn routes<S>(notifier: &Notifier) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    let config = notifier.config();
-    // Each route answers other methods itself, so that its 405 keeps the
-    // JSON error format wherever the routes are merged.
-    Router::new()
-        .route(
-            &config.path,
-            get(crate::ws::upgrade).fallback(method_not_allowed).with_state(notifier.clone()),
-        )
-        .route(
-            &config.sse_path,
-            get(crate::sse::events).fallback(method_not_allowed).with_state(notifier.clone()),
-        )
-        .merge(crate::client::routes())
-}
-
-/// The answer of the library's routes to a method other than GET (axum adds
-/// the `Allow` header).
-pub(crate) async fn method_not_allowed() -> Rejection {
-    Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is allowed on this route")
-}
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)
 /// and commits it once the response is produced, if its status is 2xx. On

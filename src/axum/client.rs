@@ -18,12 +18,12 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 /// The modules, compiled into the crate, by their file name under
 /// `/tidings/` (the same as in `src/client/`).
 const MODULES: [(&str, &str); 6] = [
-    ("tidings.js", include_str!("client/tidings.js")),
-    ("backoff.js", include_str!("client/backoff.js")),
-    ("coalescer.js", include_str!("client/coalescer.js")),
-    ("connection.js", include_str!("client/connection.js")),
-    ("session.js", include_str!("client/session.js")),
-    ("transport.js", include_str!("client/transport.js")),
+    ("tidings.js", include_str!("../client/tidings.js")),
+    ("backoff.js", include_str!("../client/backoff.js")),
+    ("coalescer.js", include_str!("../client/coalescer.js")),
+    ("connection.js", include_str!("../client/connection.js")),
+    ("session.js", include_str!("../client/session.js")),
+    ("transport.js", include_str!("../client/transport.js")),
 ];
 
 /// `/tidings.js`: what pages import. The specifier is relative, so the
@@ -36,7 +36,7 @@ pub(crate) fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let not_allowed = crate::axum::method_not_allowed;
+    let not_allowed = super::method_not_allowed;
     let mut router =
         Router::new().route("/tidings.js", get(|| async { script(ENTRY) }).fallback(not_allowed));
     for (name, source) in MODULES {

@@ -1,0 +1,71 @@
+//! The transports, for axum: the WebSocket and Server-Sent Events routes
+//! (with their admission and origin checks), the browser client, the request
+//! layer whose notifications go out after the response only when the handler
+//! succeeded, and [`serve`], which runs the application with the timeouts and
+//! the bounded shutdown a public server needs.
+//!
+//! ```no_run
+//! use axum::{Router, routing::post, http::StatusCode};
+//! use tidings::{Batch, Notifier, Notify, Op};
+//!
+//! async fn create_forum(batch: Batch) -> StatusCode {
+//!     // ... insert the row ...
+//!     batch.notify("forums", Op::Insert); // sent after a 2xx response only
+//!     StatusCode::CREATED
+//! }
+//!
+//! # #[tokio::main] async fn main() {
+//! let notifier = Notifier::new();
+//! let app = Router::new()
+//!     .route("/api/forums", post(create_forum))
+//!     .layer(tidings::axum::layer(&notifier))
+//!     .merge(tidings::axum::routes(&notifier)); // GET /ws
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await.unwrap();
+//! tidings::axum::serve(listener, app, &notifier).await;
+//! # }
+//! ```
+
+use axum::Router;
+use axum::routing::get;
+use http::{HeaderName, StatusCode};
+
+use crate::{Notifier, Rejection};
+
+mod admission;
+mod client;
+mod layer;
+mod origin;
+mod serve;
+mod sse;
+mod ws;
+
+pub use layer::{NotifyLayer, NotifyService, Originator, layer};
+pub use serve::{Serve, serve};
+
+/// The header in which a client sends its session token (the `token` of its
+/// `hello` frame, a secret) with its own writes.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session");
+
+/// The routes to merge into the application: the WebSocket endpoint at
+/// [`Config::path`](crate::Config::path) (`/ws` by default) and the
+/// Server-Sent Events fallback at [`Config::sse_path`](crate::Config::sse_path)
+/// (`/events`), and the browser client at `/tidings.js` (see
+/// `docs/client.md`).
+pub fn routes<S>(notifier: &Notifier) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let config = notifier.config();
+    // Each route answers other methods itself, so that its 405 keeps the
+    // JSON error format wherever the routes are merged.
+    Router::new()
+        .route(&config.path, get(ws::upgrade).fallback(method_not_allowed).with_state(notifier.clone()))
+        .route(&config.sse_path, get(sse::events).fallback(method_not_allowed).with_state(notifier.clone()))
+        .merge(client::routes())
+}
+
+/// The answer of the library's routes to a method other than GET (axum adds
+/// the `Allow` header).
+pub(crate) async fn method_not_allowed() -> Rejection {
+    Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is allowed on this route")
+}

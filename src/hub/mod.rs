@@ -1,0 +1,279 @@
+//! The hub: the shared history, the registry of live sessions, and the task
+//! that wakes them.
+//!
+//! The caller of `notify` only publishes; with the in-process backplane that
+//! is an append to the history and a poke of one waker task. Waking N
+//! sessions happens on that task, off the caller's path, so the caller's
+//! cost does not grow with the number of clients. Each session then pulls
+//! its frames from the history itself.
+//!
+//! The hub is a [`Receiver`]: whatever the backplane brings back arrives
+//! here, and only here.
+
+mod frame;
+mod history;
+mod protocol;
+mod session;
+mod subscriptions;
+mod token;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use frame::Frame;
+pub(crate) use history::History;
+pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
+pub(crate) use session::Session;
+pub(crate) use subscriptions::Subscriptions;
+pub use token::{InvalidSessionToken, SessionId, SessionToken};
+
+use crate::backplane::{Link, Part, Publication, PublishError, Receiver};
+use crate::{Config, Cursor, Notification};
+
+/// How long a session opening at start-up waits for the backplane to load
+/// its history before it opens anyway (an unplaceable cursor then gets
+/// `resync`).
+const READY_WAIT: Duration = Duration::from_secs(2);
+
+pub(crate) struct Hub {
+    /// Limits, timeouts and hooks, read by sessions and transports.
+    pub(crate) config: Config,
+    /// The recent notifications: every session's queue and the replay buffer.
+    pub(crate) history: History,
+    /// Where notifications are published; set once, right after the hub is
+    /// created (the backplane needs a handle on the hub to start).
+    link: OnceLock<Box<dyn Link>>,
+    /// Each live session's wake-up signal, by public id.
+    sessions: DashMap<SessionId, Arc<Notify>>,
+    /// Pokes the waker task after each delivery.
+    waker: Arc<Notify>,
+    /// The number of sessions: shutdown waits on it, applications watch it.
+    count: watch::Sender<usize>,
+    /// Cancelled when shutdown starts: sessions close with 1001 and new ones
+    /// are refused.
+    closing: CancellationToken,
+    /// The origin of [`now_ms`](Self::now_ms).
+    started: Instant,
+    /// False until the backplane has loaded its history (Redis), so that
+    /// sessions resuming at start-up find their cursor.
+    ready: watch::Sender<bool>,
+    /// Why the backplane is degraded, if it is, part by part.
+    degraded: Mutex<Degraded>,
+}
+
+/// The state of each part of the backplane: `Some(reason)` while broken.
+#[derive(Default)]
+struct Degraded {
+    listener: Option<String>,
+    publisher: Option<String>,
+}
+
+impl Hub {
+    /// Creates the hub, starts its backplane and spawns its waker on the
+    /// current tokio runtime.
+    pub(crate) fn start(config: Config) -> Arc<Hub> {
+        let epoch = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
+        let streamed = config.backplane.assigns_cursors();
+        let hub = Arc::new(Hub {
+            history: if streamed {
+                History::for_stream(epoch, config.replay_capacity)
+            } else {
+                History::new(epoch, config.replay_capacity)
+            },
+            config,
+            link: OnceLock::new(),
+            sessions: DashMap::new(),
+            waker: Arc::new(Notify::new()),
+            count: watch::Sender::new(0),
+            closing: CancellationToken::new(),
+            started: Instant::now(),
+            ready: watch::Sender::new(!streamed),
+            degraded: Mutex::new(Degraded::default()),
+        });
+        tokio::spawn(wake(Arc::downgrade(&hub), hub.waker.clone()));
+        let receiver: Weak<dyn Receiver> = Arc::downgrade(&hub) as Weak<Hub>;
+        let link = hub.config.backplane.start(receiver);
+        if hub.link.set(link).is_err() {
+            unreachable!("the link is set once, here");
+        }
+        hub
+    }
+
+    /// Publishes through the backplane, which brings the notifications back
+    /// to every instance's hub, this one included.
+    pub(crate) fn publish(&self, publication: Publication) {
+        self.link.get().expect("the link is set at start").publish(self, publication);
+    }
+
+    /// Publishes `n` and waits until the backplane took it or failed.
+    pub(crate) async fn publish_and_wait(&self, n: Notification) -> Result<(), PublishError> {
+        let (done, result) = oneshot::channel();
+        self.publish(Publication::one(n).reporting_to(done));
+        result.await.unwrap_or(Err(PublishError::Closed))
+    }
+
+    /// The started backplane (for publishing inside a database transaction).
+    #[cfg(feature = "sea-orm")]
+    pub(crate) fn link(&self) -> &dyn Link {
+        self.link.get().expect("the link is set at start").as_ref()
+    }
+
+    /// Waits (a little) until the backplane has loaded its history, so a
+    /// session that resumes right after start-up finds its cursor. After the
+    /// wait it opens anyway: an unplaceable cursor then gets `resync`.
+    pub(crate) async fn wait_ready(&self) {
+        if *self.ready.borrow() {
+            return;
+        }
+        let mut ready = self.ready.subscribe();
+        let _ = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await;
+    }
+
+    /// Why the backplane is degraded, if it is.
+    pub(crate) fn degraded(&self) -> Option<String> {
+        let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        degraded.listener.clone().or_else(|| degraded.publisher.clone())
+    }
+
+    /// Adds a session; it is woken for every notification delivered from
+    /// now on. Returns the session's new secret token; it is registered
+    /// under the token's public id.
+    pub(crate) fn register(&self) -> (SessionToken, Arc<Notify>) {
+        let wake = Arc::new(Notify::new());
+        loop {
+            // Two tokens whose ids collide (2^-64 per pair) only cost a retry.
+            let token = SessionToken::generate();
+            if let dashmap::Entry::Vacant(slot) = self.sessions.entry(token.id()) {
+                slot.insert(wake.clone());
+                self.count.send_modify(|n| *n += 1);
+                return (token, wake);
+            }
+        }
+    }
+
+    pub(crate) fn unregister(&self, id: SessionId) {
+        if self.sessions.remove(&id).is_some() {
+            self.count.send_modify(|n| *n -= 1);
+        }
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    pub(crate) fn watch_sessions(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// Cancelled when shutdown starts.
+    pub(crate) fn closing(&self) -> CancellationToken {
+        self.closing.clone()
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Milliseconds since the hub started: a cheap clock for liveness stamps.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Tells every session to close with 1001 and waits until all are gone or
+    /// the shutdown timeout passes.
+    ///
+    /// (Waiting on the session count rather than on a task tracker: SSE
+    /// sessions are response bodies, not tasks, and the count is kept
+    /// anyway for [`watch_sessions`](Self::watch_sessions).)
+    pub(crate) async fn shutdown(&self) {
+        self.closing.cancel();
+        let mut count = self.count.subscribe();
+        let all_closed = count.wait_for(|n| *n == 0);
+        if tokio::time::timeout(self.config.shutdown_timeout, all_closed).await.is_err() {
+            tracing::warn!(
+                sessions = self.session_count(),
+                "tidings: sessions still open after the shutdown timeout"
+            );
+        }
+    }
+
+    fn wake_sessions(&self) {
+        for session in self.sessions.iter() {
+            session.value().notify_one();
+        }
+    }
+}
+
+impl Receiver for Hub {
+    fn deliver(&self, notifications: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
+        self.history.append(notifications);
+        self.waker.notify_one();
+    }
+
+    fn interrupt(&self, at: Option<Cursor>) {
+        match at {
+            Some(at) => {
+                tracing::warn!(%at, "tidings: notifications may have been lost; every session is told to resync");
+                self.history.interrupt_at(at);
+            }
+            None => {
+                tracing::warn!("tidings: backplane interrupted; every session is told to resync");
+                self.history.interrupt();
+            }
+        }
+        self.waker.notify_one();
+    }
+
+    fn ready(&self, floor: Option<Cursor>) {
+        if let Some(floor) = floor {
+            self.history.set_floor(floor);
+        }
+        self.history.mark_loaded();
+        self.ready.send_replace(true);
+    }
+
+    fn degraded(&self, part: Part, reason: Option<String>) {
+        let mut degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = match part {
+            Part::Listener => &mut degraded.listener,
+            Part::Publisher => &mut degraded.publisher,
+        };
+        if *slot != reason {
+            match &reason {
+                Some(r) => tracing::warn!(?part, reason = %r, "tidings: backplane degraded"),
+                None => tracing::info!(?part, "tidings: backplane connected"),
+            }
+            *slot = reason;
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.config.replay_capacity
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        // Lets the waker notice the hub is gone and end.
+        self.waker.notify_one();
+    }
+}
+
+/// Wakes the sessions after each burst of delivered notifications. A burst
+/// of any length costs one pass over the sessions, since `notify_one` keeps
+/// at most one pending wake-up.
+async fn wake(hub: Weak<Hub>, signal: Arc<Notify>) {
+    loop {
+        signal.notified().await;
+        match hub.upgrade() {
+            Some(hub) => hub.wake_sessions(),
+            None => return,
+        }
+    }
+}
