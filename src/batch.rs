@@ -26,7 +26,7 @@ use crate::{Notification, Notifier, Notify, Op, SessionToken};
 ///
 /// Within one batch, a notification is dropped when the latest earlier one
 /// about the same row has the same op. "The same row": same collection,
-/// audience and origin, and the same `id` field when the data is a JSON
+/// audience and originator, and the same `id` field when the data is a JSON
 /// object with one, otherwise the same data (or both without data). The
 /// earlier notification keeps its place and takes the later one's data. So a
 /// transaction that updates row 7 five times sends one `update` for row 7;
@@ -70,7 +70,7 @@ pub struct Batch {
 struct Shared {
     pending: Mutex<Pending>,
     parent: Parent,
-    origin: Option<SessionToken>,
+    originator: Option<SessionToken>,
 }
 
 enum Parent {
@@ -85,13 +85,13 @@ struct Pending {
 }
 
 /// The row a notification is about, for coalescing: the same row when
-/// collection, audience, origin and id (or data) are equal.
+/// collection, audience, originator and id (or data) are equal.
 #[derive(PartialEq, Eq, Hash)]
 struct Key {
     collection: Box<str>,
     audience: Option<Arc<str>>,
-    origin: Option<SessionToken>,
-    skip_origin: bool,
+    originator: Option<SessionToken>,
+    skip_originator: bool,
     row: Option<Box<str>>,
 }
 
@@ -112,25 +112,25 @@ impl Key {
         Key {
             collection: n.collection.as_ref().into(),
             audience: n.audience.clone(),
-            origin: n.origin,
-            skip_origin: n.skip_origin,
+            originator: n.originator,
+            skip_originator: n.skip_originator,
             row,
         }
     }
 }
 
 impl Batch {
-    pub(crate) fn new(notifier: Notifier, origin: Option<SessionToken>) -> Batch {
-        Batch::with_parent(Parent::Notifier(notifier), origin)
+    pub(crate) fn new(notifier: Notifier, originator: Option<SessionToken>) -> Batch {
+        Batch::with_parent(Parent::Notifier(notifier), originator)
     }
 
-    fn with_parent(parent: Parent, origin: Option<SessionToken>) -> Batch {
-        Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, origin }) }
+    fn with_parent(parent: Parent, originator: Option<SessionToken>) -> Batch {
+        Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, originator }) }
     }
 
     /// A nested batch: committing it moves its notifications into this one.
     pub fn child(&self) -> Batch {
-        Batch::with_parent(Parent::Batch(self.clone()), self.shared.origin)
+        Batch::with_parent(Parent::Batch(self.clone()), self.shared.originator)
     }
 
     /// How many notifications are pending.
@@ -210,8 +210,9 @@ fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notification> {
     for n in items {
         let key = (n.collection.clone(), n.op, n.audience.clone());
         let group = groups.entry(key).or_default();
-        let same_origin = |k: &Notification| k.origin == n.origin && k.skip_origin == n.skip_origin;
-        if !group.iter().any(|&at| same_origin(&kept[at])) {
+        let same_originator =
+            |k: &Notification| k.originator == n.originator && k.skip_originator == n.skip_originator;
+        if !group.iter().any(|&at| same_originator(&kept[at])) {
             group.push(kept.len());
             kept.push(Notification { data: None, ..n });
         }
@@ -223,8 +224,8 @@ fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notification> {
 impl Notify for Batch {
     /// Adds a notification, coalescing it with an earlier equal one.
     fn push(&self, mut notification: Notification) {
-        if notification.origin.is_none() {
-            notification.origin = self.shared.origin;
+        if notification.originator.is_none() {
+            notification.originator = self.shared.originator;
         }
         let key = Key::of(&notification);
         let mut pending = self.lock();
@@ -305,7 +306,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn distinct_rows_audiences_and_origins_are_kept_apart() {
+    async fn distinct_rows_audiences_and_originators_are_kept_apart() {
         let batch = Notifier::new().batch();
         batch.notify_with("rows", Op::Update, &json!({"id": 1})).unwrap();
         batch.notify_with("rows", Op::Update, &json!({"id": 2})).unwrap();

@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-/// A position in the stream of emitted notifications.
+/// A position in the stream of delivered notifications.
 ///
 /// Opaque to clients, which only keep the last one they saw and send it back.
 ///

@@ -37,11 +37,11 @@
 //!
 //! | module | holds | uses |
 //! | --- | --- | --- |
-//! | `notification`, `cursor` | the data: [`Notification`], [`Op`], [`Cursor`] | — |
+//! | `notification`, `cursor`, `token` | the data: [`Notification`], [`Op`], [`Cursor`], [`SessionId`], [`SessionToken`] | — |
 //! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | hub, backplane |
 //! | `config`, `identity` | [`Config`], [`Identity`] and [`Rejection`] | backplane |
 //! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | data only |
-//! | `hub` | the history (every session's queue), the session registry and the waker, a session, its subscriptions and token, the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
+//! | `hub` | the history (every session's queue), the session registry and the waker, a session and its subscriptions, the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
 //! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, `serve` | hub |
 //! | [`sea_orm`] | transaction-scoped notifications | handles, backplane |
 //!
@@ -62,13 +62,14 @@ mod notifier;
 mod notify;
 #[cfg(feature = "sea-orm")]
 pub mod sea_orm;
+mod token;
 
 pub use backplane::PublishError;
 pub use batch::Batch;
 pub use config::{Config, Origins};
 pub use cursor::{Cursor, InvalidCursor};
-pub use hub::{InvalidSessionToken, SessionId, SessionToken};
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
 pub use notifier::{Health, Notifier};
 pub use notify::Notify;
+pub use token::{InvalidSessionToken, SessionId, SessionToken};

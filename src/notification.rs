@@ -43,7 +43,7 @@ impl fmt::Display for Op {
 /// One change, ready to be broadcast.
 ///
 /// On the wire it is a JSON object; `data` and `origin` are omitted when absent,
-/// and the hub adds the `cursor` it assigns when the notification is emitted:
+/// and the hub adds the `cursor` it assigns when the notification is delivered:
 ///
 /// ```json
 /// {"collection":"forums","op":"insert","data":{"id":7},"cursor":"5f1c2a9e-42"}
@@ -70,8 +70,8 @@ pub struct Notification {
     pub(crate) audience: Option<Arc<str>>,
     /// The token of the session that caused the change: it skips the
     /// notification; everyone sees only the id derived from it.
-    pub(crate) origin: Option<SessionToken>,
-    pub(crate) skip_origin: bool,
+    pub(crate) originator: Option<SessionToken>,
+    pub(crate) skip_originator: bool,
 }
 
 impl Notification {
@@ -82,8 +82,8 @@ impl Notification {
             op,
             data: None,
             audience: None,
-            origin: None,
-            skip_origin: true,
+            originator: None,
+            skip_originator: true,
         }
     }
 
@@ -113,18 +113,18 @@ impl Notification {
     /// Records the session whose request caused this change, by its secret
     /// token (see [`Originator`](crate::axum::Originator)). That session does
     /// not receive the notification unless
-    /// [`deliver_to_origin`](Self::deliver_to_origin) is called; every session
+    /// [`deliver_to_originator`](Self::deliver_to_originator) is called; every session
     /// sees the token's public [`SessionId`] in the `origin` field, never the
     /// token.
     pub fn from_session(mut self, session: SessionToken) -> Self {
-        self.origin = Some(session);
+        self.originator = Some(session);
         self
     }
 
     /// Delivers the notification to its originating session too (the default
     /// is to skip it, since that tab already knows about its own write).
-    pub fn deliver_to_origin(mut self) -> Self {
-        self.skip_origin = false;
+    pub fn deliver_to_originator(mut self) -> Self {
+        self.skip_originator = false;
         self
     }
 
@@ -149,13 +149,13 @@ impl Notification {
     }
 
     /// The public id of the originating session, if known.
-    pub fn origin(&self) -> Option<SessionId> {
-        self.origin.map(|token| token.id())
+    pub fn originator(&self) -> Option<SessionId> {
+        self.originator.map(|token| token.id())
     }
 
     /// The token of the session that must not receive this notification, if
     /// any.
     pub(crate) fn skipped_session(&self) -> Option<SessionToken> {
-        self.origin.filter(|_| self.skip_origin)
+        self.originator.filter(|_| self.skip_originator)
     }
 }

@@ -33,7 +33,7 @@ use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 /// # }
 /// ```
 ///
-/// Must be created inside a tokio runtime (it spawns its dispatcher task).
+/// Must be created inside a tokio runtime (it spawns its waker task).
 #[derive(Clone)]
 pub struct Notifier {
     hub: Arc<Hub>,

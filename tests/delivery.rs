@@ -375,7 +375,7 @@ async fn the_originating_session_is_skipped_unless_asked() {
     assert_eq!(seen["collection"], "forums");
     assert_eq!(seen["origin"], writer.session.as_str());
 
-    notifier.push(Notification::new("forums", Op::Update).from_session(token).deliver_to_origin());
+    notifier.push(Notification::new("forums", Op::Update).from_session(token).deliver_to_originator());
     assert_eq!(writer.next_json().await["op"], "update", "the insert was skipped, the opt-in update was not");
 }
 

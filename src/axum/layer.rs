@@ -67,11 +67,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let origin = match originator(request.headers()) {
-            Ok(origin) => origin,
+        let originator = match originator(request.headers()) {
+            Ok(originator) => originator,
             Err(rejection) => return Box::pin(async move { Ok(rejection.into_response()) }),
         };
-        let batch = self.notifier.batch_from(origin);
+        let batch = self.notifier.batch_from(originator);
         request.extensions_mut().insert(batch.clone());
         // The clone that was made ready is the one that must be called.
         let clone = self.inner.clone();

@@ -38,8 +38,10 @@ struct Envelope<'a> {
     /// instance derives the public id from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<SessionToken>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    deliver_to_origin: bool,
+    /// (Named as before the rename, so instances of both versions
+    /// understand each other during a rolling deploy.)
+    #[serde(default, rename = "deliver_to_origin", skip_serializing_if = "std::ops::Not::not")]
+    deliver_to_originator: bool,
 }
 
 /// The envelope of `n` as JSON: every field but the cursor, which each
@@ -52,8 +54,8 @@ pub fn encode(n: &Notification) -> String {
         op: n.op,
         data: n.data.as_deref(),
         audience: n.audience.as_deref().map(Cow::Borrowed),
-        token: n.origin,
-        deliver_to_origin: !n.skip_origin,
+        token: n.originator,
+        deliver_to_originator: !n.skip_originator,
     };
     serde_json::to_string(&envelope).expect("an envelope always serializes")
 }
@@ -71,8 +73,8 @@ pub fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
     if let Some(token) = e.token {
         n = n.from_session(token);
     }
-    if e.deliver_to_origin {
-        n = n.deliver_to_origin();
+    if e.deliver_to_originator {
+        n = n.deliver_to_originator();
     }
     Ok(n)
 }
@@ -89,13 +91,13 @@ mod tests {
             .unwrap()
             .to("user:1")
             .from_session(token)
-            .deliver_to_origin();
+            .deliver_to_originator();
         let back = decode(&encode(&n)).unwrap();
         assert_eq!(back.collection(), "posts");
         assert_eq!(back.op(), Op::Delete);
         assert_eq!(back.data().unwrap().get(), r#"{"id":3}"#);
         assert_eq!(back.audience(), Some("user:1"));
-        assert_eq!(back.origin(), Some(token.id()));
+        assert_eq!(back.originator(), Some(token.id()));
         assert!(back.skipped_session().is_none());
         let skipping = decode(&encode(&Notification::new("posts", Op::Insert).from_session(token))).unwrap();
         assert_eq!(skipping.skipped_session(), Some(token), "the receiving instance skips the same session");

@@ -63,7 +63,7 @@ impl OpenFrame {
             out.push_str(r#","data":"#);
             out.push_str(data.get());
         }
-        if let Some(origin) = n.origin() {
+        if let Some(origin) = n.originator() {
             out.push_str(r#","origin":""#);
             origin.push_to(&mut out);
             out.push('"');

@@ -1,4 +1,4 @@
-//! The bounded history of emitted notifications: one shared log that is at
+//! The bounded history of delivered notifications: one shared log that is at
 //! once the replay buffer and every session's outbound queue.
 //!
 //! Each notification is serialized once, into a frame that already carries
@@ -17,7 +17,7 @@ use super::frame::{Frame, OpenFrame};
 use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionToken};
 
-/// One emitted notification, as sessions read it.
+/// One delivered notification, as sessions read it.
 pub(crate) struct Entry {
     /// The local position, contiguous: what sessions count in.
     pub(crate) seq: u64,
@@ -206,7 +206,7 @@ impl History {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).floor = Some(floor);
     }
 
-    /// The cursor of the last emitted notification.
+    /// The cursor of the last delivered notification.
     pub(crate) fn head(&self) -> Cursor {
         self.ring.read().unwrap_or_else(|e| e.into_inner()).head
     }

@@ -15,7 +15,6 @@ mod history;
 mod protocol;
 mod session;
 mod subscriptions;
-mod token;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -31,10 +30,9 @@ pub(crate) use history::History;
 pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
 pub(crate) use session::Session;
 pub(crate) use subscriptions::Subscriptions;
-pub use token::{InvalidSessionToken, SessionId, SessionToken};
 
 use crate::backplane::{Link, Part, Publication, PublishError, Receiver};
-use crate::{Config, Cursor, Notification};
+use crate::{Config, Cursor, Notification, SessionId, SessionToken};
 
 /// How long a session opening at start-up waits for the backplane to load
 /// its history before it opens anyway (an unplaceable cursor then gets

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use super::Hub;
 use super::frame::Frame;
 use super::history::{Entry, Read};
 use super::protocol::ServerFrame;
 use super::subscriptions::{Refusal, Subscriptions};
-use super::{Hub, SessionId, SessionToken};
-use crate::{Cursor, Identity};
+use crate::{Cursor, Identity, SessionId, SessionToken};
 
 /// How many log entries a session reads per batch: bounds how long the
 /// history's read lock is held and how many frames one write gathers.
@@ -72,7 +72,7 @@ impl Session {
         &self.hub
     }
 
-    /// The signal the dispatcher uses to wake this session.
+    /// The signal the waker uses to wake this session.
     pub(crate) fn wake_signal(&self) -> Arc<Notify> {
         self.wake.clone()
     }
