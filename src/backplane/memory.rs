@@ -35,8 +35,17 @@ struct MemoryLink;
 
 impl Link for MemoryLink {
     fn publish(&self, hub: &dyn Receiver, publication: Publication) {
-        let (notifications, done) = publication.into_parts();
-        hub.deliver(&mut notifications.map(|n| (n, None)));
+        let done = match publication.into_single() {
+            Ok((notification, done)) => {
+                hub.deliver_one(notification, None);
+                done
+            }
+            Err(batch) => {
+                let (notifications, done) = batch.into_parts();
+                hub.deliver(&mut notifications.map(|n| (n, None)));
+                done
+            }
+        };
         done.finish(Ok(()));
     }
 }

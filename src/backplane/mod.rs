@@ -112,6 +112,13 @@ pub trait Receiver: Send + Sync {
     /// history and every session is woken once.
     fn deliver(&self, notifications: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>);
 
+    /// One notification that arrived, with its cursor if the engine gave it
+    /// one: the same as [`deliver`](Self::deliver), on the path every single
+    /// `notify` takes, without an iterator.
+    fn deliver_one(&self, notification: Notification, cursor: Option<Cursor>) {
+        self.deliver(&mut std::iter::once((notification, cursor)));
+    }
+
     /// Notifications may have been lost (a connection broke, a publication
     /// failed): every session is told to `resync`, and no cursor from before
     /// this point resumes. With `at` (a stream id), cursors before `at` no
@@ -176,6 +183,15 @@ impl Publication {
         match &self.notifications {
             Notifications::One(n) => std::slice::from_ref(n),
             Notifications::Many(v) => v,
+        }
+    }
+
+    /// The single notification, if the publication holds exactly one (the
+    /// common case: one `notify`), else the publication itself.
+    pub fn into_single(self) -> Result<(Notification, Done), Publication> {
+        match self.notifications {
+            Notifications::One(n) => Ok((n, self.done)),
+            Notifications::Many(_) => Err(self),
         }
     }
 

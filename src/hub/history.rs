@@ -112,6 +112,17 @@ impl History {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).loaded = true;
     }
 
+    /// Appends one notification: what [`append`](Self::append) does, without
+    /// an iterator, on the path of every single `notify`.
+    pub(crate) fn append_one(&self, n: Notification, given: Option<Cursor>) {
+        let prepared = Prepared::new((n, given));
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        let evicted = self.push(&mut ring, prepared);
+        drop(ring);
+        // Freed outside the lock.
+        drop(evicted);
+    }
+
     /// Appends notifications in order, each under the cursor the backplane
     /// gave it (a stream id, in stream order) or the next one of this
     /// history. Serialized outside the lock, appended under one lock (a
@@ -306,13 +317,13 @@ mod tests {
     use crate::Op;
 
     impl History {
-        fn append_one(&self, n: Notification) -> Cursor {
+        fn append_new(&self, n: Notification) -> Cursor {
             self.append(&mut std::iter::once((n, None)));
             self.head()
         }
 
-        fn append_one_at(&self, n: Notification, cursor: Cursor) -> Cursor {
-            self.append(&mut std::iter::once((n, Some(cursor))));
+        fn append_new_at(&self, n: Notification, cursor: Cursor) -> Cursor {
+            self.append_one(n, Some(cursor));
             self.head()
         }
     }
@@ -326,7 +337,7 @@ mod tests {
     #[test]
     fn frames_carry_their_cursor() {
         let h = History::new(0xabc, 4);
-        let c = h.append_one(Notification::new("forums", Op::Insert));
+        let c = h.append_new(Notification::new("forums", Op::Insert));
         assert_eq!(c.seq(), 1);
         let (frames, _) = collect(&h, 1);
         assert_eq!(frames, [r#"{"collection":"forums","op":"insert","cursor":"00000abc-1"}"#]);
@@ -336,7 +347,7 @@ mod tests {
     fn evicted_entries_make_readers_lag() {
         let h = History::new(1, 2);
         for _ in 0..3 {
-            h.append_one(Notification::new("a", Op::Update));
+            h.append_new(Notification::new("a", Op::Update));
         }
         match collect(&h, 1).1 {
             Read::Lagged { head, next } => {
@@ -355,7 +366,7 @@ mod tests {
         let h = History::new(7, 2);
         assert_eq!(h.resume_from(Cursor::new(7, 0)), Some((1, None)));
         for _ in 0..3 {
-            h.append_one(Notification::new("a", Op::Update));
+            h.append_new(Notification::new("a", Op::Update));
         }
         assert_eq!(h.resume_from(Cursor::new(7, 0)), None, "entry 1 is gone");
         assert_eq!(h.resume_from(Cursor::new(7, 1)), Some((2, None)));
@@ -373,7 +384,7 @@ mod tests {
         assert_eq!(h.head(), Cursor::stream(0, 0), "an empty stream starts at 0-0");
         assert_eq!(h.resume_from(Cursor::stream(0, 0)), Some((1, None)));
         for n in [1, 2, 3] {
-            h.append_one_at(Notification::new("a", Op::Update), id(n));
+            h.append_new_at(Notification::new("a", Op::Update), id(n));
         }
         assert_eq!(h.head(), id(3));
         assert_eq!(h.resume_from(id(0)), None, "1 was evicted: 0 is before the floor");
@@ -387,14 +398,14 @@ mod tests {
     #[test]
     fn an_interruption_makes_everyone_lag() {
         let h = History::new(1, 8);
-        h.append_one(Notification::new("a", Op::Update));
+        h.append_new(Notification::new("a", Op::Update));
         h.interrupt();
         let mut out = Vec::new();
         assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
         assert_eq!(h.resume_from(h.head()), Some((3, None)), "is resumable");
-        h.append_one(Notification::new("a", Op::Update));
+        h.append_new(Notification::new("a", Op::Update));
         assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4, caught_up: true }));
         assert_eq!(out.len(), 1);
     }
@@ -405,7 +416,7 @@ mod tests {
         h.mark_loaded();
         let id = |n| Cursor::stream(100, n);
         for n in [1, 2] {
-            h.append_one_at(Notification::new("a", Op::Update), id(n));
+            h.append_new_at(Notification::new("a", Op::Update), id(n));
         }
         h.interrupt_at(id(5));
         let mut out = Vec::new();
@@ -416,7 +427,7 @@ mod tests {
         assert_eq!(h.resume_from(id(2)), None, "the last id read before the loss");
         assert_eq!(h.resume_from(id(4)), None);
         assert_eq!(h.resume_from(id(5)), Some((4, None)), "the resync cursor resumes");
-        h.append_one_at(Notification::new("a", Op::Update), id(6));
+        h.append_new_at(Notification::new("a", Op::Update), id(6));
         assert_eq!(h.resume_from(id(5)), Some((4, None)));
         assert_eq!(h.resume_from(id(6)), Some((5, None)));
         assert_eq!(h.resume_from(id(2)), None);

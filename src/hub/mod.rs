@@ -214,6 +214,11 @@ impl Receiver for Hub {
         self.waker.notify_one();
     }
 
+    fn deliver_one(&self, notification: Notification, cursor: Option<Cursor>) {
+        self.history.append_one(notification, cursor);
+        self.waker.notify_one();
+    }
+
     fn interrupt(&self, at: Option<Cursor>) {
         match at {
             Some(at) => {
