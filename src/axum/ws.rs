@@ -30,7 +30,7 @@ use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame as WireFrame};
 use tungstenite::protocol::{Role, WebSocketConfig};
-use tungstenite::{Message, error::ProtocolError};
+use tungstenite::{Message, Utf8Bytes, error::ProtocolError};
 
 use super::admission::{Admission, admit};
 use crate::hub::{ClientFrame, ErrorCode, Frame, Hub, ServerFrame, Session};
@@ -309,7 +309,8 @@ async fn write_loop(
     let interval = hub.config.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut writer = Writer { sink, session, frames: first, hub };
+    let frames = first.into_iter().map(Frame::into_text).collect();
+    let mut writer = Writer { sink, session, frames, hub };
 
     loop {
         if writer.catch_up().await == Flow::Stop {
@@ -349,8 +350,9 @@ enum Flow {
 struct Writer {
     sink: Sink,
     session: Session,
-    /// Frames pulled from the history (or replies) not yet fed to the sink.
-    frames: Vec<Frame>,
+    /// Frames pulled from the history (or replies) not yet fed to the sink:
+    /// their text only, shared with every other session.
+    frames: Vec<Utf8Bytes>,
     hub: Arc<Hub>,
 }
 
@@ -382,10 +384,12 @@ impl Writer {
     /// Carries out what the reader asked; `None`: the reader is gone.
     async fn obey(&mut self, command: Option<Command>) -> Flow {
         match command {
-            Some(Command::Subscribe(names)) => self.frames.push(self.session.subscribe(&names)),
-            Some(Command::Unsubscribe(names)) => self.frames.push(self.session.unsubscribe(&names)),
+            Some(Command::Subscribe(names)) => self.frames.push(self.session.subscribe(&names).into_text()),
+            Some(Command::Unsubscribe(names)) => {
+                self.frames.push(self.session.unsubscribe(&names).into_text())
+            }
             Some(Command::Error(code, message)) => {
-                self.frames.push(ServerFrame::Error { code, message: &message }.to_frame());
+                self.frames.push(ServerFrame::Error { code, message: &message }.to_frame().into_text());
             }
             Some(Command::Close(code, reason)) => return self.close(code, reason).await,
             None => {
@@ -423,15 +427,15 @@ impl Writer {
 
 /// A shared frame as a text message. The frame is known to be UTF-8, so it
 /// goes out as a prepared frame: no copy, and no second validation.
-fn text(frame: Frame) -> Message {
-    let bytes = bytes::Bytes::from(frame.into_text());
+fn text(frame: Utf8Bytes) -> Message {
+    let bytes = bytes::Bytes::from(frame);
     Message::Frame(WireFrame::message(bytes, OpCode::Data(Data::Text), true))
 }
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket
 /// whenever it holds `write_buffer_size` bytes. Fails when the socket errors
 /// or does not take the frames within `limit` (a stuck client).
-async fn feed_all(sink: &mut Sink, frames: &mut Vec<Frame>, limit: Duration) -> Result<(), ()> {
+async fn feed_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
     let feed = async {
         for frame in frames.drain(..) {
             sink.feed(text(frame)).await?;

@@ -42,6 +42,27 @@ impl Frame {
     }
 }
 
+/// Where a session collects the frames it pulls from the history. The
+/// WebSocket keeps only the text (32 bytes a frame, per session, so the
+/// cursor beside it would double what every writer's buffer moves); SSE
+/// keeps the whole frame, whose cursor is its event id.
+pub(crate) trait Outbox {
+    /// Adds a frame, shared (a reference-count bump).
+    fn put(&mut self, frame: &Frame);
+}
+
+impl Outbox for Vec<Utf8Bytes> {
+    fn put(&mut self, frame: &Frame) {
+        self.push(frame.text.clone());
+    }
+}
+
+impl Outbox for Vec<Frame> {
+    fn put(&mut self, frame: &Frame) {
+        self.push(frame.clone());
+    }
+}
+
 /// A notification's frame without its cursor:
 /// `{"collection":…,"op":…[,"data":…][,"origin":…],"cursor":"`.
 pub(crate) struct OpenFrame(String);

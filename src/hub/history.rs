@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 
-use super::frame::{Frame, OpenFrame};
+use super::frame::{Frame, OpenFrame, Outbox};
 use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionToken};
 
@@ -291,7 +291,7 @@ impl History {
         next: u64,
         max: usize,
         mut wanted: impl FnMut(&Entry) -> bool,
-        out: &mut Vec<Frame>,
+        out: &mut impl Outbox,
     ) -> Read {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
@@ -304,7 +304,7 @@ impl History {
             last = entry.seq + 1;
             if wanted(entry) {
                 // A reference-count bump: the frame is shared, never copied.
-                out.push(entry.frame.clone());
+                out.put(&entry.frame);
             }
         }
         Read::Read { next: last, caught_up: last == ring.next_seq }
@@ -329,7 +329,7 @@ mod tests {
     }
 
     fn collect(h: &History, next: u64) -> (Vec<String>, Read) {
-        let mut out = Vec::new();
+        let mut out: Vec<Frame> = Vec::new();
         let r = h.read(next, 100, |_| true, &mut out);
         (out.into_iter().map(|f| f.as_str().to_owned()).collect(), r)
     }
@@ -400,7 +400,7 @@ mod tests {
         let h = History::new(1, 8);
         h.append_new(Notification::new("a", Op::Update));
         h.interrupt();
-        let mut out = Vec::new();
+        let mut out: Vec<Frame> = Vec::new();
         assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
@@ -419,7 +419,7 @@ mod tests {
             h.append_new_at(Notification::new("a", Op::Update), id(n));
         }
         h.interrupt_at(id(5));
-        let mut out = Vec::new();
+        let mut out: Vec<Frame> = Vec::new();
         match h.read(3, 10, |_| true, &mut out) {
             Read::Lagged { head, next } => assert_eq!((head, next), (id(5), 4), "resync with the fence"),
             Read::Read { .. } => panic!("a reader from before the interruption must lag"),

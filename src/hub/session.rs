@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::Hub;
-use super::frame::Frame;
+use super::frame::{Frame, Outbox};
 use super::history::{Entry, Read};
 use super::protocol::ServerFrame;
 use super::subscriptions::{Refusal, Subscriptions};
@@ -124,7 +124,7 @@ impl Session {
     /// Returns whether the session has caught up with the history. A batch
     /// can yield no frame (all filtered out) without having caught up: the
     /// caller must pull again before it sleeps.
-    pub(crate) fn pull(&mut self, out: &mut Vec<Frame>) -> bool {
+    pub(crate) fn pull(&mut self, out: &mut impl Outbox) -> bool {
         let Session { token, identity, subscriptions, seen_through, .. } = self;
         let wanted = |e: &Entry| {
             // Tokens compare in constant time.
@@ -141,7 +141,7 @@ impl Session {
                 caught_up
             }
             Read::Lagged { head, next } => {
-                out.push(ServerFrame::Resync { cursor: head }.to_frame());
+                out.put(&ServerFrame::Resync { cursor: head }.to_frame());
                 self.next = next;
                 false
             }
