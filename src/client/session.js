@@ -41,7 +41,7 @@ export function checkSubscription(collection, reload) {
 /**
  * @typedef {object} Subscriber
  * @property {(frame: object) => boolean} [filter]  notifications it does not pass are
- *   skipped (a `resync` reaches every subscriber)
+ *   skipped (a `resync` that concerns its collection reaches it whatever the filter)
  * @property {() => unknown} trigger  called for every notification and `resync` it gets
  */
 
@@ -102,11 +102,9 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
         token = typeof frame.token === "string" ? frame.token : sessionId;
         moveCursor(frame);
         return "hello";
-      case "resync": // notifications were lost: reload everything
+      case "resync": // notifications were lost: reload what they were about
         moveCursor(frame);
-        for (const subscribers of subscriptions.values()) {
-          for (const subscriber of subscribers) subscriber.trigger();
-        }
+        for (const subscriber of resyncTargets(frame)) subscriber.trigger();
         return "resync";
       case "error":
         log.warn(`tidings: the server refused a frame: ${frame.code}: ${frame.message}`);
@@ -114,6 +112,20 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
       default: // "subscribed", and types added later
         return "other";
     }
+  }
+
+  /**
+   * The subscribers a `resync` concerns, filters aside (what a filter would
+   * have passed is gone). With a `collections` list, those collections'
+   * subscribers, and those of `*` if the list is not empty (`*` stands for
+   * every collection the session sees, and the list holds only those);
+   * without one (the server cannot tell, or predates the list), everyone.
+   */
+  function resyncTargets(frame) {
+    if (!Array.isArray(frame.collections)) return [...subscriptions.values()].flatMap((set) => [...set]);
+    const names = new Set(frame.collections);
+    if (names.size > 0) names.add("*");
+    return [...names].flatMap((name) => [...(subscriptions.get(name) ?? [])]);
   }
 
   function subscribe(collection, subscriber) {

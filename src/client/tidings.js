@@ -27,7 +27,8 @@
  *     cursor: document.body.dataset.cursor, // the cursor the server rendered into the page
  *   });
  *
- *   // Called after a notification for "forums" or a resync; returns an
+ *   // Called after a notification for "forums" or a resync that names it
+ *   // (or does not say what changed); returns an
  *   // unsubscribe function. Reloads are single-flight: while one runs,
  *   // further notifications only schedule exactly one more.
  *   const unsubscribe = live.subscribe("forums", async () => {

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use super::frame::{Frame, OpenFrame, Outbox};
@@ -67,6 +67,158 @@ struct Ring {
     /// For stream cursors: false until the backplane has loaded the stream's
     /// tail; until then a stream id cannot be placed.
     loaded: bool,
+    /// Which collections changed when: what a reader that lost part of the
+    /// log is told to reload.
+    changes: Changes,
+}
+
+/// Where a notification sits: its local sequence number and its cursor.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    seq: u64,
+    cursor: Cursor,
+}
+
+/// The last thing a reader saw, to ask [`History::changed_since`] about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Seen {
+    /// A session's own position: the local sequence number it read through.
+    Seq(u64),
+    /// A cursor a client brought back (on resume).
+    Cursor(Cursor),
+}
+
+/// How many (collection, audience) pairs [`Changes`] remembers. Per-user
+/// audiences (`user:42`) would otherwise grow it with every user ever
+/// notified; past this, the older half is forgotten and readers from before
+/// it get a full `resync`.
+pub(crate) const MAX_CHANGE_PAIRS: usize = 4096;
+
+/// For each (collection, audience) pair, the position of its last
+/// notification, kept after the entry itself left the ring: a reader that
+/// lost entries learns which collections it must reload, instead of all.
+///
+/// Nested maps rather than one map keyed by the pair, so that the update on
+/// every append looks both names up by `&str` and allocates nothing for a
+/// pair already present.
+struct Changes {
+    collections: HashMap<Cow<'static, str>, Audiences, NameHasher>,
+    /// How many pairs `collections` holds, all audiences counted.
+    pairs: usize,
+    hasher: NameHasher,
+    /// The index holds every change after this position (compared by `seq`
+    /// for a session's own position, by `cursor` for a stream id): not
+    /// before it, since pairs were forgotten, the backplane was interrupted,
+    /// or the stream's older part was never loaded.
+    known_after: Position,
+}
+
+/// The last changes of one collection, by audience.
+struct Audiences {
+    /// Notifications with no audience.
+    everyone: Option<Position>,
+    by_audience: HashMap<Arc<str>, Position, NameHasher>,
+}
+
+/// Hashes the index's names on every append, under the write lock:
+/// foldhash (a few nanoseconds for a short name, where SipHash costs tens),
+/// seeded at random per history. The names are the application's
+/// collections and audiences, and the map holds at most
+/// [`MAX_CHANGE_PAIRS`], which bounds what a crafted collision could cost.
+type NameHasher = foldhash::fast::RandomState;
+
+impl Audiences {
+    /// Moves the pair's position to `at`; false if the pair is new here.
+    fn update(&mut self, audience: Option<&Arc<str>>, at: Position) -> bool {
+        let slot = match audience {
+            None => self.everyone.as_mut(),
+            Some(a) => self.by_audience.get_mut(&**a),
+        };
+        match slot {
+            Some(position) => {
+                *position = at;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.everyone.is_some()) + self.by_audience.len()
+    }
+}
+
+impl Changes {
+    fn new(known_after: Position) -> Self {
+        let hasher = NameHasher::default();
+        Changes { collections: HashMap::with_hasher(hasher.clone()), pairs: 0, known_after, hasher }
+    }
+
+    /// Records that the pair changed at `at` (the newest position).
+    // The `Cow` itself, not a `&str`: a new pair keeps a clone of it, which
+    // for a `&'static str` name copies no bytes.
+    #[allow(clippy::ptr_arg)]
+    fn record(&mut self, collection: &Cow<'static, str>, audience: Option<&Arc<str>>, at: Position) {
+        // The common case, a pair already known: two lookups by &str, no
+        // allocation.
+        if let Some(audiences) = self.collections.get_mut(collection.as_ref())
+            && audiences.update(audience, at)
+        {
+            return;
+        }
+        if self.pairs >= MAX_CHANGE_PAIRS {
+            self.forget_older_half();
+        }
+        let hasher = &self.hasher;
+        let audiences = self.collections.entry(collection.clone()).or_insert_with(|| Audiences {
+            everyone: None,
+            by_audience: HashMap::with_hasher(hasher.clone()),
+        });
+        match audience {
+            None => audiences.everyone = Some(at),
+            Some(a) => {
+                audiences.by_audience.insert(a.clone(), at);
+            }
+        }
+        self.pairs += 1;
+    }
+
+    /// Drops the older half of the pairs and moves `known_after` past them.
+    /// Halving (rather than dropping one) keeps this scan rare: once per
+    /// `MAX_CHANGE_PAIRS / 2` new pairs.
+    fn forget_older_half(&mut self) {
+        let mut seqs: Vec<u64> = Vec::with_capacity(self.pairs);
+        for audiences in self.collections.values() {
+            seqs.extend(audiences.everyone.iter().chain(audiences.by_audience.values()).map(|p| p.seq));
+        }
+        let middle = seqs.len() / 2;
+        let threshold = *seqs.select_nth_unstable(middle).1;
+        let mut newest_dropped = self.known_after;
+        let mut keep = |p: &Position| {
+            if p.seq > threshold {
+                return true;
+            }
+            if p.seq > newest_dropped.seq {
+                newest_dropped = *p;
+            }
+            false
+        };
+        self.collections.retain(|_, audiences| {
+            if audiences.everyone.as_ref().is_some_and(|p| !keep(p)) {
+                audiences.everyone = None;
+            }
+            audiences.by_audience.retain(|_, p| keep(p));
+            audiences.len() > 0
+        });
+        self.pairs = self.collections.values().map(Audiences::len).sum();
+        self.known_after = newest_dropped;
+    }
+
+    /// What was lost before `at` cannot be known: nothing from before it can
+    /// be answered precisely.
+    fn forget_before(&mut self, at: Position) {
+        self.known_after = at;
+    }
 }
 
 /// What reading the log produced.
@@ -103,6 +255,7 @@ impl History {
                 head,
                 floor: None,
                 loaded,
+                changes: Changes::new(Position { seq: 0, cursor: head }),
             }),
         }
     }
@@ -150,6 +303,7 @@ impl History {
         // Only the cursor is written under the lock: the order of the log is
         // the order of the cursors, with no re-ordering step anywhere.
         let frame = frame.close(cursor);
+        ring.changes.record(&n.collection, n.audience.as_ref(), Position { seq, cursor });
         let evicted = if ring.entries.len() == self.capacity { ring.entries.pop_front() } else { None };
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor);
@@ -208,13 +362,21 @@ impl History {
         ring.next_seq += 1;
         ring.head = at;
         ring.floor = Some(at);
+        ring.changes.forget_before(Position { seq: ring.next_seq - 1, cursor: at });
         old
     }
 
     /// Sets the oldest stream id that is known to be missing from the history
     /// (when it was loaded from a longer stream).
     pub(crate) fn set_floor(&self, floor: Cursor) {
-        self.ring.write().unwrap_or_else(|e| e.into_inner()).floor = Some(floor);
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        ring.floor = Some(floor);
+        // What the stream held up to the floor was never read here: a stream
+        // id before it cannot be answered precisely.
+        let known = &mut ring.changes.known_after;
+        if known.cursor.stream_cmp(&floor) != Some(Ordering::Greater) {
+            known.cursor = floor;
+        }
     }
 
     /// The cursor of the last delivered notification.
@@ -282,6 +444,58 @@ impl History {
                 }
             }
         }
+    }
+
+    /// The collections with a change after `seen` that pass `may_see`
+    /// (given each pair's collection and audience), sorted, each once; `None`
+    /// when that cannot be told: `seen` is a cursor of another epoch or
+    /// stream, from the future, or from before what the index knows.
+    ///
+    /// A change made after the reader's resync point may be listed too (the
+    /// caller reads its head apart): one reload too many, never one missed.
+    pub(crate) fn changed_since(
+        &self,
+        seen: Seen,
+        mut may_see: impl FnMut(&str, Option<&str>) -> bool,
+    ) -> Option<Vec<String>> {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let known = ring.changes.known_after;
+        let seen = match seen {
+            // A local cursor of this epoch is a sequence number.
+            Seen::Cursor(c @ Cursor::Local { .. }) => {
+                if c.epoch() != self.epoch || ring.head.kind() != Kind::Local {
+                    return None;
+                }
+                Seen::Seq(c.seq())
+            }
+            other => other,
+        };
+        let placeable = match seen {
+            Seen::Seq(seq) => known.seq <= seq && seq < ring.next_seq,
+            Seen::Cursor(c) => {
+                ring.loaded
+                    && known.cursor.stream_cmp(&c).is_some_and(Ordering::is_le)
+                    && ring.head.stream_cmp(&c).is_some_and(Ordering::is_ge)
+            }
+        };
+        if !placeable {
+            return None;
+        }
+        let after = |p: &Position| match seen {
+            Seen::Seq(seq) => p.seq > seq,
+            Seen::Cursor(c) => p.cursor.stream_cmp(&c) == Some(Ordering::Greater),
+        };
+        let mut changed = BTreeSet::new();
+        for (collection, audiences) in &ring.changes.collections {
+            let for_everyone =
+                audiences.everyone.as_ref().is_some_and(|p| after(p) && may_see(collection, None));
+            if for_everyone
+                || audiences.by_audience.iter().any(|(a, p)| after(p) && may_see(collection, Some(a)))
+            {
+                changed.insert(collection.as_ref());
+            }
+        }
+        Some(changed.into_iter().map(str::to_owned).collect())
     }
 
     /// Appends to `out` the frames of up to `max` entries from `next` on that
@@ -434,5 +648,88 @@ mod tests {
         h.interrupt_at(id(3));
         assert_eq!(h.head(), id(6), "a fence behind the head does not move it back");
         assert_eq!(h.resume_from(id(5)), None);
+    }
+
+    fn everything(_: &str, _: Option<&str>) -> bool {
+        true
+    }
+
+    #[test]
+    fn changes_name_each_collection_changed_after_a_position_once() {
+        let h = History::new(3, 2);
+        let start = h.head();
+        h.append_new(Notification::new("forums", Op::Insert));
+        let middle = h.head();
+        for _ in 0..3 {
+            h.append_new(Notification::new("posts", Op::Insert));
+        }
+        h.append_new(Notification::new("inbox", Op::Insert).to("user:1"));
+        assert_eq!(h.changed_since(Seen::Cursor(start), everything).unwrap(), ["forums", "inbox", "posts"]);
+        assert_eq!(h.changed_since(Seen::Seq(middle.seq()), everything).unwrap(), ["inbox", "posts"]);
+        let not_user_1 = |_: &str, a: Option<&str>| a.is_none();
+        assert_eq!(h.changed_since(Seen::Cursor(middle), not_user_1).unwrap(), ["posts"]);
+        assert_eq!(h.changed_since(Seen::Cursor(h.head()), everything).unwrap(), Vec::<String>::new());
+        let future = Cursor::new(3, h.head().seq() + 1);
+        assert_eq!(h.changed_since(Seen::Cursor(future), everything), None, "from the future");
+        assert_eq!(h.changed_since(Seen::Cursor(Cursor::new(4, 1)), everything), None, "foreign epoch");
+        assert_eq!(h.changed_since(Seen::Cursor(Cursor::stream(9, 1)), everything), None);
+    }
+
+    #[test]
+    fn an_interruption_hides_what_came_before_it() {
+        let h = History::new(1, 8);
+        let before = h.head();
+        h.append_new(Notification::new("a", Op::Update));
+        h.interrupt();
+        assert_eq!(h.changed_since(Seen::Cursor(before), everything), None);
+        let after = h.head();
+        h.append_new(Notification::new("b", Op::Update));
+        assert_eq!(h.changed_since(Seen::Cursor(after), everything).unwrap(), ["b"]);
+    }
+
+    #[test]
+    fn stream_changes_compare_by_id_and_start_at_the_floor() {
+        let h = History::for_stream(7, 2);
+        let id = |n| Cursor::stream(100, n);
+        h.append_new_at(Notification::new("a", Op::Update), id(4));
+        assert_eq!(h.changed_since(Seen::Cursor(id(3)), everything), None, "not loaded");
+        h.set_floor(id(3));
+        h.mark_loaded();
+        for (n, c) in [(5, "b"), (6, "c"), (7, "c")] {
+            h.append_new_at(Notification::new(c, Op::Update), id(n));
+        }
+        assert_eq!(h.changed_since(Seen::Cursor(id(2)), everything), None, "before the floor");
+        assert_eq!(h.changed_since(Seen::Cursor(id(3)), everything).unwrap(), ["a", "b", "c"]);
+        assert_eq!(h.changed_since(Seen::Cursor(id(5)), everything).unwrap(), ["c"]);
+        assert_eq!(h.changed_since(Seen::Cursor(id(8)), everything), None, "ahead of the head");
+        h.interrupt_at(id(9));
+        assert_eq!(h.changed_since(Seen::Cursor(id(7)), everything), None, "before the fence");
+        h.append_new_at(Notification::new("d", Op::Update), id(10));
+        assert_eq!(h.changed_since(Seen::Cursor(id(9)), everything).unwrap(), ["d"]);
+    }
+
+    #[test]
+    fn the_index_is_bounded_and_forgets_the_oldest_pairs_first() {
+        let h = History::new(1, 4);
+        let start = h.head();
+        h.append_new(Notification::new("old", Op::Update));
+        for user in 0..MAX_CHANGE_PAIRS {
+            h.append_new(Notification::new("inbox", Op::Update).to(format!("user:{user}")));
+        }
+        let ring = h.ring.read().unwrap();
+        assert!(ring.changes.pairs <= MAX_CHANGE_PAIRS, "{}", ring.changes.pairs);
+        assert!(ring.changes.pairs > MAX_CHANGE_PAIRS / 3, "{}", ring.changes.pairs);
+        assert!(!ring.changes.collections.contains_key("old"), "the oldest pair went first");
+        let known = ring.changes.known_after.seq;
+        drop(ring);
+        assert_eq!(h.changed_since(Seen::Cursor(start), everything), None, "from before what it knows");
+        assert_eq!(h.changed_since(Seen::Seq(known), everything).unwrap(), ["inbox"]);
+        h.append_new(Notification::new("late", Op::Update));
+        let only_user_0 = |_: &str, a: Option<&str>| a.is_none_or(|a| a == "user:0");
+        assert_eq!(
+            h.changed_since(Seen::Seq(known), only_user_0).unwrap(),
+            ["late"],
+            "other users' inboxes are not named"
+        );
     }
 }

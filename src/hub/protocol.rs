@@ -28,10 +28,13 @@ pub(crate) enum ServerFrame<'a> {
         #[serde(serialize_with = "as_string")]
         cursor: Cursor,
     },
-    /// Notifications were lost for this session: reload everything.
+    /// Notifications were lost for this session: reload `collections`, or
+    /// everything when the server cannot tell which (the field is absent).
     Resync {
         #[serde(serialize_with = "as_string")]
         cursor: Cursor,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        collections: Option<&'a [String]>,
     },
     /// A `subscribe` was applied: the names it carried, whether `*` is
     /// subscribed, how many collections are subscribed by name.
@@ -57,7 +60,7 @@ impl ServerFrame<'_> {
     /// The frame, carrying the cursor of a `hello` or `resync`.
     pub(crate) fn to_frame(&self) -> Frame {
         let cursor = match self {
-            ServerFrame::Hello { cursor, .. } | ServerFrame::Resync { cursor } => Some(*cursor),
+            ServerFrame::Hello { cursor, .. } | ServerFrame::Resync { cursor, .. } => Some(*cursor),
             _ => None,
         };
         // Our own enums with string fields: serialization cannot fail.
@@ -86,6 +89,14 @@ mod tests {
             ack.to_frame().as_str(),
             r#"{"type":"unsubscribed","collections":["a"],"all":false,"count":3}"#
         );
+        let names = ["posts".to_owned()];
+        let precise = ServerFrame::Resync { cursor: Cursor::new(2, 9), collections: Some(&names) };
+        assert_eq!(
+            precise.to_frame().as_str(),
+            r#"{"type":"resync","cursor":"00000002-9","collections":["posts"]}"#
+        );
+        let everything = ServerFrame::Resync { cursor: Cursor::new(2, 9), collections: None };
+        assert_eq!(everything.to_frame().as_str(), r#"{"type":"resync","cursor":"00000002-9"}"#);
         let err = ServerFrame::Error { code: ErrorCode::BadFrame, message: "x" };
         assert_eq!(err.to_frame().as_str(), r#"{"type":"error","code":"bad_frame","message":"x"}"#);
     }

@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 
 use super::Hub;
 use super::frame::{Frame, Outbox};
-use super::history::{Entry, Read};
+use super::history::{Entry, Read, Seen};
 use super::protocol::ServerFrame;
 use super::subscriptions::{Refusal, Subscriptions};
 use crate::{Cursor, Identity, SessionId, SessionToken};
@@ -35,7 +35,8 @@ pub(crate) struct Session {
 
 impl Session {
     /// Registers a session and returns it with its first frames: `hello`,
-    /// then `resync` when `resume` was given but cannot be honoured.
+    /// then `resync` when `resume` was given but cannot be honoured (naming
+    /// the collections that changed since it, when the history can tell).
     pub(crate) fn open(
         hub: Arc<Hub>,
         identity: Identity,
@@ -46,11 +47,10 @@ impl Session {
         // that position then finds this session in the map and wakes it.
         let (token, wake) = hub.register();
         let (head, fresh) = hub.history.position();
-        let resumed = resume.map(|raw| {
-            raw.parse::<Cursor>()
-                .ok()
-                .and_then(|c| hub.history.resume_from(c).map(|(next, seen)| (c, next, seen)))
-        });
+        // `Some(None)`: a resume was asked for with something not a cursor.
+        let resume: Option<Option<Cursor>> = resume.map(|raw| raw.parse().ok());
+        let resumed =
+            resume.map(|c| c.and_then(|c| hub.history.resume_from(c).map(|(next, seen)| (c, next, seen))));
         let (cursor, next, seen_through, resync) = match resumed {
             None => (head, fresh, None, false),
             Some(Some((cursor, next, seen))) => (cursor, next, seen, false),
@@ -58,7 +58,12 @@ impl Session {
         };
         let mut first = vec![ServerFrame::Hello { session: token.id(), token, cursor }.to_frame()];
         if resync {
-            first.push(ServerFrame::Resync { cursor: head }.to_frame());
+            // A cursor the history no longer covers may still be one the
+            // index of changes can place: then only what changed is named.
+            let changed = resume.flatten().and_then(|c| {
+                hub.history.changed_since(Seen::Cursor(c), |c, a| may_see(&identity, &subscriptions, c, a))
+            });
+            first.push(ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
         }
         let session = Session { token, hub, identity, subscriptions, next, seen_through, wake };
         (session, first)
@@ -131,9 +136,7 @@ impl Session {
             e.skip.is_none_or(|skip| skip != *token)
                 && seen_through
                     .is_none_or(|seen| e.cursor.stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
-                && subscriptions.contains(&e.collection)
-                && identity.may_read(&e.collection)
-                && e.audience.as_deref().is_none_or(|a| identity.belongs_to(a))
+                && may_see(identity, subscriptions, &e.collection, e.audience.as_deref())
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
             Read::Read { next, caught_up } => {
@@ -141,12 +144,33 @@ impl Session {
                 caught_up
             }
             Read::Lagged { head, next } => {
-                out.put(&ServerFrame::Resync { cursor: head }.to_frame());
+                // Everything from `self.next` on is skipped, what is still
+                // in the ring included: the index names what changed since.
+                let Session { identity, subscriptions, .. } = &*self;
+                let seen = Seen::Seq(self.next.saturating_sub(1));
+                let changed =
+                    self.hub.history.changed_since(seen, |c, a| may_see(identity, subscriptions, c, a));
+                out.put(&ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
                 self.next = next;
                 false
             }
         }
     }
+}
+
+/// Whether a session with this identity and these subscriptions receives
+/// notifications about `collection` addressed to `audience` (`None`: to
+/// everyone): the same rule for live delivery, replay and a `resync`'s list,
+/// so a `resync` never names a collection the session would not be sent.
+fn may_see(
+    identity: &Identity,
+    subscriptions: &Subscriptions,
+    collection: &str,
+    audience: Option<&str>,
+) -> bool {
+    subscriptions.contains(collection)
+        && identity.may_read(collection)
+        && audience.is_none_or(|a| identity.belongs_to(a))
 }
 
 impl Drop for Session {

@@ -565,3 +565,69 @@ scenario("j. timestamps are shown in the viewer's locale and time zone, the ISO 
     assert.equal(await time.textContent({ timeout: 2000 }), germanKolkataTime(post.created_at), `post ${post.id}`);
   }
 });
+
+scenario("k. a page away for more than the replay buffer reloads only the collections that changed", async (t) => {
+  const forum = await createForum(`Forum H ${Date.now()}`);
+  // The test decides when the page counts as hidden: a hidden page does not
+  // reconnect (docs/client.md), so the page stays away, without any timing,
+  // until the test makes it visible. Its WebSocket goes through a proxy the
+  // test can cut and whose frames it reads; `websocket` keeps it off SSE.
+  const connections = [];
+  const page = await openPage(t, "away", {
+    pathAndQuery: `/?forum=${forum.id}&transport=websocket`,
+    setup: async (p) => {
+      await p.addInitScript(() => {
+        window.testHidden = false;
+        Object.defineProperty(Document.prototype, "hidden", { configurable: true, get: () => window.testHidden });
+      });
+      await p.routeWebSocket(/\/ws/, (ws) => {
+        const connection = { ws, url: ws.url(), frames: [] };
+        connections.push(connection);
+        const upstream = ws.connectToServer();
+        upstream.onMessage((message) => { connection.frames.push(String(message)); ws.send(message); });
+        ws.onMessage((message) => upstream.send(message));
+        connection.upstream = upstream;
+      });
+    },
+  });
+  const before = await reloads(page);
+  await page.evaluate(() => {
+    window.testHidden = true;
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  connections[0].ws.close({ code: 4000, reason: "cut by the test" });
+  connections[0].upstream.close();
+  await waitForState(page, "offline", 5000);
+
+  // More post notifications than the example's replay buffer (1,024) holds:
+  // the page's cursor is evicted. No forum changes meanwhile.
+  const writes = 1100;
+  let written = 0;
+  let last;
+  const writer = async () => {
+    while (written < writes) {
+      written += 1;
+      last = await createPost(forum.id, `post ${written} while the page was away`);
+    }
+  };
+  await within(Promise.all(Array.from({ length: 8 }, writer)), 60000, `${writes} posts took over 60 s`);
+  assert.equal(connections.length, 1, "a hidden page does not reconnect");
+
+  await page.evaluate(() => {
+    window.testHidden = false;
+    document.dispatchEvent(new Event("visibilitychange"));
+  });
+  await page.locator(`#posts li[data-id="${last.id}"]`).waitFor({ state: "attached", timeout: 10000 });
+  await waitForState(page, "live", 5000);
+
+  const frames = connections.slice(1).flatMap((c) => c.frames.map((f) => JSON.parse(f)));
+  t.diagnostic(`k: ${connections.length - 1} connection(s) after the cut; frames: `
+    + frames.map((f) => f.type ?? "notification").join(", "));
+  assert.match(connections[1].url, /[?&]cursor=/, `resumed with its cursor: ${connections[1].url}`);
+  const resync = frames.find((f) => f.type === "resync");
+  assert.ok(resync, "an evicted cursor gets a resync");
+  assert.deepEqual(resync.collections, ["posts"], `the resync names only posts: ${JSON.stringify(resync)}`);
+  const after = await reloads(page);
+  assert.ok(after.posts > before.posts, "posts were reloaded");
+  assert.equal(after.forums, before.forums, "forums were not reloaded: they did not change");
+});

@@ -125,6 +125,21 @@ test("client: subscribe filters and unsubscribe", async () => {
   assert.equal(calls, 2);
 });
 
+test("client: a resync naming collections reloads those subscriptions, each once", async () => {
+  const env = fakeEnvironment();
+  const live = connect({ ...env.options, start: false });
+  const reloaded = [];
+  live.subscribe("forums", async (c) => { reloaded.push(c); });
+  live.subscribe("posts", async (c) => { reloaded.push(c); });
+  live.handleFrame({ type: "resync", cursor: "e-5", collections: ["posts"] });
+  await settle();
+  assert.deepEqual(reloaded, ["posts"], "forums did not change");
+  assert.equal(live.cursor, "e-5");
+  live.handleFrame({ type: "resync", cursor: "e-6" });
+  await settle();
+  assert.deepEqual(reloaded.sort(), ["forums", "posts", "posts"], "without a list: everything");
+});
+
 // ---- cursors and reconnects ------------------------------------------------------
 
 test("client: hello, resync and notifications move the cursor; reconnect resumes from it", async () => {

@@ -86,6 +86,23 @@ test("session: resync moves the cursor and triggers every subscriber, whatever i
   assert.equal(session.cursor, "f-1");
 });
 
+test("session: a resync with a list triggers only the subscribers of the collections it names", () => {
+  const { session, calls, sub } = recordedSession();
+  sub("posts", "filtered posts", () => false);
+  sub("posts");
+  sub("forums");
+  sub("*", "star");
+  assert.equal(session.receive({ type: "resync", cursor: "f-2", collections: ["posts", "tags"] }), "resync");
+  assert.deepEqual(calls.sort(), ["filtered posts", "posts", "star"], "not forums; `*` stands for posts too");
+  assert.equal(session.cursor, "f-2");
+  calls.length = 0;
+  assert.equal(session.receive({ type: "resync", cursor: "f-3", collections: [] }), "resync");
+  assert.deepEqual(calls, [], "an empty list: nothing this session sees changed");
+  assert.equal(session.cursor, "f-3", "but the cursor moves past the gap");
+  assert.equal(session.receive({ type: "resync", cursor: "f-4", collections: "posts" }), "resync");
+  assert.deepEqual(calls.sort(), ["filtered posts", "forums", "posts", "star"], "a list that is not an array: all");
+});
+
 test("session: error frames are logged, unknown types ignored, non-objects warned about", () => {
   const { session, warnings, calls, sub } = recordedSession();
   sub("forums");
