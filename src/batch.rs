@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 
 use crate::backplane::Publication;
-use crate::{Notification, Notifier, Notify, Op, SessionToken};
+use crate::{Notification, Notifier, Notify, Op, SessionId, SessionToken};
 
 /// A pending list of notifications tied to a unit of work.
 ///
@@ -37,7 +37,8 @@ use crate::{Notification, Notifier, Notify, Op, SessionToken};
 /// # Large batches
 ///
 /// A root batch of more than [`Config::max_batch`](crate::Config::max_batch)
-/// notifications (256 by default) is condensed when it is committed: one
+/// notifications (256 by default, and never more than half the
+/// `replay_capacity`) is condensed when it is committed: one
 /// notification per collection and op (and per audience and originator),
 /// without data, in the order each first appeared. Clients reload those
 /// collections; nobody falls behind the history and gets a `resync`.
@@ -70,7 +71,7 @@ pub struct Batch {
 struct Shared {
     pending: Mutex<Pending>,
     parent: Parent,
-    originator: Option<SessionToken>,
+    originator: Option<SessionId>,
 }
 
 enum Parent {
@@ -90,7 +91,7 @@ struct Pending {
 struct Key {
     collection: Box<str>,
     audience: Option<Arc<str>>,
-    originator: Option<SessionToken>,
+    originator: Option<SessionId>,
     skip_originator: bool,
     row: Option<Box<str>>,
 }
@@ -121,10 +122,10 @@ impl Key {
 
 impl Batch {
     pub(crate) fn new(notifier: Notifier, originator: Option<SessionToken>) -> Batch {
-        Batch::with_parent(Parent::Notifier(notifier), originator)
+        Batch::with_parent(Parent::Notifier(notifier), originator.map(|token| token.id()))
     }
 
-    fn with_parent(parent: Parent, originator: Option<SessionToken>) -> Batch {
+    fn with_parent(parent: Parent, originator: Option<SessionId>) -> Batch {
         Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, originator }) }
     }
 

@@ -70,7 +70,10 @@ pub struct Notification {
     pub(crate) audience: Option<Arc<str>>,
     /// The token of the session that caused the change: it skips the
     /// notification; everyone sees only the id derived from it.
-    pub(crate) originator: Option<SessionToken>,
+    /// The public id of the session whose request caused this change: the
+    /// server derived it from that session's secret token, so it names that
+    /// session and no other.
+    pub(crate) originator: Option<SessionId>,
     pub(crate) skip_originator: bool,
 }
 
@@ -117,7 +120,7 @@ impl Notification {
     /// sees the token's public [`SessionId`] in the `origin` field, never the
     /// token.
     pub fn from_session(mut self, session: SessionToken) -> Self {
-        self.originator = Some(session);
+        self.originator = Some(session.id());
         self
     }
 
@@ -150,12 +153,12 @@ impl Notification {
 
     /// The public id of the originating session, if known.
     pub fn originator(&self) -> Option<SessionId> {
-        self.originator.map(|token| token.id())
+        self.originator
     }
 
     /// The token of the session that must not receive this notification, if
     /// any.
-    pub(crate) fn skipped_session(&self) -> Option<SessionToken> {
+    pub(crate) fn skipped_session(&self) -> Option<SessionId> {
         self.originator.filter(|_| self.skip_originator)
     }
 }

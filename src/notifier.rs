@@ -11,9 +11,11 @@ use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 /// Tells every connected client what changed.
 ///
 /// Clone it into handlers and repositories (it is an `Arc`). Each call
-/// serializes the notification once, appends it to the shared history and
-/// returns; waking the sessions happens on a background task, so the cost to
-/// the caller does not depend on how many clients are connected.
+/// serializes the notification once, appends it to the shared history (with
+/// a Redis or PostgreSQL backplane: encodes it and queues it for the
+/// publishing task) and returns; waking the sessions happens on a background
+/// task, so the cost to the caller does not depend on how many clients are
+/// connected.
 ///
 /// ```
 /// use tidings::{Notifier, Notify, Op};
@@ -159,7 +161,8 @@ impl std::fmt::Debug for Notifier {
 /// What [`Notifier::health`] reports; serializes to JSON for a health route.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
-    /// `in-process`, `redis` or `postgres`.
+    /// The backplane's [`name`](crate::backplane::Backplane::name): `in-process`,
+    /// `redis`, `postgres`, or an outside engine's.
     pub backplane: &'static str,
     /// `ok`, or `degraded` while the backplane is unreachable.
     pub status: &'static str,

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::{Notification, Op, SessionToken};
+use crate::{Notification, Op, SessionId};
 
 /// A notification as it travels between instances: the fields, not the
 /// frame, since each instance assigns the cursor it puts in the frame.
@@ -34,12 +34,14 @@ struct Envelope<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     audience: Option<Cow<'a, str>>,
-    /// The originating session's token: the skip needs it, and every
-    /// instance derives the public id from it.
+    /// The public id of the originating session, which every instance
+    /// skips. Never the secret token: the instance that took the request
+    /// already checked it, and ids are unique among live sessions (they key
+    /// each hub's registry), so the secret need not travel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    token: Option<SessionToken>,
-    /// (Named as before the rename, so instances of both versions
-    /// understand each other during a rolling deploy.)
+    origin: Option<SessionId>,
+    /// (Field names as in earlier versions, so instances of both understand
+    /// each other during a rolling deploy.)
     #[serde(default, rename = "deliver_to_origin", skip_serializing_if = "std::ops::Not::not")]
     deliver_to_originator: bool,
 }
@@ -54,7 +56,7 @@ pub fn encode(n: &Notification) -> String {
         op: n.op,
         data: n.data.as_deref(),
         audience: n.audience.as_deref().map(Cow::Borrowed),
-        token: n.originator,
+        origin: n.originator,
         deliver_to_originator: !n.skip_originator,
     };
     serde_json::to_string(&envelope).expect("an envelope always serializes")
@@ -70,9 +72,7 @@ pub fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
     if let Some(audience) = e.audience {
         n = n.to(audience.as_ref());
     }
-    if let Some(token) = e.token {
-        n = n.from_session(token);
-    }
+    n.originator = e.origin;
     if e.deliver_to_originator {
         n = n.deliver_to_originator();
     }
@@ -82,6 +82,7 @@ pub fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SessionToken;
 
     #[test]
     fn envelopes_round_trip() {
@@ -100,7 +101,12 @@ mod tests {
         assert_eq!(back.originator(), Some(token.id()));
         assert!(back.skipped_session().is_none());
         let skipping = decode(&encode(&Notification::new("posts", Op::Insert).from_session(token))).unwrap();
-        assert_eq!(skipping.skipped_session(), Some(token), "the receiving instance skips the same session");
+        assert_eq!(
+            skipping.skipped_session(),
+            Some(token.id()),
+            "the receiving instance skips the same session"
+        );
+        assert!(!encode(&skipping).contains(&token.to_string()), "the secret never travels");
         let plain = Notification::new("forums", Op::Insert);
         assert_ne!(encode(&plain), encode(&plain), "each envelope is unique");
         assert!(encode(&plain).ends_with(r#""collection":"forums","op":"insert"}"#));

@@ -225,7 +225,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
                         check.reset();
                         let Some(hub) = hub.upgrade() else { return };
                         match decode(notification.payload()) {
-                            Ok(n) => hub.deliver(&mut std::iter::once((n, None))),
+                            Ok(n) => hub.deliver_one(n, None),
                             Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
                         }
                     }
@@ -233,6 +233,10 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
                     Err(e) => break e.to_string(),
                 },
                 _ = check.tick() => {
+                    // Nothing arrives for a notifier that was dropped: end here.
+                    if hub.strong_count() == 0 {
+                        return;
+                    }
                     // Notifications arriving meanwhile are buffered by the
                     // listener and returned by the next try_recv.
                     let ping = sqlx::query("SELECT 1").execute(&mut listener);

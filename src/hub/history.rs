@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use super::frame::{Frame, OpenFrame, Outbox};
 use crate::cursor::Kind;
-use crate::{Cursor, Notification, SessionToken};
+use crate::{Cursor, Notification, SessionId};
 
 /// One delivered notification, as sessions read it.
 pub(crate) struct Entry {
@@ -27,7 +27,7 @@ pub(crate) struct Entry {
     pub(crate) collection: Cow<'static, str>,
     pub(crate) audience: Option<Arc<str>>,
     /// The token of the session that must not receive it.
-    pub(crate) skip: Option<SessionToken>,
+    pub(crate) skip: Option<SessionId>,
 }
 
 /// How far ahead of this machine's clock a stream id may be (another
@@ -38,7 +38,7 @@ const FUTURE_SLACK_MS: u64 = 60_000;
 struct Prepared {
     frame: OpenFrame,
     n: Notification,
-    skip: Option<SessionToken>,
+    skip: Option<SessionId>,
     given: Option<Cursor>,
 }
 
@@ -487,9 +487,13 @@ impl History {
         };
         let mut changed = BTreeSet::new();
         for (collection, audiences) in &ring.changes.collections {
-            let for_everyone =
-                audiences.everyone.as_ref().is_some_and(|p| after(p) && may_see(collection, None));
-            if for_everyone
+            // Seeing a collection's notifications for an audience needs
+            // seeing the collection at all: one check skips all its pairs
+            // (this runs under the read lock, which appends wait for).
+            if !may_see(collection, None) {
+                continue;
+            }
+            if audiences.everyone.as_ref().is_some_and(after)
                 || audiences.by_audience.iter().any(|(a, p)| after(p) && may_see(collection, Some(a)))
             {
                 changed.insert(collection.as_ref());

@@ -131,9 +131,9 @@ impl Session {
     /// caller must pull again before it sleeps.
     pub(crate) fn pull(&mut self, out: &mut impl Outbox) -> bool {
         let Session { token, identity, subscriptions, seen_through, .. } = self;
+        let id = token.id();
         let wanted = |e: &Entry| {
-            // Tokens compare in constant time.
-            e.skip.is_none_or(|skip| skip != *token)
+            e.skip != Some(id)
                 && seen_through
                     .is_none_or(|seen| e.cursor.stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 && may_see(identity, subscriptions, &e.collection, e.audience.as_deref())
