@@ -310,7 +310,7 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = first.into_iter().map(Frame::into_text).collect();
-    let mut writer = Writer { sink, session, frames, hub };
+    let mut writer = Writer { sink, session, frames };
 
     loop {
         if writer.catch_up().await == Flow::Stop {
@@ -353,14 +353,13 @@ struct Writer {
     /// Frames pulled from the history (or replies) not yet fed to the sink:
     /// their text only, shared with every other session.
     frames: Vec<Utf8Bytes>,
-    hub: Arc<Hub>,
 }
 
 impl Writer {
     /// Feeds frames while the history has some for this session, then
     /// flushes once: `Stop` when the socket fails or is stuck.
     async fn catch_up(&mut self) -> Flow {
-        let limit = self.hub.config.write_timeout;
+        let limit = self.session.hub().config.write_timeout;
         let mut unflushed = false;
         loop {
             let caught_up = self.session.pull(&mut self.frames);
@@ -394,7 +393,7 @@ impl Writer {
             Some(Command::Close(code, reason)) => return self.close(code, reason).await,
             None => {
                 // Flush the close reply tungstenite queued.
-                let _ = within(self.hub.config.write_timeout, self.sink.flush()).await;
+                let _ = within(self.session.hub().config.write_timeout, self.sink.flush()).await;
                 return Flow::Stop;
             }
         }
@@ -404,8 +403,9 @@ impl Writer {
     /// Closes a peer from which nothing (not even a pong) arrived for the
     /// idle timeout, or pings it.
     async fn ping(&mut self, alive: &AtomicU64) -> Flow {
-        let config = &self.hub.config;
-        let silent_ms = self.hub.now_ms().saturating_sub(alive.load(Ordering::Relaxed));
+        let hub = self.session.hub().clone();
+        let config = &hub.config;
+        let silent_ms = hub.now_ms().saturating_sub(alive.load(Ordering::Relaxed));
         if silent_ms > config.idle_timeout.as_millis() as u64 {
             tracing::debug!(session = %self.session.id(), "tidings: closing a silent peer");
             return self.close(close_code::AWAY, "no pong: peer considered dead".into()).await;
@@ -420,7 +420,8 @@ impl Writer {
     /// Sends a close frame (bounded by the write timeout) and stops.
     async fn close(&mut self, code: u16, reason: String) -> Flow {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        let _ = within(self.hub.config.write_timeout, self.sink.send(Message::Close(Some(frame)))).await;
+        let limit = self.session.hub().config.write_timeout;
+        let _ = within(limit, self.sink.send(Message::Close(Some(frame)))).await;
         Flow::Stop
     }
 }

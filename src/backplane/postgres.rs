@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use super::envelope::decode;
-use super::remote::{Backoff, Outgoing, Queue, connecting, unusable};
+use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
 
 /// How long the listener may be idle before its connection is checked.
@@ -185,9 +185,7 @@ async fn publish(
             .await
             .map(|_| ())
             .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}")));
-        if let Some(hub) = hub.upgrade() {
-            hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
-        }
+        report_publisher(&hub, &result);
         fits.into_iter().for_each(|out| out.finish(result.clone()));
     }
 }

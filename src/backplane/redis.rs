@@ -19,7 +19,7 @@ use redis::{AsyncConnectionConfig, Client, InfoDict, Value};
 use tokio::sync::mpsc;
 
 use super::envelope::decode;
-use super::remote::{Backoff, Outgoing, Queue, connecting, unusable};
+use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
 use crate::{Cursor, Notification};
 
@@ -155,9 +155,7 @@ fn report(hub: &Weak<dyn Receiver>, result: &Result<(), PublishError>, backoff: 
     if result.is_ok() {
         backoff.reset();
     }
-    if let Some(hub) = hub.upgrade() {
-        hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
-    }
+    report_publisher(hub, result);
 }
 
 /// The publishing side: one connection, replaced whenever it fails.

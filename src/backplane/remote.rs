@@ -46,6 +46,13 @@ impl Queue {
     }
 }
 
+/// Reports how the last publication went as the publisher's health.
+pub(crate) fn report_publisher(hub: &Weak<dyn Receiver>, result: &Result<(), PublishError>) {
+    if let Some(hub) = hub.upgrade() {
+        hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
+    }
+}
+
 /// Until its listener is connected, an engine is degraded: health says so
 /// from the start.
 pub(crate) fn connecting(hub: &Weak<dyn Receiver>) {

@@ -21,13 +21,19 @@ use crate::{Cursor, Notification, SessionId};
 pub(crate) struct Entry {
     /// The local position, contiguous: what sessions count in.
     pub(crate) seq: u64,
-    /// The cursor clients see: `<epoch>-<seq>`, or a backplane's stream id.
-    pub(crate) cursor: Cursor,
+    /// The frame sessions send, which carries the cursor clients see.
     pub(crate) frame: Frame,
     pub(crate) collection: Cow<'static, str>,
     pub(crate) audience: Option<Arc<str>>,
-    /// The token of the session that must not receive it.
+    /// The public id of the session that must not receive it.
     pub(crate) skip: Option<SessionId>,
+}
+
+impl Entry {
+    /// The cursor clients see: `<epoch>-<seq>`, or a backplane's stream id.
+    pub(crate) fn cursor(&self) -> Cursor {
+        self.frame.cursor().expect("a notification's frame is closed with its cursor")
+    }
 }
 
 /// How far ahead of this machine's clock a stream id may be (another
@@ -306,16 +312,9 @@ impl History {
         ring.changes.record(&n.collection, n.audience.as_ref(), Position { seq, cursor });
         let evicted = if ring.entries.len() == self.capacity { ring.entries.pop_front() } else { None };
         if let Some(gone) = &evicted {
-            ring.floor = Some(gone.cursor);
+            ring.floor = Some(gone.cursor());
         }
-        ring.entries.push_back(Entry {
-            seq,
-            cursor,
-            frame,
-            collection: n.collection,
-            audience: n.audience,
-            skip,
-        });
+        ring.entries.push_back(Entry { seq, frame, collection: n.collection, audience: n.audience, skip });
         evicted
     }
 
@@ -425,7 +424,7 @@ impl History {
                 // Before the oldest id held, only the floor itself (the id
                 // just before it, or the newest trimmed one) leaves no gap;
                 // with no floor, only the stream's beginning, 0-0.
-                let oldest = ring.entries.front().map_or(ring.head, |e| e.cursor);
+                let oldest = ring.entries.front().map_or(ring.head, Entry::cursor);
                 let floor = ring.floor.unwrap_or(Cursor::stream(0, 0));
                 if cursor.stream_cmp(&oldest) == Some(Ordering::Less) && cursor != floor {
                     return None;
@@ -438,7 +437,7 @@ impl History {
                     Some(_) => {
                         let after = ring
                             .entries
-                            .partition_point(|e| e.cursor.stream_cmp(&cursor) != Some(Ordering::Greater));
+                            .partition_point(|e| e.cursor().stream_cmp(&cursor) != Some(Ordering::Greater));
                         Some((first + after as u64, None))
                     }
                 }

@@ -135,7 +135,7 @@ impl Session {
         let wanted = |e: &Entry| {
             e.skip != Some(id)
                 && seen_through
-                    .is_none_or(|seen| e.cursor.stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
+                    .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 && may_see(identity, subscriptions, &e.collection, e.audience.as_deref())
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
