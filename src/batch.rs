@@ -147,7 +147,13 @@ impl Batch {
     /// Sends the pending notifications in order (or hands them to the parent
     /// batch) and empties this batch.
     pub fn commit(&self) {
-        let items = std::mem::take(&mut *self.lock()).items;
+        let items = self.take();
+        self.commit_items(items);
+    }
+
+    /// What [`commit`](Self::commit) does, for notifications already taken
+    /// out of this batch.
+    pub(crate) fn commit_items(&self, items: Vec<Notification>) {
         if items.is_empty() {
             // Most requests write nothing: wake nobody for them.
             return;
@@ -161,24 +167,18 @@ impl Batch {
         }
     }
 
-    /// The notifier a root batch sends to (`None` for a child batch).
+    /// The notifier this batch (or the batch it nests in) sends to.
     #[cfg(feature = "sea-orm")]
-    pub(crate) fn root_notifier(&self) -> Option<&Notifier> {
+    pub(crate) fn notifier(&self) -> &Notifier {
         match &self.shared.parent {
-            Parent::Notifier(n) => Some(n),
-            Parent::Batch(_) => None,
+            Parent::Notifier(n) => n,
+            Parent::Batch(parent) => parent.notifier(),
         }
     }
 
-    /// Empties the batch and returns what it held, in order (condensed as
-    /// a commit would, for a root batch).
-    #[cfg(any(test, feature = "sea-orm"))]
+    /// Empties the batch and returns what it held, in order.
     pub(crate) fn take(&self) -> Vec<Notification> {
-        let items = std::mem::take(&mut *self.lock()).items;
-        match &self.shared.parent {
-            Parent::Notifier(notifier) => condense(items, notifier.config().condense_above()),
-            Parent::Batch(_) => items,
-        }
+        std::mem::take(&mut *self.lock()).items
     }
 
     /// Drops the pending notifications.
@@ -198,7 +198,7 @@ impl Batch {
 /// "Large batches" on [`Batch`]). If even that is more than `limit` (a
 /// batch that touches hundreds of collections), it is sent as it is: the
 /// readers that fall behind then get an honest `resync`.
-fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notification> {
+pub(crate) fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notification> {
     if items.len() <= limit {
         return items;
     }
@@ -274,7 +274,7 @@ mod tests {
         for id in 0..4 {
             small.notify_with("posts", Op::Delete, &json!({"id": id})).unwrap();
         }
-        assert_eq!(small.take().len(), 4, "at the limit nothing is condensed");
+        assert_eq!(condense(small.take(), 4).len(), 4, "at the limit nothing is condensed");
 
         let large = notifier.batch();
         for id in 0..10 {
@@ -283,8 +283,7 @@ mod tests {
         large.notify_with("forums", Op::Delete, &json!({"id": 1})).unwrap();
         large.push(Notification::new("posts", Op::Delete).to("admin"));
         large.notify_with("posts", Op::Insert, &json!({"id": 99})).unwrap();
-        let kept: Vec<(String, Op, Option<String>, bool)> = large
-            .take()
+        let kept: Vec<(String, Op, Option<String>, bool)> = condense(large.take(), 4)
             .iter()
             .map(|n| (n.collection().to_owned(), n.op, n.audience().map(str::to_owned), n.data().is_some()))
             .collect();

@@ -78,6 +78,17 @@ impl Notifier {
         }
     }
 
+    /// Waits until the backplane has loaded its history: at once for the
+    /// in-process engine; for the [`Outbox`](crate::backplane::Outbox) and
+    /// Redis, once the log's tail is read, so that cursors from before a
+    /// restart resume. Sessions that open earlier wait (up to 2 s) by
+    /// themselves; this is for start-up code and tests that want to know.
+    /// It waits for as long as the backplane is unreachable: bound it with
+    /// a timeout.
+    pub async fn ready(&self) {
+        self.hub.wait_loaded().await;
+    }
+
     /// A batch whose notifications go out together when it is committed, and
     /// never if it is dropped first. See [`Batch`].
     pub fn batch(&self) -> Batch {

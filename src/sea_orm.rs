@@ -20,7 +20,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use crate::backplane::Publication;
+use crate::batch::condense;
 use crate::{Batch, Notification, Notify};
 
 /// A database transaction with a [`Batch`] of notifications.
@@ -40,6 +40,9 @@ use crate::{Batch, Notification, Notify};
 pub struct Transaction {
     txn: DatabaseTransaction,
     batch: Batch,
+    /// A savepoint inside another [`Transaction`]: its notifications join
+    /// the outer one's, which alone publishes.
+    nested: bool,
 }
 
 impl Transaction {
@@ -48,12 +51,12 @@ impl Transaction {
     where
         C: TransactionTrait<Transaction = DatabaseTransaction>,
     {
-        Ok(Transaction { txn: db.begin().await?, batch })
+        Ok(Transaction { txn: db.begin().await?, batch, nested: false })
     }
 
     /// Begins a nested transaction (a savepoint).
     pub async fn begin_nested(&self) -> Result<Transaction, DbErr> {
-        Ok(Transaction { txn: self.txn.begin().await?, batch: self.batch.child() })
+        Ok(Transaction { txn: self.txn.begin().await?, batch: self.batch.child(), nested: true })
     }
 
     /// The batch holding this transaction's notifications.
@@ -65,26 +68,34 @@ impl Transaction {
     /// outer transaction). If the commit fails, nothing is sent.
     ///
     /// A backplane that can publish inside the transaction does so instead,
-    /// just before `COMMIT` (the PostgreSQL backplane, on a transaction of
-    /// the database its listener is connected to): the database then
-    /// delivers the notifications if and only if the commit succeeds, even
-    /// if this process dies right after it. A notification the backplane
-    /// cannot take (above NOTIFY's 8000-byte limit) fails the commit (the
-    /// transaction is rolled back).
+    /// just before `COMMIT`, whichever batch the transaction was begun with
+    /// (the request's included): the database then keeps or delivers the
+    /// notifications if and only if the commit succeeds, even if this
+    /// process dies right after it.
+    /// - The [`Outbox`](crate::backplane::Outbox) writes them to its table,
+    ///   and relays them once the commit is done.
+    /// - The PostgreSQL backplane queues `pg_notify`, on a transaction of the
+    ///   database its listener is connected to. A notification it cannot
+    ///   take (above NOTIFY's 8000-byte limit) fails the commit (the
+    ///   transaction is rolled back).
     pub async fn commit(self) -> Result<(), DbErr> {
-        if let Some(notifier) = self.batch.root_notifier()
-            && !self.batch.is_empty()
-        {
-            let notifications = self.batch.take();
-            if notifier.hub().link().publish_in_transaction(&self.txn, &notifications).await? {
-                return self.txn.commit().await;
-            }
+        if self.nested || self.batch.is_empty() {
             self.txn.commit().await?;
-            notifier.hub().publish(Publication::many(notifications));
+            self.batch.commit();
+            return Ok(());
+        }
+        let notifier = self.batch.notifier().clone();
+        let notifications = condense(self.batch.take(), notifier.config().condense_above());
+        let link = notifier.hub().link();
+        if link.publish_in_transaction(&self.txn, &notifications).await? {
+            self.txn.commit().await?;
+            link.committed();
             return Ok(());
         }
         self.txn.commit().await?;
-        self.batch.commit();
+        // Published after the commit: now for a root batch, after the
+        // response for a request's.
+        self.batch.commit_items(notifications);
         Ok(())
     }
 

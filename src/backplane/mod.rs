@@ -33,14 +33,18 @@ use crate::{Cursor, Notification};
 
 pub mod envelope;
 mod memory;
+#[cfg(feature = "outbox")]
+mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
 mod remote;
 
 pub use memory::Memory;
+#[cfg(feature = "outbox")]
+pub use outbox::Outbox;
 #[cfg(feature = "postgres")]
 pub use postgres::Postgres;
 #[cfg(feature = "redis")]
@@ -103,6 +107,13 @@ pub trait Link: Send + Sync {
     ) -> futures_util::future::BoxFuture<'a, Result<bool, sea_orm::DbErr>> {
         Box::pin(std::future::ready(Ok(false)))
     }
+
+    /// The transaction whose notifications
+    /// [`publish_in_transaction`](Self::publish_in_transaction) took has
+    /// committed: an engine that relays them from the database (the
+    /// [`Outbox`]) starts now rather than at its next poll.
+    #[cfg(feature = "sea-orm")]
+    fn committed(&self) {}
 }
 
 /// The hub, as an engine sees it: what an engine hands back.

@@ -133,6 +133,12 @@ impl Hub {
         let _ = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await;
     }
 
+    /// Waits, without limit, until the backplane has loaded its history.
+    pub(crate) async fn wait_loaded(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
     /// Why the backplane is degraded, if it is.
     pub(crate) fn degraded(&self) -> Option<String> {
         let degraded = self.degraded.lock().unwrap_or_else(|e| e.into_inner());

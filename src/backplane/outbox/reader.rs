@@ -1,0 +1,213 @@
+//! The reader: loads the log's tail into the history at start-up, then
+//! delivers every relayed row, by position, to this instance's hub.
+//!
+//! Positions are dense and become visible in order (one relay pass at a
+//! time, each committed before the next begins), so reading `position >
+//! last` never skips a row. A hole can only mean rows were pruned before
+//! this instance read them (it was stopped, or far behind): that is told to
+//! sessions as an interruption at the hole, so cursors from before it
+//! `resync`.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sea_orm::DbBackend;
+
+use super::Shared;
+use super::schema::{self, Relayed};
+use crate::backplane::envelope::decode;
+use crate::backplane::remote::Backoff;
+use crate::backplane::{Part, Receiver};
+use crate::{Cursor, Notification};
+
+/// How many rows one read delivers; a read that fills it is followed by
+/// another at once.
+const READ: usize = 1000;
+
+pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
+    let mut backoff = Backoff::new();
+    // Load the tail; until the database answers, health says why.
+    let (log, mut last) = loop {
+        match load(&shared, &hub).await {
+            Ok(Some(loaded)) => break loaded,
+            Ok(None) => return,
+            Err(e) => {
+                report(&hub, Some(format!("cannot read the outbox: {e}")));
+                backoff.wait().await;
+            }
+        }
+    };
+    report(&hub, None);
+    if shared.db.get_database_backend() == DbBackend::Postgres {
+        let pool = shared.db.get_postgres_connection_pool().clone();
+        tokio::spawn(listen(pool, shared.clone(), hub.clone()));
+    }
+    let mut poll = tokio::time::interval(shared.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = shared.wake_reader.notified() => {}
+            _ = poll.tick() => {}
+        }
+        let Some(strong) = hub.upgrade() else { return };
+        drop(strong);
+        loop {
+            match schema::read_after(&shared.db, &shared.names, last, READ).await {
+                Ok(rows) => {
+                    if failing {
+                        failing = false;
+                        report(&hub, None);
+                    }
+                    let Some(newest) = rows.last().map(|r| r.position) else { break };
+                    let full = rows.len() == READ;
+                    let Some(hub) = hub.upgrade() else { return };
+                    deliver(&*hub, log, last, rows);
+                    last = newest;
+                    if !full {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // Nothing is lost: the next read starts at `last` again.
+                    failing = true;
+                    report(&hub, Some(format!("cannot read the outbox: {e}")));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Delivers the tail the table holds (as much as the history keeps) and
+/// tells the hub where it starts; returns the log's id and the last
+/// position read. `None` when the hub is gone.
+async fn load(shared: &Shared, hub: &Weak<dyn Receiver>) -> Result<Option<(u64, u64)>, sea_orm::DbErr> {
+    let Some(capacity) = hub.upgrade().map(|h| h.capacity()) else { return Ok(None) };
+    let log = schema::log_id(&shared.db, &shared.names).await?;
+    let rows = schema::read_last(&shared.db, &shared.names, capacity).await?;
+    let Some(hub) = hub.upgrade() else { return Ok(None) };
+    let last = rows.last().map_or(0, |r| r.position);
+    // Resuming from just before the oldest row loaded leaves no gap; from
+    // earlier, the rows in between are no longer here. A log loaded from
+    // its first position has nothing before it (a cursor from before the
+    // first notification, `0-0`, resumes). A gap marker moves the floor up
+    // to itself: what came before it may be incomplete.
+    let gap = rows.iter().rposition(|r| is_gap(&r.payload));
+    let rows = match gap {
+        Some(at) => rows[at..].to_vec(),
+        None => rows,
+    };
+    let floor = match (gap, rows.first()) {
+        (Some(_), Some(marker)) => Some(Cursor::stream(log, marker.position)),
+        (None, Some(first)) if first.position > 1 => Some(Cursor::stream(log, first.position - 1)),
+        _ => None,
+    };
+    deliver_loaded(&*hub, log, rows);
+    hub.ready(floor);
+    Ok(Some((log, last)))
+}
+
+fn deliver_loaded(hub: &dyn Receiver, log: u64, rows: Vec<Relayed>) {
+    let mut items = rows.into_iter().filter_map(|row| entry(log, row));
+    hub.deliver(&mut items);
+}
+
+/// Delivers rows read after `last`: a hole before the first means rows
+/// were pruned unread.
+fn deliver(hub: &dyn Receiver, log: u64, last: u64, rows: Vec<Relayed>) {
+    let mut rows = rows.into_iter().peekable();
+    if let Some(first) = rows.peek()
+        && first.position != last + 1
+    {
+        tracing::warn!(
+            last,
+            next = first.position,
+            "tidings: outbox rows were pruned before this instance read them"
+        );
+        hub.interrupt(Some(Cursor::stream(log, first.position - 1)));
+    }
+    // Gap markers interrupt the stream where they stand; the notifications
+    // between them go out in runs.
+    let mut run: Vec<(Notification, Option<Cursor>)> = Vec::new();
+    for row in rows {
+        let cursor = Cursor::stream(log, row.position);
+        if is_gap(&row.payload) {
+            hub.deliver(&mut run.drain(..));
+            hub.interrupt(Some(cursor));
+            continue;
+        }
+        if let Some(item) = entry(log, row) {
+            run.push(item);
+        }
+    }
+    hub.deliver(&mut run.into_iter());
+}
+
+/// A row as the hub takes it; `None` (logged) for a payload that is not a
+/// notification.
+fn entry(log: u64, row: Relayed) -> Option<(Notification, Option<Cursor>)> {
+    if is_gap(&row.payload) {
+        return None;
+    }
+    match decode(&row.payload) {
+        Ok(n) => Some((n, Some(Cursor::stream(log, row.position)))),
+        Err(e) => {
+            tracing::warn!(error = %e, position = row.position, "tidings: skipping a malformed outbox row");
+            None
+        }
+    }
+}
+
+fn is_gap(payload: &str) -> bool {
+    payload.starts_with(r#"{"gap":"#)
+}
+
+fn report(hub: &Weak<dyn Receiver>, reason: Option<String>) {
+    if let Some(hub) = hub.upgrade() {
+        hub.degraded(Part::Listener, reason);
+    }
+}
+
+/// On PostgreSQL: wakes the reader on every relay pass's `NOTIFY`, and
+/// once after each (re)connection, for whatever was relayed while it was
+/// not listening. Losing the connection loses nothing (the table is the
+/// truth and the poll goes on); it only slows other instances' passes
+/// down to the poll interval until it is back.
+async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
+    let mut backoff = Backoff::new();
+    loop {
+        if hub.strong_count() == 0 {
+            return;
+        }
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(shared.names.channel()).await {
+                Ok(()) => listener,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tidings: cannot LISTEN for the outbox; polling");
+                    backoff.wait().await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "tidings: cannot LISTEN for the outbox; polling");
+                backoff.wait().await;
+                continue;
+            }
+        };
+        listener.eager_reconnect(false);
+        backoff.reset();
+        shared.wake_reader.notify_one();
+        loop {
+            // Checks now and then that the notifier still exists.
+            match tokio::time::timeout(Duration::from_secs(30), listener.try_recv()).await {
+                Ok(Ok(Some(_))) => shared.wake_reader.notify_one(),
+                Ok(Ok(None)) | Ok(Err(_)) => break,
+                Err(_) if hub.strong_count() == 0 => return,
+                Err(_) => {}
+            }
+        }
+        tracing::warn!("tidings: lost the outbox's LISTEN connection; polling until it is back");
+        backoff.wait().await;
+    }
+}

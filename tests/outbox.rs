@@ -1,0 +1,351 @@
+//! The outbox backplane with real SQLite files and the local PostgreSQL:
+//! rollbacks leave nothing, commits are delivered once and in commit order,
+//! cursors survive a restart and resume on another instance, and retention
+//! turns old cursors into `resync`.
+//!
+//! The PostgreSQL tests need `DATABASE_URL`; each works in tables of its own
+//! (`outbox_<pid>_<n>`), dropped at the end. Outside CI they are skipped
+//! when `DATABASE_URL` is unset.
+#![cfg(feature = "outbox")]
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{Client, LIMIT, serve};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use serde_json::{Value, json};
+use tidings::backplane::Outbox;
+use tidings::sea_orm::Transaction;
+use tidings::{Config, Notification, Notifier, Notify, Op};
+use tokio::time::timeout;
+
+/// A table name no other test (or test run) uses.
+fn unique_table() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("outbox_{}_{}_{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh SQLite file with the application's table `rows`.
+async fn sqlite() -> DatabaseConnection {
+    let path = std::env::temp_dir().join(format!("tidings-{}.db", unique_table()));
+    let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+    db.execute_unprepared("PRAGMA journal_mode=WAL").await.unwrap();
+    db.execute_unprepared("PRAGMA busy_timeout=5000").await.unwrap();
+    db.execute_unprepared("CREATE TABLE rows (id INTEGER PRIMARY KEY, v TEXT)").await.unwrap();
+    db
+}
+
+/// The local PostgreSQL, or `None` (skip) outside CI when unset.
+async fn postgres() -> Option<DatabaseConnection> {
+    let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+        assert!(std::env::var_os("CI").is_none(), "DATABASE_URL must be set in CI");
+        eprintln!("skipped: DATABASE_URL is not set");
+        return None;
+    };
+    Some(Database::connect(url).await.expect("DATABASE_URL is reachable"))
+}
+
+/// An outbox in a table of its own on `db`, created.
+async fn outbox(db: &DatabaseConnection, table: &str) -> Outbox {
+    let outbox = Outbox::new(db.clone()).table(table);
+    outbox.migrate().await.unwrap();
+    outbox
+}
+
+fn notifier(outbox: Outbox) -> Notifier {
+    Notifier::with_config(Config::default().backplane(outbox))
+}
+
+async fn drop_tables(db: &DatabaseConnection, table: &str) {
+    for t in [format!("{table}_log"), table.to_owned()] {
+        db.execute_unprepared(&format!("DROP TABLE IF EXISTS {t}")).await.unwrap();
+    }
+}
+
+async fn count(db: &DatabaseConnection, table: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT count(*) AS n FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+/// Waits until the notifier has loaded the log.
+async fn wait_ready(notifier: &Notifier) {
+    timeout(LIMIT, notifier.ready()).await.expect("the outbox loaded its log within the limit");
+}
+
+fn collection_and_id(frame: &Value) -> (String, i64) {
+    (frame["collection"].as_str().unwrap().to_owned(), frame["data"]["id"].as_i64().unwrap_or(-1))
+}
+
+/// What every backend must do: a rollback leaves no row and sends nothing;
+/// a commit sends its notifications once each, in order, with cursors of
+/// the log.
+async fn rollback_and_commit(db: DatabaseConnection, table: &str) {
+    let notifier = notifier(outbox(&db, table).await);
+    wait_ready(&notifier).await;
+    let addr = serve(&notifier).await;
+    let mut a = Client::connect(addr, "").await;
+    let mut b = Client::connect(addr, "").await;
+
+    let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
+    txn.notify_with("rows", Op::Insert, &json!({"id": 1})).unwrap();
+    txn.rollback().await.unwrap();
+    let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
+    txn.notify_with("rows", Op::Insert, &json!({"id": 2})).unwrap();
+    drop(txn);
+    assert_eq!(count(&db, table).await, 0, "a rollback leaves no outbox row");
+
+    let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
+    txn.notify_with("rows", Op::Insert, &json!({"id": 3})).unwrap();
+    txn.notify_with("rows", Op::Update, &json!({"id": 4})).unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(count(&db, table).await, 2);
+
+    for client in [&mut a, &mut b] {
+        let first = client.next_json().await;
+        let second = client.next_json().await;
+        assert_eq!(collection_and_id(&first), ("rows".to_owned(), 3), "{first}");
+        assert_eq!(collection_and_id(&second), ("rows".to_owned(), 4), "{second}");
+        let (log, position) = first["cursor"].as_str().unwrap().split_once('-').unwrap();
+        assert_eq!(position, "1", "the first position of a new log");
+        assert_eq!(second["cursor"], format!("{log}-2"));
+    }
+    // Exactly once: the next frame is the marker, not a repeat.
+    notifier.notify("marker", Op::Insert);
+    for client in [&mut a, &mut b] {
+        assert_eq!(client.next_json().await["collection"], "marker");
+    }
+    drop_tables(&db, table).await;
+}
+
+#[tokio::test]
+async fn sqlite_rollback_leaves_nothing_and_commit_is_delivered_once_in_order() {
+    rollback_and_commit(sqlite().await, &unique_table()).await;
+}
+
+#[tokio::test]
+async fn postgres_rollback_leaves_nothing_and_commit_is_delivered_once_in_order() {
+    let Some(db) = postgres().await else { return };
+    rollback_and_commit(db, &unique_table()).await;
+}
+
+/// Two PostgreSQL transactions insert in one order and commit in the other.
+/// Their ids (from a sequence, at insert) say T1 came first; a reader that
+/// tailed by id would have moved past T2's id and never read T1. The relay
+/// positions rows as they become visible: clients get T2, then T1, each
+/// exactly once.
+///
+/// The transactions write their outbox rows with plain SQL, as any process
+/// sharing the table may (the payload is the documented envelope), because
+/// a [`Transaction`] inserts its rows just before its `COMMIT` and so
+/// cannot be paused in between.
+#[tokio::test]
+async fn interleaved_postgres_transactions_are_delivered_in_commit_order() {
+    use sea_orm::TransactionTrait;
+    let Some(db) = postgres().await else { return };
+    let table = unique_table();
+    // Raw transactions do not wake the relay: it finds them by polling.
+    let notifier = notifier(outbox(&db, &table).await.poll_interval(Duration::from_millis(10)));
+    wait_ready(&notifier).await;
+    let addr = serve(&notifier).await;
+    let mut client = Client::connect(addr, "").await;
+
+    let insert = |id: i64| {
+        let payload = tidings::backplane::envelope::encode(
+            &Notification::new("rows", Op::Insert).with_data(&json!({ "id": id })).unwrap(),
+        );
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            format!("INSERT INTO {table} (payload, created_ms) VALUES ($1, 0) RETURNING id"),
+            [payload.into()],
+        )
+    };
+    let t1 = db.begin().await.unwrap();
+    let t1_id: i64 = t1.query_one_raw(insert(1)).await.unwrap().unwrap().try_get("", "id").unwrap();
+    let t2 = db.begin().await.unwrap();
+    let t2_id: i64 = t2.query_one_raw(insert(2)).await.unwrap().unwrap().try_get("", "id").unwrap();
+    assert!(t1_id < t2_id, "T1 inserted first: {t1_id} < {t2_id}");
+
+    t2.commit().await.unwrap();
+    let first = client.next_json().await;
+    assert_eq!(collection_and_id(&first), ("rows".to_owned(), 2), "T2 committed first: {first}");
+
+    t1.commit().await.unwrap();
+    let second = client.next_json().await;
+    assert_eq!(
+        collection_and_id(&second),
+        ("rows".to_owned(), 1),
+        "T1, committed last, still arrives: {second}"
+    );
+    let position = |f: &Value| common::seq(f["cursor"].as_str().unwrap());
+    assert_eq!((position(&first), position(&second)), (1, 2), "positions follow commit order, not ids");
+
+    notifier.notify("marker", Op::Insert);
+    assert_eq!(client.next_json().await["collection"], "marker", "each exactly once");
+    drop_tables(&db, &table).await;
+}
+
+/// What an instance restart looks like to a client: a notifier stops, a new
+/// one starts on the same database, and the client comes back with its
+/// cursor. It gets exactly what it missed, and no `resync`; a second
+/// instance running beside the first serves the same cursor.
+async fn restart_and_second_instance(db: DatabaseConnection, table: &str) {
+    let first = notifier(outbox(&db, table).await);
+    wait_ready(&first).await;
+    let addr = serve(&first).await;
+    let mut client = Client::connect(addr, "").await;
+    first.notify_with("rows", Op::Insert, &json!({"id": 1})).unwrap();
+    let seen = client.next_json().await;
+    let cursor = seen["cursor"].as_str().unwrap().to_owned();
+    drop(client);
+    first.shutdown().await;
+    drop(first);
+
+    // The restarted instance; writes happen while the client is away.
+    let second = notifier(outbox(&db, table).await);
+    wait_ready(&second).await;
+    let txn = Transaction::begin(&db, second.batch()).await.unwrap();
+    txn.notify_with("rows", Op::Update, &json!({"id": 1})).unwrap();
+    txn.notify_with("posts", Op::Insert, &json!({"id": 7})).unwrap();
+    txn.commit().await.unwrap();
+    // A third instance, beside the second, on the same log.
+    let third = notifier(outbox(&db, table).await);
+    wait_ready(&third).await;
+
+    for instance in [&second, &third] {
+        let addr = serve(instance).await;
+        let mut client = Client::connect(addr, &format!("cursor={cursor}")).await;
+        let a = client.next_json().await;
+        let b = client.next_json().await;
+        assert!(a.get("type").is_none(), "a notification, no resync after a restart: {a}");
+        assert_eq!(collection_and_id(&a), ("rows".to_owned(), 1));
+        assert_eq!(collection_and_id(&b), ("posts".to_owned(), 7));
+        assert_eq!(common::seq(b["cursor"].as_str().unwrap()), common::seq(&cursor) + 2);
+        instance.notify("marker", Op::Insert);
+        assert_eq!(client.next_json().await["collection"], "marker", "exactly what it missed");
+    }
+    drop_tables(&db, table).await;
+}
+
+#[tokio::test]
+async fn sqlite_cursor_resumes_after_a_restart_and_on_another_instance() {
+    restart_and_second_instance(sqlite().await, &unique_table()).await;
+}
+
+#[tokio::test]
+async fn postgres_cursor_resumes_after_a_restart_and_on_another_instance() {
+    let Some(db) = postgres().await else { return };
+    restart_and_second_instance(db, &unique_table()).await;
+}
+
+/// A notification committed by an instance that does not relay (standing
+/// for one that died between its commit and its relay pass) is delivered
+/// by the next instance that does, when it starts.
+#[tokio::test]
+async fn a_row_committed_but_never_relayed_goes_out_when_a_relay_starts() {
+    let db = sqlite().await;
+    let table = unique_table();
+    let silent = notifier(outbox(&db, &table).await.relay(false));
+    wait_ready(&silent).await;
+    let txn = Transaction::begin(&db, silent.batch()).await.unwrap();
+    txn.notify_with("rows", Op::Delete, &json!({"id": 5})).unwrap();
+    txn.commit().await.unwrap();
+    let cursor = silent.cursor().to_string();
+    drop(silent);
+
+    let relaying = notifier(outbox(&db, &table).await);
+    wait_ready(&relaying).await;
+    let addr = serve(&relaying).await;
+    let mut client = Client::connect(addr, &format!("cursor={cursor}")).await;
+    let frame = client.next_json().await;
+    assert_eq!(collection_and_id(&frame), ("rows".to_owned(), 5), "{frame}");
+    drop_tables(&db, &table).await;
+}
+
+/// Retention: rows past the newest `retain` are pruned; after a restart a
+/// cursor older than them gets `resync`, one inside them resumes. Without
+/// a restart, a lagging session's resync names exactly the collections that
+/// changed that it may see.
+#[tokio::test]
+async fn cursors_older_than_retention_get_resync() {
+    let db = sqlite().await;
+    let table = unique_table();
+    let make = |db: &DatabaseConnection| {
+        let outbox = Outbox::new(db.clone()).table(&table).retain(3).prune_interval(Duration::from_millis(1));
+        async move {
+            outbox.migrate().await.unwrap();
+            Notifier::with_config(Config::default().replay_capacity(3).backplane(outbox))
+        }
+    };
+    let first = make(&db).await;
+    wait_ready(&first).await;
+    let addr = serve(&first).await;
+    let mut client = Client::connect(addr, "").await;
+    let mut cursors = Vec::new();
+    for id in 1..=6 {
+        let txn = Transaction::begin(&db, first.batch()).await.unwrap();
+        txn.notify_with("rows", Op::Insert, &json!({"id": id})).unwrap();
+        txn.commit().await.unwrap();
+        cursors.push(client.next_json().await["cursor"].as_str().unwrap().to_owned());
+    }
+    // The relay prunes on its passes: one more write makes it run again.
+    first.notify("marker", Op::Insert);
+    client.next_json().await;
+    timeout(LIMIT, async {
+        while count(&db, &table).await > 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("pruned down to the retention");
+    first.shutdown().await;
+    drop(first);
+
+    let second = make(&db).await;
+    wait_ready(&second).await;
+    let addr = serve(&second).await;
+    let mut old = Client::connect(addr, &format!("cursor={}", cursors[1])).await;
+    let frame = old.next_json().await;
+    assert_eq!(frame["type"], "resync", "{frame}");
+    assert!(frame.get("collections").is_none(), "what was pruned is unknown: reload everything ({frame})");
+    let mut recent = Client::connect(addr, &format!("cursor={}", cursors[4])).await;
+    let frame = recent.next_json().await;
+    assert_eq!(collection_and_id(&frame), ("rows".to_owned(), 6), "{frame}");
+    let frame = recent.next_json().await;
+    assert_eq!(frame["collection"], "marker", "{frame}");
+
+    // Precise resync on the outbox: a client that comes back after more
+    // changes than the history holds is told which collections changed,
+    // and only those it may see.
+    let seen = frame["cursor"].as_str().unwrap().to_owned();
+    drop((old, recent));
+    let mut watcher = Client::connect(addr, "").await;
+    for id in 0..4 {
+        if id == 2 {
+            second.push(Notification::new("secrets", Op::Insert).to("admins"));
+        }
+        let txn = Transaction::begin(&db, second.batch()).await.unwrap();
+        txn.notify_with("posts", Op::Insert, &json!({"id": id})).unwrap();
+        txn.commit().await.unwrap();
+    }
+    // Everything is in the history once the last post reaches a client.
+    for _ in 0..4 {
+        let frame = watcher.next_json().await;
+        assert_eq!(frame["collection"], "posts", "the watcher is not an admin: {frame}");
+    }
+    let mut back = Client::connect(addr, &format!("cursor={seen}")).await;
+    // The history holds 3: the client's cursor was evicted by the 5 writes.
+    let frame = back.next_json().await;
+    assert_eq!(frame["type"], "resync", "{frame}");
+    assert_eq!(frame["collections"], json!(["posts"]), "names posts, hides the admins' secrets: {frame}");
+    drop_tables(&db, &table).await;
+}
