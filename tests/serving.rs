@@ -3,24 +3,21 @@
 //! SIGTERM closes every session with 1001 and ends the process within the
 //! documented bound however many half-open connections it holds.
 //!
-//! The example tests build the example first (a no-op when `cargo test` has
-//! already built it) and run it from `target/<profile>/examples/` (or
-//! `$CARGO_TARGET_DIR/<profile>/examples/`), with a fresh SQLite file in a
-//! temporary directory and a free port.
+//! The example runs as a process (see `common/example.rs`), with a fresh
+//! SQLite file in a temporary directory and a free port.
 
 mod common;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
 use common::{Client, LIMIT};
 use tidings::Notifier;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, timeout};
 
@@ -122,100 +119,35 @@ async fn a_graceful_shutdown_closes_sessions_with_1001_and_ends_within_the_shutd
 /// What the example documents: it exits within the shutdown timeout (5 s)
 /// plus at most a second after SIGTERM.
 const EXIT_BOUND: Duration = Duration::from_secs(6);
-/// Building the example when `cargo test` has not already.
-const BUILD_LIMIT: Duration = Duration::from_secs(600);
-
-/// Builds the example with this test's features (a no-op when it is up to
-/// date) and returns its path.
-async fn example_binary() -> PathBuf {
-    let features: Vec<&str> = [
-        (cfg!(feature = "sea-orm"), "sea-orm"),
-        (cfg!(feature = "redis"), "redis"),
-        (cfg!(feature = "postgres"), "postgres"),
-    ]
-    .into_iter()
-    .filter_map(|(on, name)| on.then_some(name))
-    .collect();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut build = tokio::process::Command::new(env!("CARGO"));
-    build
-        .current_dir(&root)
-        .args(["build", "--quiet", "--example", "forums", "--no-default-features"])
-        .args(["--features", &features.join(",")])
-        .kill_on_drop(true);
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    if profile == "release" {
-        build.arg("--release");
-    }
-    let status = timeout(BUILD_LIMIT, build.status())
-        .await
-        .expect("building the example timed out")
-        .expect("cannot run cargo");
-    assert!(status.success(), "cargo build --example forums failed: {status}");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target.join(profile).join("examples").join(format!("forums{}", std::env::consts::EXE_SUFFIX))
-}
-
-/// The example running in a temporary directory (its own SQLite file) on a
-/// free port; killed if the test ends without it having exited.
+/// The example in a fresh directory of its own, removed when done.
 struct Example {
-    child: tokio::process::Child,
-    addr: SocketAddr,
+    running: common::example::Example,
     dir: PathBuf,
 }
 
 impl Example {
     async fn start() -> Example {
-        let binary = example_binary().await;
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let dir = std::env::temp_dir().join(format!("tidings_serving_{}_{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut child = tokio::process::Command::new(&binary)
-            .args(["--addr", "127.0.0.1:0"])
-            .current_dir(&dir)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        // Its log goes to the test's output (shown when a test fails).
-        let mut log = BufReader::new(child.stderr.take().unwrap()).lines();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = log.next_line().await {
-                eprintln!("[forums] {line}");
-            }
-        });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = timeout(LIMIT * 3, async {
-            while let Some(line) = stdout.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    return addr.parse::<SocketAddr>().unwrap();
-                }
-            }
-            panic!("the example exited before listening");
-        })
-        .await
-        .expect("the example did not report \"listening on\" in time");
-        Example { child, addr, dir }
+        let dir = common::example::fresh_dir("serving");
+        Example { running: common::example::Example::start_in(&dir, &[]).await, dir }
     }
+}
 
-    /// Sends SIGTERM to the process this test started, by its PID.
-    fn terminate(&self) {
-        let pid = self.child.id().expect("the example is running");
-        let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill -TERM {pid} failed");
+impl std::ops::Deref for Example {
+    type Target = common::example::Example;
+    fn deref(&self) -> &Self::Target {
+        &self.running
+    }
+}
+
+impl std::ops::DerefMut for Example {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.running
     }
 }
 
 impl Drop for Example {
     fn drop(&mut self) {
-        // kill_on_drop ends the process if it is still running.
-        std::fs::remove_dir_all(&self.dir).ok();
+        common::example::remove_dir(&self.dir);
     }
 }
 

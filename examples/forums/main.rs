@@ -8,9 +8,19 @@
 //! # several instances sharing notifications (see docs/scaling.md):
 //! cargo run --example forums --features redis -- --addr 127.0.0.1:3001 --backplane redis://127.0.0.1:6379
 //! cargo run --example forums --features postgres -- --backplane postgres://postgres@127.0.0.1:5432/forums
+//! cargo run --example forums -- --backplane memory         # no outbox: notifications in memory only
 //! ```
 //!
 //! Open the page in two windows: a write in one appears in the other at once.
+//!
+//! By default notifications go through the **outbox** in the application's
+//! own database (`tidings::backplane::Outbox`): they are written in the same
+//! transaction as the data and relayed in commit order, so a restart, a
+//! deploy or a crash loses none, and pages resume where they were instead
+//! of reloading everything. Any number of instances on the same database
+//! share them. `--backplane memory` turns it off (notifications then live in
+//! this process only: a restart makes every page reload); `--no-relay` makes
+//! an instance that writes and serves but leaves relaying to the others.
 //!
 //! It is served with `tidings::axum::serve`: request headers must arrive
 //! within 10 s, a client that stops reading is dropped after the write
@@ -25,31 +35,65 @@ use std::process::ExitCode;
 
 use axum::Json;
 use axum::routing::get;
-use tidings::backplane::{self, Backplane, Memory};
+use sea_orm::{DatabaseConnection, DbErr};
+use tidings::backplane::{self, Backplane, Memory, Outbox};
 use tidings::{Config, Notifier};
 
-const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane redis://…|postgres://…]   \
-                     (DATABASE_URL selects the database)";
+const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane memory|redis://…|postgres://…] [--no-relay]   \
+                     (DATABASE_URL selects the database; the default backplane is the outbox in it)";
 
-/// The command line: where to listen, and the backplane shared with other instances.
-fn parse_args() -> Result<(SocketAddr, Box<dyn Backplane>), String> {
+/// Where notifications go.
+enum Choice {
+    /// The outbox in the application's database (the default); `relay`:
+    /// whether this instance relays.
+    Outbox { relay: bool },
+    /// In this process's memory only.
+    Memory,
+    /// A Redis or PostgreSQL NOTIFY backplane.
+    Url(Box<dyn Backplane>),
+}
+
+/// The command line: where to listen, and where notifications go.
+fn parse_args() -> Result<(SocketAddr, Choice), String> {
     let mut addr = "127.0.0.1:3000".to_owned();
-    let mut backplane: Box<dyn Backplane> = Box::new(Memory);
+    let mut choice = Choice::Outbox { relay: true };
+    let mut relay = true;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs a value")?,
             a if a.starts_with("--addr=") => addr = a["--addr=".len()..].to_owned(),
             "--backplane" => {
-                let url = args.next().ok_or("--backplane needs a URL")?;
-                backplane = backplane::from_url(&url).map_err(|e| e.to_string())?;
+                let url = args.next().ok_or("--backplane needs a value")?;
+                choice = match url.as_str() {
+                    "memory" => Choice::Memory,
+                    "outbox" => Choice::Outbox { relay: true },
+                    url => Choice::Url(backplane::from_url(url).map_err(|e| e.to_string())?),
+                };
             }
+            "--no-relay" => relay = false,
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    if let Choice::Outbox { relay: r } = &mut choice {
+        *r = relay;
+    }
     let addr = addr.parse().map_err(|e| format!("bad --addr {addr:?}: {e}"))?;
-    Ok((addr, backplane))
+    Ok((addr, choice))
+}
+
+/// The backplane for `choice`: the outbox's tables are created first.
+async fn backplane(choice: Choice, db: &DatabaseConnection) -> Result<Box<dyn Backplane>, DbErr> {
+    Ok(match choice {
+        Choice::Outbox { relay } => {
+            let outbox = Outbox::new(db.clone()).relay(relay);
+            outbox.migrate().await?;
+            Box::new(outbox)
+        }
+        Choice::Memory => Box::new(Memory),
+        Choice::Url(backplane) => backplane,
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -84,7 +128,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let (addr, backplane) = match parse_args() {
+    let (addr, choice) = match parse_args() {
         Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
@@ -100,6 +144,13 @@ async fn main() -> ExitCode {
         }
     };
 
+    let backplane = match backplane(choice, &db).await {
+        Ok(backplane) => backplane,
+        Err(e) => {
+            eprintln!("cannot create the outbox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let notifier = Notifier::with_config(Config::default().backplane(backplane));
     // Health for load balancers: the backplane's state and this instance's sessions.
     let health = notifier.clone();

@@ -2,6 +2,8 @@
 //! client. Every wait is bounded by `LIMIT`.
 #![allow(dead_code)]
 
+pub mod example;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -2,9 +2,12 @@
 //! cause.
 //!
 //! Each write runs in a [`Transaction`] whose batch is a child of the
-//! request's [`Batch`]: the notifications queued here join the request's batch
-//! only if the database commit succeeds, and the request layer sends them only
-//! if the response is a success. Handlers never notify by hand.
+//! request's [`Batch`]. With the outbox (the example's default) the
+//! notifications queued here are written to the outbox in the same
+//! transaction, and go out once it commits; with the in-memory backplane
+//! they join the request's batch only if the commit succeeds, and the
+//! request layer sends them only if the response is a success. Handlers
+//! never notify by hand.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
