@@ -32,12 +32,17 @@ pub enum Cursor {
         /// before the first).
         seq: u64,
     },
-    /// Redis stream entry ids, such as `1732380000000-0`: valid on every
-    /// instance sharing the stream.
+    /// Positions in a log a backplane keeps, valid on every instance
+    /// sharing it: Redis stream entry ids, such as `1732380000000-0`, or
+    /// outbox positions `<log id>-<position>` (the log id being the time
+    /// the outbox table was created, so that a log created anew never
+    /// places an old cursor).
     Stream {
-        /// Milliseconds since the Unix epoch (Redis' clock at `XADD`).
+        /// Milliseconds since the Unix epoch (Redis' clock at `XADD`; the
+        /// outbox's creation time).
         ms: u64,
-        /// The entry's sequence number within that millisecond.
+        /// The entry's sequence number within that millisecond (the
+        /// outbox's position).
         seq: u64,
     },
 }
