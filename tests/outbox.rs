@@ -31,9 +31,13 @@ fn unique_table() -> String {
 /// A fresh SQLite file with the application's table `rows`.
 async fn sqlite() -> DatabaseConnection {
     let path = std::env::temp_dir().join(format!("tidings-{}.db", unique_table()));
-    let db = Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
-    db.execute_unprepared("PRAGMA journal_mode=WAL").await.unwrap();
-    db.execute_unprepared("PRAGMA busy_timeout=5000").await.unwrap();
+    // As SQLite applications run: write-ahead log, and writers that wait
+    // for the lock (on every pooled connection) instead of failing.
+    let mut options = sea_orm::ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+    options.map_sqlx_sqlite_opts(|sqlite| {
+        sqlite.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal).busy_timeout(Duration::from_secs(5))
+    });
+    let db = Database::connect(options).await.unwrap();
     db.execute_unprepared("CREATE TABLE rows (id INTEGER PRIMARY KEY, v TEXT)").await.unwrap();
     db
 }

@@ -21,6 +21,13 @@ use crate::{Batch, Notifier, Rejection, SessionId, SessionToken};
 /// any other status, or if the handler fails or panics, the batch is dropped
 /// and nothing is sent.
 ///
+/// A [`sea_orm::Transaction`](crate::sea_orm::Transaction) begun with the
+/// request's batch (or a [`child`](Batch::child) of it) is the exception
+/// when the backplane publishes inside transactions (the
+/// [`Outbox`](crate::backplane::Outbox), PostgreSQL NOTIFY): its
+/// notifications are committed with its data and go out then, whatever the
+/// response, since the change they describe has happened.
+///
 /// The batch is marked with the token in the `tidings-session` header, so
 /// the session that made the request does not receive the notifications it
 /// caused. A header that is not a token is answered with 400 before the

@@ -64,7 +64,10 @@ const WRITE_BATCH: usize = 256;
 /// ```
 ///
 /// The transactions whose notifications go to the outbox must run on the
-/// same database. A `notify` outside any transaction is inserted on its own
+/// same database. On SQLite, run it as SQLite applications run with
+/// several writers: write-ahead log and a busy timeout
+/// (`ConnectOptions::map_sqlx_sqlite_opts`), so that the relay's writes
+/// wait for the application's instead of failing with `database is locked`. A `notify` outside any transaction is inserted on its own
 /// (batched with others) by a background writer, right after the call.
 ///
 /// See `docs/scaling.md` for how it compares with the other engines, and
