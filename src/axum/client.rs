@@ -17,13 +17,30 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 
 /// The modules, compiled into the crate, by their file name under
 /// `/tidings/` (the same as in `src/client/`).
-const MODULES: [(&str, &str); 6] = [
+const MODULES: [(&str, &str); 10] = [
     ("tidings.js", include_str!("../client/tidings.js")),
     ("backoff.js", include_str!("../client/backoff.js")),
     ("coalescer.js", include_str!("../client/coalescer.js")),
     ("connection.js", include_str!("../client/connection.js")),
     ("session.js", include_str!("../client/session.js")),
     ("transport.js", include_str!("../client/transport.js")),
+    // The framework adapters: they take the framework as an argument, so
+    // they import nothing but their neighbours.
+    ("changes.js", include_str!("../client/changes.js")),
+    ("react.js", include_str!("../client/react.js")),
+    ("rxjs.js", include_str!("../client/rxjs.js")),
+    ("tanstack.js", include_str!("../client/tanstack.js")),
+];
+
+/// The TypeScript declarations of the public modules, served next to them
+/// (`/tidings/tidings.d.ts`) so that an application can fetch the types of
+/// the client it is served. See docs/client.md, "TypeScript".
+const DECLARATIONS: [(&str, &str); 5] = [
+    ("tidings.d.ts", include_str!("../client/tidings.d.ts")),
+    ("changes.d.ts", include_str!("../client/changes.d.ts")),
+    ("react.d.ts", include_str!("../client/react.d.ts")),
+    ("rxjs.d.ts", include_str!("../client/rxjs.d.ts")),
+    ("tanstack.d.ts", include_str!("../client/tanstack.d.ts")),
 ];
 
 /// `/tidings.js`: what pages import. The specifier is relative, so the
@@ -31,7 +48,7 @@ const MODULES: [(&str, &str); 6] = [
 const ENTRY: &str =
     "// The tidings browser client: see docs/client.md.\nexport * from \"./tidings/tidings.js\";\n";
 
-/// `GET /tidings.js` and `GET /tidings/<module>.js`.
+/// `GET /tidings.js`, `GET /tidings/<module>.js` and `GET /tidings/<module>.d.ts`.
 pub(crate) fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
@@ -43,6 +60,10 @@ where
         let module = get(move || async move { script(source) }).fallback(not_allowed);
         router = router.route(&format!("/tidings/{name}"), module);
     }
+    for (name, source) in DECLARATIONS {
+        let declaration = get(move || async move { typescript(source) }).fallback(not_allowed);
+        router = router.route(&format!("/tidings/{name}"), declaration);
+    }
     router
 }
 
@@ -50,6 +71,14 @@ where
 /// minutes, so a new version reaches pages soon after a deployment.
 fn script(source: &'static str) -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/javascript; charset=utf-8"), (CACHE_CONTROL, "public, max-age=300")], source)
+}
+
+/// A declaration file as a TypeScript response, cached like the modules.
+fn typescript(source: &'static str) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "application/typescript; charset=utf-8"), (CACHE_CONTROL, "public, max-age=300")],
+        source,
+    )
 }
 
 #[cfg(test)]
@@ -81,9 +110,10 @@ mod tests {
         let files: BTreeSet<String> = std::fs::read_dir(dir)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.ends_with(".js"))
+            .filter(|name| name.ends_with(".js") || name.ends_with(".d.ts"))
             .collect();
-        let served: BTreeSet<String> = MODULES.iter().map(|(name, _)| name.to_string()).collect();
+        let served: BTreeSet<String> =
+            MODULES.iter().chain(&DECLARATIONS).map(|(name, _)| name.to_string()).collect();
         assert_eq!(files, served);
     }
 
@@ -104,7 +134,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_the_entry_and_every_module_as_javascript() {
+    async fn serves_the_entry_every_module_and_their_declarations() {
         let mut router: Router = routes();
         let expected = std::iter::once(("/tidings.js".to_string(), ENTRY))
             .chain(MODULES.iter().map(|(name, source)| (format!("/tidings/{name}"), *source)));
@@ -113,6 +143,14 @@ mod tests {
             assert_eq!(response.status(), StatusCode::OK, "{path}");
             assert_eq!(response.headers()[CONTENT_TYPE], "text/javascript; charset=utf-8", "{path}");
             assert_eq!(response.headers()[CACHE_CONTROL], "public, max-age=300", "{path}");
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            assert_eq!(body, source.as_bytes(), "{path}");
+        }
+        for (name, source) in DECLARATIONS {
+            let path = format!("/tidings/{name}");
+            let response = router.call(Request::get(&path).body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/typescript; charset=utf-8", "{path}");
             let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
             assert_eq!(body, source.as_bytes(), "{path}");
         }
