@@ -24,14 +24,18 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
     // out when this instance starts.
     let mut last_prune: Option<Instant> = None;
     loop {
-        tokio::select! {
-            () = shared.wake_relay.notified() => {}
-            _ = poll.tick() => {}
-        }
+        let woken = tokio::select! {
+            () = shared.wake_relay.notified() => true,
+            _ = poll.tick() => false,
+        };
         if hub.strong_count() == 0 {
             return;
         }
-        relay_all(&shared, &hub).await;
+        // A poll usually finds nothing: look (a read, on the index of
+        // unrelayed rows) before taking the write lock for a pass.
+        if woken || pending(&shared, &hub).await {
+            relay_all(&shared, &hub).await;
+        }
         if last_prune.is_none_or(|at| at.elapsed() >= shared.prune_every) {
             last_prune = Some(Instant::now());
             prune(&shared).await;
@@ -57,6 +61,17 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
                 report(hub, Some(format!("outbox relay failed: {e}")));
                 return;
             }
+        }
+    }
+}
+
+/// Whether rows wait to be relayed (true if that cannot be told).
+async fn pending(shared: &Shared, hub: &Weak<dyn Receiver>) -> bool {
+    match schema::any_unrelayed(&shared.db, &shared.names).await {
+        Ok(any) => any,
+        Err(e) => {
+            report(hub, Some(format!("outbox relay failed: {e}")));
+            false
         }
     }
 }

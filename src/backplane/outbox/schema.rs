@@ -251,6 +251,13 @@ pub(crate) async fn relay(db: &DatabaseConnection, names: &Names, limit: usize) 
     Ok(relayed)
 }
 
+/// Whether any row waits to be relayed (visible to this connection).
+pub(crate) async fn any_unrelayed<C: ConnectionTrait>(db: &C, names: &Names) -> Result<bool, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = format!("SELECT id FROM {} WHERE position IS NULL LIMIT 1", names.table);
+    Ok(db.query_one_raw(statement(backend, &sql, vec![])).await?.is_some())
+}
+
 /// Deletes relayed rows beyond the newest `keep`, and those written before
 /// `before_ms`; never the newest relayed row (the log's current position)
 /// nor a row not yet relayed. Returns how many it deleted.
