@@ -411,3 +411,35 @@ async fn concurrent_writers_on_two_postgres_instances_give_one_order_everywhere(
     }
     drop_tables(&db, &table).await;
 }
+
+/// A dropped notifier leaves no connection behind: its LISTEN connection
+/// (and its relay and reader) end with it.
+#[tokio::test]
+async fn a_dropped_notifier_closes_its_listen_connection() {
+    let Some(db) = postgres().await else { return };
+    let table = unique_table();
+    let listening = |db: DatabaseConnection, table: String| async move {
+        let sql = format!("SELECT count(*) AS n FROM pg_stat_activity WHERE query = 'LISTEN \"{table}\"'");
+        let row = db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap().unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    // pg_stat_activity has no event to await: look, in bounded steps.
+    let wait_for = |n: i64| {
+        let (db, table) = (db.clone(), table.clone());
+        async move {
+            for _ in 0..500 {
+                if listening(db.clone(), table.clone()).await == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("never {n} LISTEN connections on {table}");
+        }
+    };
+    let notifier = notifier(outbox(&db, &table).await);
+    wait_ready(&notifier).await;
+    wait_for(1).await;
+    drop(notifier);
+    wait_for(0).await;
+    drop_tables(&db, &table).await;
+}

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Publication, PublishError, Receiver};
@@ -197,11 +198,11 @@ impl Backplane for Outbox {
             Ok(names) if schema::supported(backend) => names.clone(),
             Ok(_) => {
                 unusable(format!("the outbox runs on SQLite or PostgreSQL, not {backend:?}"), outgoing, hub);
-                return Box::new(OutboxLink { queue, shared: None });
+                return Box::new(OutboxLink { queue, shared: None, stopped: CancellationToken::new() });
             }
             Err(e) => {
                 unusable(e.clone(), outgoing, hub);
-                return Box::new(OutboxLink { queue, shared: None });
+                return Box::new(OutboxLink { queue, shared: None, stopped: CancellationToken::new() });
             }
         };
         let keep = match self.keep {
@@ -218,12 +219,20 @@ impl Backplane for Outbox {
             wake_relay: Notify::new(),
             wake_reader: Notify::new(),
         });
+        // The writer ends by itself once the link (and so its queue) is
+        // dropped, after inserting what was queued; relay and reader (and
+        // the reader's LISTEN connection) end as the link is dropped.
+        let stopped = CancellationToken::new();
         tokio::spawn(write(shared.clone(), outgoing, hub.clone()));
         if self.relay {
-            tokio::spawn(relay::run(shared.clone(), hub.clone()));
+            tokio::spawn(stopped.clone().run_until_cancelled_owned(relay::run(shared.clone(), hub.clone())));
         }
-        tokio::spawn(reader::run(shared.clone(), hub));
-        Box::new(OutboxLink { queue, shared: Some(shared) })
+        tokio::spawn(stopped.clone().run_until_cancelled_owned(reader::run(
+            shared.clone(),
+            hub,
+            stopped.clone(),
+        )));
+        Box::new(OutboxLink { queue, shared: Some(shared), stopped })
     }
 }
 
@@ -250,6 +259,15 @@ struct OutboxLink {
     queue: Queue,
     /// `None` for an outbox that could not start (its health says why).
     shared: Option<Arc<Shared>>,
+    /// Cancelled when the link is dropped (its notifier is gone): stops the
+    /// relay and the reader.
+    stopped: CancellationToken,
+}
+
+impl Drop for OutboxLink {
+    fn drop(&mut self) {
+        self.stopped.cancel();
+    }
 }
 
 impl Link for OutboxLink {

@@ -9,9 +9,9 @@
 //! `resync`.
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use sea_orm::DbBackend;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::schema::{self, Relayed};
@@ -24,7 +24,7 @@ use crate::{Cursor, Notification};
 /// another at once.
 const READ: usize = 1000;
 
-pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
+pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: CancellationToken) {
     let mut backoff = Backoff::new();
     // Load the tail; until the database answers, health says why.
     let (log, mut last) = loop {
@@ -40,7 +40,7 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
     report(&hub, None);
     if shared.db.get_database_backend() == DbBackend::Postgres {
         let pool = shared.db.get_postgres_connection_pool().clone();
-        tokio::spawn(listen(pool, shared.clone(), hub.clone()));
+        tokio::spawn(stopped.run_until_cancelled_owned(listen(pool, shared.clone(), hub.clone())));
     }
     let mut poll = tokio::time::interval(shared.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,14 +198,10 @@ async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>
         listener.eager_reconnect(false);
         backoff.reset();
         shared.wake_reader.notify_one();
-        loop {
-            // Checks now and then that the notifier still exists.
-            match tokio::time::timeout(Duration::from_secs(30), listener.try_recv()).await {
-                Ok(Ok(Some(_))) => shared.wake_reader.notify_one(),
-                Ok(Ok(None)) | Ok(Err(_)) => break,
-                Err(_) if hub.strong_count() == 0 => return,
-                Err(_) => {}
-            }
+        // Ends when the connection does (or the task is cancelled with
+        // the notifier).
+        while let Ok(Some(_)) = listener.try_recv().await {
+            shared.wake_reader.notify_one();
         }
         tracing::warn!("tidings: lost the outbox's LISTEN connection; polling until it is back");
         backoff.wait().await;
