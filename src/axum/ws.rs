@@ -137,7 +137,7 @@ fn not_websocket(status: StatusCode, message: &str) -> Rejection {
 
 /// What the reader asks of the writer.
 enum Command {
-    Subscribe(Vec<String>),
+    Subscribe(Vec<String>, Option<serde_json::Value>),
     Unsubscribe(Vec<String>),
     Error(ErrorCode, String),
     Close(u16, String),
@@ -250,7 +250,7 @@ async fn read_loop(
         alive.store(hub.now_ms(), Ordering::Relaxed);
         let command = match message {
             Ok(Message::Text(text)) => match serde_json::from_str::<ClientFrame>(&text) {
-                Ok(ClientFrame::Subscribe { collections }) => Command::Subscribe(collections),
+                Ok(ClientFrame::Subscribe { collections, filter }) => Command::Subscribe(collections, filter),
                 Ok(ClientFrame::Unsubscribe { collections }) => Command::Unsubscribe(collections),
                 Err(e) => Command::Error(ErrorCode::BadFrame, format!("not a control frame: {e}")),
             },
@@ -383,7 +383,9 @@ impl Writer {
     /// Carries out what the reader asked; `None`: the reader is gone.
     async fn obey(&mut self, command: Option<Command>) -> Flow {
         match command {
-            Some(Command::Subscribe(names)) => self.frames.push(self.session.subscribe(&names).into_text()),
+            Some(Command::Subscribe(names, filter)) => {
+                self.frames.push(self.session.subscribe(&names, filter.as_ref()).into_text())
+            }
             Some(Command::Unsubscribe(names)) => {
                 self.frames.push(self.session.unsubscribe(&names).into_text())
             }

@@ -34,7 +34,8 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {number} fallbackAfter
  * @property {number} upgradeAfter  ms
  * @property {{base?: number, cap?: number, restartCap?: number}} backoff
- * @property {() => {cursor: string|null, collections: string[]}} query  where a new connection resumes
+ * @property {() => {cursor: string|null, collections: string[], filters?: Record<string, object[]>}} query
+ *   where a new connection resumes, and with which filters
  * @property {() => boolean} isHidden  whether the tab is hidden (no reconnects then)
  * @property {(data: string) => void} onFrame  a frame from the current connection
  * @property {(state: "connecting"|"offline") => void} onState
@@ -46,8 +47,9 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {() => void} open  opens a connection, unless one is open or opening
  * @property {() => void} reconnect  closes the connection (if any) and opens a new one now
  * @property {() => void} confirmed  `hello` arrived: the connection is live
- * @property {(collections: string[]) => void} announce  the page subscribes to `collections`:
- *   sends a `subscribe` frame for those the connection lacks (on SSE, reconnects with them)
+ * @property {(collections: string[], filters?: Record<string, object[]>) => void} announce
+ *   the page subscribes to `collections` (with these filters): sends a `subscribe` frame for
+ *   those the connection lacks or has with another filter (on SSE, reconnects with them)
  * @property {(collection: string) => void} retract  the page no longer shows `collection`
  * @property {() => void} close  closes for good
  * @property {boolean} closed  (read-only)
@@ -64,7 +66,9 @@ export function keepConnection(options) {
   const backoff = createBackoff({ ...options.backoff, random: env.random });
   const fallback = createFallback({ mode: options.mode, fallbackAfter: options.fallbackAfter, log: env.log });
   let closed = false;
-  let current = null; // { kind, transport, gotHello, collections, helloTimer }, opening or live
+  // { kind, transport, gotHello, collections, helloTimer }, opening or live;
+  // `collections` maps each name to its filter as sent (JSON, "null": none).
+  let current = null;
   let retryTimer = null; // the scheduled reconnect, or null
   let upgradeTimer = null; // the retry of the WebSocket while on a fallback SSE
 
@@ -81,7 +85,10 @@ export function keepConnection(options) {
       kind: fallback.kind,
       transport: null,
       gotHello: false,
-      collections: query.collections.length > 0 ? new Set(query.collections) : null, // null: all ("*")
+      // null: all ("*")
+      collections: query.collections.length > 0
+        ? new Map(query.collections.map((name) => [name, filterKey(query.filters, name)]))
+        : null,
       helloTimer: null,
     };
     current = c;
@@ -147,17 +154,21 @@ export function keepConnection(options) {
     }, options.upgradeAfter);
   }
 
-  function announce(collections) {
+  function announce(collections, filters) {
     const c = current;
     if (!c || !c.gotHello || c.collections === null) return; // null: it receives all
-    const missing = collections.filter((name) => !c.collections.has(name));
-    if (missing.length === 0) return;
+    const changed = collections.filter((name) => c.collections.get(name) !== filterKey(filters, name));
+    if (changed.length === 0) return;
     if (c.kind === "sse") {
       reconnect(); // the list is in the URL
       return;
     }
-    for (const name of missing) c.collections.add(name);
-    c.transport.send({ type: "subscribe", collections: missing });
+    const unfiltered = changed.filter((name) => !filters?.[name]);
+    for (const name of changed) c.collections.set(name, filterKey(filters, name));
+    if (unfiltered.length > 0) c.transport.send({ type: "subscribe", collections: unfiltered });
+    for (const name of changed.filter((n) => filters?.[n])) {
+      c.transport.send({ type: "subscribe", collections: [name], where: filters[name] });
+    }
   }
 
   function retract(collection) {
@@ -167,6 +178,11 @@ export function keepConnection(options) {
     if (!c || !c.gotHello || c.kind === "sse" || !c.collections?.has(collection)) return;
     c.collections.delete(collection);
     c.transport.send({ type: "unsubscribe", collections: [collection] });
+  }
+
+  /** The filter of `name` as a comparable string ("null": none). */
+  function filterKey(filters, name) {
+    return JSON.stringify(filters?.[name] ?? null);
   }
 
   function close() {

@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
+use super::filter::Fields;
 use super::frame::{Frame, OpenFrame, Outbox};
 use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionId};
@@ -27,6 +28,10 @@ pub(crate) struct Entry {
     pub(crate) audience: Option<Arc<str>>,
     /// The public id of the session that must not receive it.
     pub(crate) skip: Option<SessionId>,
+    /// The fields of its `data`, read once for every session's filters;
+    /// `None` when the data is not an object (then no filter can hold it
+    /// back).
+    pub(crate) fields: Option<Box<Fields>>,
 }
 
 impl Entry {
@@ -40,17 +45,20 @@ impl Entry {
 /// instance's clock, or Redis', may run ahead a little).
 const FUTURE_SLACK_MS: u64 = 60_000;
 
-/// A notification serialized outside the lock, waiting for its cursor.
+/// A notification serialized, and its fields read, outside the lock,
+/// waiting for its cursor.
 struct Prepared {
     frame: OpenFrame,
     n: Notification,
     skip: Option<SessionId>,
     given: Option<Cursor>,
+    fields: Option<Box<Fields>>,
 }
 
 impl Prepared {
     fn new((n, given): (Notification, Option<Cursor>)) -> Self {
-        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given }
+        let fields = n.data.as_ref().and_then(|d| Fields::parse(d.get())).map(Box::new);
+        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, fields }
     }
 }
 
@@ -301,7 +309,7 @@ impl History {
     /// Assigns the cursor, closes the frame and stores it; returns the
     /// entry evicted to make room, to be dropped unlocked.
     fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Entry> {
-        let Prepared { frame, n, skip, given } = p;
+        let Prepared { frame, n, skip, given, fields } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
@@ -314,7 +322,8 @@ impl History {
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor());
         }
-        ring.entries.push_back(Entry { seq, frame, collection: n.collection, audience: n.audience, skip });
+        let entry = Entry { seq, frame, collection: n.collection, audience: n.audience, skip, fields };
+        ring.entries.push_back(entry);
         evicted
     }
 

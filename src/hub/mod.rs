@@ -10,6 +10,7 @@
 //! The hub is a [`Receiver`]: whatever the backplane brings back arrives
 //! here, and only here.
 
+mod filter;
 mod frame;
 mod history;
 mod protocol;

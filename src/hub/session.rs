@@ -84,8 +84,8 @@ impl Session {
 
     /// Applies a `subscribe` frame and returns the reply: `subscribed`, or
     /// an `error` when nothing changed.
-    pub(crate) fn subscribe(&mut self, names: &[String]) -> Frame {
-        let result = self.subscriptions.subscribe(names, &self.identity);
+    pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
+        let result = self.subscriptions.subscribe(names, filter, &self.identity);
         self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
             collections,
             all,
@@ -136,7 +136,9 @@ impl Session {
             e.skip != Some(id)
                 && seen_through
                     .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
-                && may_see(identity, subscriptions, &e.collection, e.audience.as_deref())
+                // The subscription first: with filters, most entries stop here.
+                && subscriptions.wants(&e.collection, e.fields.as_deref())
+                && identity_may_see(identity, &e.collection, e.audience.as_deref())
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
             Read::Read { next, caught_up } => {
@@ -168,9 +170,12 @@ fn may_see(
     collection: &str,
     audience: Option<&str>,
 ) -> bool {
-    subscriptions.contains(collection)
-        && identity.may_read(collection)
-        && audience.is_none_or(|a| identity.belongs_to(a))
+    subscriptions.contains(collection) && identity_may_see(identity, collection, audience)
+}
+
+/// The identity's part of [`may_see`].
+fn identity_may_see(identity: &Identity, collection: &str, audience: Option<&str>) -> bool {
+    identity.may_read(collection) && audience.is_none_or(|a| identity.belongs_to(a))
 }
 
 impl Drop for Session {
