@@ -68,6 +68,7 @@ pub use backplane::PublishError;
 pub use batch::Batch;
 pub use config::{Config, Origins};
 pub use cursor::{Cursor, InvalidCursor};
+pub use hub::Where;
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
 pub use notifier::{Health, Notifier};

@@ -48,10 +48,15 @@ pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejecti
         Some(authorize) => authorize(parts).await?,
         None => Identity::anonymous(),
     };
+    if identity.expiry().is_some_and(|at| at <= std::time::Instant::now()) {
+        return Err(Rejection::unauthorized("the identity has expired: authenticate again"));
+    }
     let subscriptions = Subscriptions::from_query(params.collections.as_deref(), params.filters.as_deref())
         .map_err(|message| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
     if let Some(bad) = subscriptions.first_forbidden(&identity) {
-        return Err(Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")));
+        return Err(Rejection::forbidden(format!(
+            "not allowed to subscribe to `{bad}` (with its filter, if any)"
+        )));
     }
     Ok(Admission { identity, subscriptions, cursor: params.cursor })
 }

@@ -310,6 +310,10 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = first.into_iter().map(Frame::into_text).collect();
+    // Made once: a timer for the identity's expiry is armed once, not at
+    // every turn of the loop.
+    let reauthenticate = session.must_reauthenticate();
+    tokio::pin!(reauthenticate);
     let mut writer = Writer { sink, session, frames };
 
     loop {
@@ -329,6 +333,7 @@ async fn write_loop(
         let flow = tokio::select! {
             biased;
             () = closing.cancelled() => writer.close(close_code::AWAY, "server shutting down".into()).await,
+            () = &mut reauthenticate => writer.close(super::REAUTHENTICATE, "reauthenticate".into()).await,
             command = inbox.recv() => writer.obey(command).await,
             () = &mut notified => Flow::Continue,
             _ = ping.tick() => writer.ping(&alive).await,

@@ -11,6 +11,9 @@
  */
 
 import { createBackoff } from "./backoff.js";
+
+/** The close code of a session that must re-authenticate (docs/protocol.md). */
+export const REAUTHENTICATE = 4401;
 import { createFallback, openTransport, transportUrl } from "./transport.js";
 
 /**
@@ -40,6 +43,8 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {(data: string) => void} onFrame  a frame from the current connection
  * @property {(state: "connecting"|"offline") => void} onState
  * @property {() => void} onDrop  the current connection ended (its session with it)
+ * @property {() => unknown} onReauthenticate  the server closed with 4401: re-authorize
+ *   (a returned promise is awaited) before the next connection
  */
 
 /**
@@ -51,6 +56,8 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  *   the page subscribes to `collections` (with these filters): sends a `subscribe` frame for
  *   those the connection lacks or has with another filter (on SSE, reconnects with them)
  * @property {(collection: string) => void} retract  the page no longer shows `collection`
+ * @property {() => void} reauthenticate  the server said the session must re-authenticate
+ *   (an SSE `reauthenticate` frame): as a 4401 close
  * @property {() => void} close  closes for good
  * @property {boolean} closed  (read-only)
  * @property {"websocket"|"sse"|null} transport  the kind of the connection open or
@@ -123,7 +130,30 @@ export function keepConnection(options) {
     if (!c.gotHello) fallback.failed(c.kind);
     if (closed) return;
     onState("offline");
+    if (code === REAUTHENTICATE) {
+      reauthorize();
+      return;
+    }
     if (retryTimer === null && !options.isHidden()) retryTimer = env.setTimeout(open, backoff.next());
+  }
+
+  /**
+   * After a 4401: the page re-authorizes (`onReauthenticate`, default
+   * nothing: the next connect runs the server's authorize hook anyway), then
+   * the connection reopens on the backoff schedule, resuming from its
+   * cursor. A failed re-authorization is logged and retried the same way.
+   */
+  function reauthorize() {
+    let done;
+    try {
+      done = Promise.resolve(options.onReauthenticate());
+    } catch (error) {
+      done = Promise.reject(error);
+    }
+    done.catch((error) => env.log.warn("tidings: re-authorizing failed:", error)).then(() => {
+      if (closed || current || retryTimer !== null || options.isHidden()) return;
+      retryTimer = env.setTimeout(open, backoff.next());
+    });
   }
 
   function reconnect() {
@@ -199,6 +229,7 @@ export function keepConnection(options) {
     open,
     reconnect,
     confirmed,
+    reauthenticate: () => { if (current) dropped(current, REAUTHENTICATE); },
     announce,
     retract,
     close,

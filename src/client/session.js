@@ -90,7 +90,7 @@ export function matchesWhere(where, frame) {
  */
 
 /**
- * @typedef {"hello"|"notification"|"resync"|"error"|"other"} FrameKind
+ * @typedef {"hello"|"notification"|"resync"|"error"|"reauthenticate"|"other"} FrameKind
  */
 
 /**
@@ -159,6 +159,8 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
       case "error":
         log.warn(`tidings: the server refused a frame: ${frame.code}: ${frame.message}`);
         return "error";
+      case "reauthenticate": // the last frame of an SSE session (a WebSocket closes with 4401)
+        return "reauthenticate";
       default: // "subscribed", and types added later
         return "other";
     }

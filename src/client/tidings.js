@@ -67,6 +67,10 @@
  *   minReloadInterval — ms; a subscription's reloads start at least this
  *                   far apart (0: only single-flight); see createCoalescer;
  *   onError(error, collection) — a reload failed (default: console.error);
+ *   onReauthenticate() — the server closed with 4401 (the session was revoked
+ *                   or its identity expired): re-authorize, e.g. refresh a
+ *                   cookie; the client reconnects when the returned promise
+ *                   settles and resumes from its cursor (default: reconnect);
  *   start         — false: do not connect (drive it with `handleFrame`);
  *   WebSocket, EventSource, document, fetch, location, setTimeout,
  *   clearTimeout, random, log — the environment, replaceable for tests.
@@ -122,6 +126,8 @@ export const STATES = Object.freeze(["connecting", "live", "offline"]);
  * @property {number} [restartBackoffCap]
  * @property {number} [minReloadInterval]
  * @property {(error: unknown, collection: string) => void} [onError]
+ * @property {() => unknown} [onReauthenticate]  called after a 4401 close (or SSE
+ *   `reauthenticate` frame); the reconnect waits for the promise it returns
  * @property {boolean} [start]
  * @property {any} [WebSocket]
  * @property {any} [EventSource]
@@ -177,7 +183,9 @@ export function connect(options = {}) {
 
   /** @type {Live["handleFrame"]} */
   function handleFrame(data) {
-    if (session.receive(data) !== "hello") return;
+    const kind = session.receive(data);
+    if (kind === "reauthenticate") connection.reauthenticate();
+    if (kind !== "hello") return;
     connection.confirmed();
     state.set("live");
     connection.announce(session.collections, session.filters);
@@ -292,6 +300,7 @@ function readOptions(options) {
     minReloadInterval: options.minReloadInterval ?? 0,
     onError: options.onError
       ?? ((error, collection) => log.error(`tidings: reloading ${collection} failed:`, error)),
+    onReauthenticate: options.onReauthenticate ?? (() => undefined),
     start: options.start !== false,
   };
 }

@@ -244,6 +244,64 @@ impl Filter {
     }
 }
 
+/// A filter a client asks for, as the [`permit`](crate::Identity::permit)
+/// hook sees it: one or more alternatives (any may match), each an AND of
+/// `field = value` / `field in values` conditions on top-level fields of a
+/// notification's `data`.
+///
+/// ```
+/// use tidings::Identity;
+///
+/// // Only the forums the user belongs to.
+/// let id = Identity::user("7").permit(|collection, filter| {
+///     collection != "posts"
+///         || filter.and_then(|f| f.values("forum_id")).is_some_and(|v| v.iter().all(|f| f == 1 || f == 3))
+/// });
+/// # let _ = id;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Where<'a> {
+    filters: &'a [Filter],
+}
+
+impl<'a> Where<'a> {
+    pub(crate) fn new(filters: &'a [Filter]) -> Self {
+        Where { filters }
+    }
+
+    /// Every value `field` may take under this filter (the union over its
+    /// alternatives), or `None` when some alternative does not constrain
+    /// `field`: then any value can get through.
+    pub fn values(&self, field: &str) -> Option<Vec<Value>> {
+        let mut all = Vec::new();
+        for filter in self.filters {
+            let condition = filter.conditions.iter().find(|c| &*c.field == field)?;
+            all.extend(condition.values.iter().map(Scalar::to_value));
+        }
+        Some(all)
+    }
+
+    /// How many alternatives the filter has (at least one).
+    pub fn alternatives(&self) -> usize {
+        self.filters.len()
+    }
+}
+
+impl Scalar {
+    fn to_value(&self) -> Value {
+        match self {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(*b),
+            Scalar::Int(i) => Value::from(*i),
+            Scalar::UInt(u) => Value::from(*u),
+            Scalar::Float(bits) => {
+                serde_json::Number::from_f64(f64::from_bits(*bits)).map_or(Value::Null, Value::Number)
+            }
+            Scalar::Str(s) => Value::String(s.to_string()),
+        }
+    }
+}
+
 /// Why a filter was refused: malformed (`bad_frame`, `400`) or over a
 /// limit (`forbidden`, `400`).
 #[derive(Debug, PartialEq, Eq)]
@@ -449,5 +507,15 @@ mod tests {
         assert!(error.message().len() < 100, "{}", error.message());
         let at_limit: Vec<u32> = (0..MAX_VALUES as u32).collect();
         assert_eq!(filter(json!({"id": at_limit})).size(), MAX_VALUES);
+    }
+
+    #[test]
+    fn the_permit_hook_sees_the_values_a_field_may_take() {
+        let filters =
+            parse_where(&json!([{"forum_id": [1, 2]}, {"forum_id": 3, "kind": "q"}])).unwrap().unwrap();
+        let w = Where::new(&filters);
+        assert_eq!(w.values("forum_id"), Some(vec![json!(1), json!(2), json!(3)]));
+        assert_eq!(w.values("kind"), None, "the first alternative leaves it free");
+        assert_eq!(w.alternatives(), 2);
     }
 }

@@ -51,6 +51,9 @@ pub(crate) enum ServerFrame<'a> {
     Unsubscribed { collections: Vec<&'a str>, all: bool, count: usize },
     /// A client frame was refused; the session goes on.
     Error { code: ErrorCode, message: &'a str },
+    /// The last frame of an SSE session that must re-authenticate (a
+    /// WebSocket closes with 4401 instead).
+    Reauthenticate,
 }
 
 /// Machine-readable reasons in `error` frames.

@@ -1,9 +1,11 @@
 //! One connected client, whatever carries its frames: its identity, its
 //! subscriptions and its position in the shared history.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::Hub;
 use super::frame::{Frame, Outbox};
@@ -22,7 +24,7 @@ pub(crate) struct Session {
     /// This session's secret: notifications caused with it are skipped.
     token: SessionToken,
     hub: Arc<Hub>,
-    identity: Identity,
+    identity: Arc<Identity>,
     subscriptions: Subscriptions,
     /// The sequence number of the next notification to read.
     next: u64,
@@ -31,6 +33,8 @@ pub(crate) struct Session {
     /// to it are not sent again.
     seen_through: Option<Cursor>,
     wake: Arc<Notify>,
+    /// Cancelled when the application asks this session to re-authenticate.
+    reauthenticate: CancellationToken,
 }
 
 impl Session {
@@ -45,7 +49,8 @@ impl Session {
     ) -> (Session, Vec<Frame>) {
         // Registered before the position is read: every notification after
         // that position then finds this session in the map and wakes it.
-        let (token, wake) = hub.register();
+        let identity = Arc::new(identity);
+        let (token, wake, reauthenticate) = hub.register(identity.clone());
         let (head, fresh) = hub.history.position();
         // `Some(None)`: a resume was asked for with something not a cursor.
         let resume: Option<Option<Cursor>> = resume.map(|raw| raw.parse().ok());
@@ -65,7 +70,8 @@ impl Session {
             });
             first.push(ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
         }
-        let session = Session { token, hub, identity, subscriptions, next, seen_through, wake };
+        let session =
+            Session { token, hub, identity, subscriptions, next, seen_through, wake, reauthenticate };
         (session, first)
     }
 
@@ -80,6 +86,27 @@ impl Session {
     /// The signal the waker uses to wake this session.
     pub(crate) fn wake_signal(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// Resolves when the session must close for re-authentication: the
+    /// application asked for it ([`Notifier::reauthenticate_user`](crate::Notifier::reauthenticate_user)
+    /// and friends), or the identity expired. Owns what it needs, so the
+    /// transport pins it once for the whole session.
+    pub(crate) fn must_reauthenticate(&self) -> impl Future<Output = ()> + Send + 'static {
+        let told = self.reauthenticate.clone();
+        let expiry = self.identity.expiry();
+        async move {
+            let expired = async {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = told.cancelled() => {}
+                () = expired => {}
+            }
+        }
     }
 
     /// Applies a `subscribe` frame and returns the reply: `subscribed`, or

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::filter::{self, Fields, Filter, FilterError};
+use super::filter::{self, Fields, Filter, FilterError, Where};
 use super::protocol::ErrorCode;
 use crate::Identity;
 
@@ -135,9 +135,17 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// The first named collection `identity` may not read, if any.
+    /// The first subscription `identity` does not allow, if any: a named
+    /// collection it may not read, or one (or `*`) its
+    /// [`permit`](Identity::permit) hook refuses with its filter.
     pub(crate) fn first_forbidden<'a>(&'a self, identity: &Identity) -> Option<&'a str> {
-        self.names.keys().map(|n| &**n).find(|n| !identity.may_read(n))
+        if self.all && !identity.may_subscribe(Self::ALL, None) {
+            return Some(Self::ALL);
+        }
+        self.names
+            .iter()
+            .find(|(name, s)| !identity.may_subscribe(name, s.filters.as_deref().map(Where::new).as_ref()))
+            .map(|(name, _)| &**name)
     }
 
     /// Adds collections, each with the filter `filter` (a `where`; `None`:
@@ -164,8 +172,11 @@ impl Subscriptions {
             let message = "a filter needs a named collection, not `*`".to_owned();
             return Err(Refusal::new(ErrorCode::BadFrame, message));
         }
-        if let Some(bad) = names.iter().find(|n| *n != Self::ALL && !identity.may_read(n)) {
-            return Err(Refusal::new(ErrorCode::Forbidden, format!("not allowed to subscribe to `{bad}`")));
+        let filter = filters.as_deref().map(Where::new);
+        if let Some(bad) = names.iter().find(|n| !identity.may_subscribe(n, filter.as_ref())) {
+            let with = if filter.is_some() { " with this filter" } else { "" };
+            let message = format!("not allowed to subscribe to `{bad}`{with}");
+            return Err(Refusal::new(ErrorCode::Forbidden, message));
         }
         let new: BTreeSet<&str> = names
             .iter()

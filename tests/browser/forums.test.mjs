@@ -631,3 +631,36 @@ scenario("k. a page away for more than the replay buffer reloads only the collec
   assert.ok(after.posts > before.posts, "posts were reloaded");
   assert.equal(after.forums, before.forums, "forums were not reloaded: they did not change");
 });
+
+scenario("l. a write between a JSON page's first read and its WebSocket opening reaches the page", async (t) => {
+  const title = `Forum L ${Date.now()}`;
+  const injected = { done: false, readHadIt: null, socketsBeforeWrite: null };
+  const sockets = [];
+  const page = await openPage(t, "json", {
+    pathAndQuery: "/?load=json",
+    setup: async (page) => {
+      page.on("websocket", (ws) => sockets.push(ws.url()));
+      // The page's first read of the forums: the server reads (and takes its
+      // snapshot cursor); then, before the page gets the answer, and so
+      // before its connection opens, another client creates a forum.
+      await page.route("**/api/forums", async (route) => {
+        if (injected.done || route.request().method() !== "GET") return route.continue();
+        injected.done = true;
+        const response = await route.fetch();
+        const forums = await response.json();
+        injected.readHadIt = forums.some((f) => f.title === title);
+        injected.cursor = response.headers()["tidings-cursor"];
+        injected.socketsBeforeWrite = sockets.length;
+        await createForum(title);
+        await route.fulfill({ response });
+      });
+    },
+  });
+  assert.ok(injected.done, "the first read was intercepted");
+  assert.equal(injected.readHadIt, false, "the read was made before the write");
+  assert.ok(injected.cursor, "the read carries a tidings-cursor header");
+  assert.equal(injected.socketsBeforeWrite, 0, "the connection was not open yet");
+  await waitForForum(page, title, 5000);
+  assert.match(sockets[0], new RegExp(`[?&]cursor=${encodeURIComponent(injected.cursor)}`),
+    `the connection resumed from the snapshot cursor: ${sockets[0]}`);
+});

@@ -288,6 +288,47 @@ test("client: a snapshot cursor does not replace a cursor already held", async (
   live.close();
 });
 
+test("client: a 4401 close re-authorizes, then reconnects and resumes from the cursor", async () => {
+  const env = fakeEnvironment();
+  const gate = deferred();
+  let asked = 0;
+  const live = connect({ ...env.options, onReauthenticate: () => { asked += 1; return gate.promise; } });
+  live.subscribe("forums", async () => {});
+  await settle();
+  env.sockets[0].open();
+  env.sockets[0].receive(hello("e-1"));
+  env.sockets[0].receive(note("forums", "e-2"));
+  env.sockets[0].serverClose(4401);
+  assert.equal(asked, 1);
+  assert.equal(live.state, "offline");
+  await settle();
+  assert.deepEqual(env.retryDelays(), [], "no reconnect before the re-authorization settles");
+  gate.resolve();
+  await settle();
+  env.runRetry();
+  assert.equal(env.sockets.length, 2);
+  assert.equal(env.sockets[1].url, "ws://example.test/ws?collections=forums&cursor=e-2");
+  live.close();
+});
+
+test("client: an SSE reauthenticate frame is handled as a 4401 close", async () => {
+  const env = fakeEnvironment();
+  let asked = 0;
+  const live = connect({ ...env.options, transport: "sse", onReauthenticate: async () => { asked += 1; } });
+  live.subscribe("forums", async () => {});
+  await settle();
+  const [source] = env.sources;
+
+  source.receive(hello("e-1"));
+  source.receive({ type: "reauthenticate" });
+  assert.equal(asked, 1);
+  assert.equal(live.state, "offline");
+  await settle();
+  env.runRetry();
+  assert.equal(env.sources.length, 2, "reconnected after re-authorizing");
+  live.close();
+});
+
 test("client: fetch adds the session header once live", async () => {
   const env = fakeEnvironment();
   const live = connect({ ...env.options });

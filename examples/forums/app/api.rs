@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tidings::Batch;
+use tidings::axum::Snapshot;
 
 use super::AppState;
 use super::entity::{forum, post};
@@ -163,8 +164,14 @@ fn required(field: &str, value: String, max: usize) -> Result<String, ApiError> 
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn list_forums(State(app): State<AppState>) -> ApiResult<Json<Vec<forum::Model>>> {
-    Ok(Json(app.repo.forums().await?))
+// Reads take a snapshot cursor first (`tidings-cursor`), so a page that
+// loads through JSON resumes from it: nothing written after the read is
+// missed.
+async fn list_forums(
+    snapshot: Snapshot,
+    State(app): State<AppState>,
+) -> ApiResult<(Snapshot, Json<Vec<forum::Model>>)> {
+    Ok((snapshot, Json(app.repo.forums().await?)))
 }
 
 async fn get_forum(State(app): State<AppState>, Id(id): Id) -> ApiResult<Json<forum::Model>> {
@@ -196,8 +203,12 @@ async fn delete_forum(State(app): State<AppState>, batch: Batch, Id(id): Id) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_posts(State(app): State<AppState>, Id(id): Id) -> ApiResult<Json<Vec<post::Model>>> {
-    Ok(Json(app.repo.posts(id).await?))
+async fn list_posts(
+    snapshot: Snapshot,
+    State(app): State<AppState>,
+    Id(id): Id,
+) -> ApiResult<(Snapshot, Json<Vec<post::Model>>)> {
+    Ok((snapshot, Json(app.repo.posts(id).await?)))
 }
 
 async fn create_post(

@@ -27,12 +27,20 @@ struct Index {
 pub struct PageQuery {
     /// The selected forum (`/?forum=ID`); anything but an id selects none.
     forum: Option<String>,
+    /// `json`: render no data and no cursor; the page loads its lists
+    /// through the JSON API, as a single-page app does, and resumes from
+    /// the reads' snapshot cursors.
+    load: Option<String>,
 }
 
 pub async fn index(
     State(app): State<AppState>,
     Query(query): Query<PageQuery>,
 ) -> Result<Html<String>, ApiError> {
+    if query.load.as_deref() == Some("json") {
+        let page = Index { forums: Vec::new(), selected: None, posts: Vec::new(), cursor: String::new() };
+        return render(page);
+    }
     let cursor = app.notifier.cursor().to_string();
     let forums = app.repo.forums().await?;
     let selected_id = query.forum.and_then(|f| f.parse::<i32>().ok());
@@ -44,7 +52,10 @@ pub async fn index(
         },
         None => (None, Vec::new()),
     };
-    let page = Index { forums, selected, posts, cursor };
+    render(Index { forums, selected, posts, cursor })
+}
+
+fn render(page: Index) -> Result<Html<String>, ApiError> {
     page.render().map(Html).map_err(|e| {
         tracing::error!(error = %e, "template error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "template", "could not render the page")
