@@ -664,3 +664,40 @@ scenario("l. a write between a JSON page's first read and its WebSocket opening 
   assert.match(sockets[0], new RegExp(`[?&]cursor=${encodeURIComponent(injected.cursor)}`),
     `the connection resumed from the snapshot cursor: ${sockets[0]}`);
 });
+
+scenario("m. the posts pane receives only its own forum's posts: filtered on the server", async (t) => {
+  const shown = await createForum(`Forum M shown ${Date.now()}`);
+  const other = await createForum(`Forum M other ${Date.now()}`);
+  const frames = [];
+  const sockets = [];
+  const page = await openPage(t, "filtered", {
+    pathAndQuery: `/?forum=${shown.id}&transport=websocket`,
+    setup: async (p) => {
+      p.on("websocket", (ws) => {
+        sockets.push(ws);
+        ws.on("framereceived", (f) => frames.push(JSON.parse(String(f.payload))));
+      });
+    },
+  });
+  assert.match(sockets[0].url(), /[?&]where=/, `the filter is in the connect query: ${sockets[0].url()}`);
+  for (let i = 0; i < 5; i++) await createPost(other.id, `elsewhere ${i}`);
+  const mine = await createPost(shown.id, "here");
+  await page.locator(`#posts li[data-id="${mine.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+  const posts = frames.filter((f) => f.collection === "posts");
+  t.diagnostic(`m: posts frames received: ${JSON.stringify(posts.map((f) => f.data))}`);
+  assert.deepEqual(posts.map((f) => f.data.forum_id), [shown.id], "only the shown forum's post reached the page");
+
+  // Picking the other forum moves the subscription: its posts now arrive, the first forum's do not.
+  // The server has applied the new filter once it acknowledges it.
+  const acknowledged = sockets[0].waitForEvent("framereceived", {
+    predicate: (f) => JSON.parse(String(f.payload)).type === "subscribed", timeout: 5000,
+  });
+  await page.click(`#forums li[data-id="${other.id}"] a.title`);
+  await acknowledged;
+  const before = frames.length;
+  await createPost(shown.id, "not for this pane");
+  const theirs = await createPost(other.id, "there");
+  await page.locator(`#posts li[data-id="${theirs.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+  const later = frames.slice(before).filter((f) => f.collection === "posts");
+  assert.deepEqual(later.map((f) => f.data.forum_id), [other.id], `after switching: ${JSON.stringify(later)}`);
+});
