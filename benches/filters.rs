@@ -13,7 +13,11 @@
 //! - `filters/notify/sessions=N`: `notify_with("posts", Op::Update, &{id,
 //!   forum_id})`, what a handler pays: with 0 sessions (the baseline) and
 //!   with the 1,000 filtered ones. The data's fields are read once here, on
-//!   the caller's side, outside the history's lock.
+//!   the caller's side, outside the history's lock, but only while some
+//!   session has a filter: `sessions=0` does not read them, and
+//!   `filters/notify/sessions=1,filtered` (one session whose filter no post
+//!   passes) does: the difference is what reading them costs.
+//!   `TIDINGS_BENCH_WORKERS=<n>` sets the runtime's worker threads.
 //! - `filters/dispatch/<kind>`: a burst of 1,000 notifications, then one
 //!   marker every session receives; timed until all 1,000 sessions have
 //!   read their marker, so it covers every session's pass over the burst
@@ -72,14 +76,16 @@ fn filter_of(i: u64) -> String {
 }
 
 /// Serves `notifier` on a loopback port and connects the filtered clients.
-fn connect_clients(rt: &Runtime, notifier: &Notifier, received: &Arc<Received>) {
+fn connect_clients(rt: &Runtime, notifier: &Notifier, received: &Arc<Received>, sessions: u64) {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let app = axum::Router::new().merge(tidings::axum::routes(notifier));
         tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
 
-        futures_util::stream::iter(0..SESSIONS)
+        // One session: forum 1,000,000's, which no post here names.
+        let first = if sessions == 1 { 1_000_000 } else { 0 };
+        futures_util::stream::iter(first..first + sessions)
             .for_each_concurrent(CONNECT_CONCURRENCY, |i| {
                 let url =
                     format!("ws://{addr}/ws?collections=posts,everything,marker&where={}", filter_of(i));
@@ -102,7 +108,7 @@ fn connect_clients(rt: &Runtime, notifier: &Notifier, received: &Arc<Received>) 
             })
             .await;
         let mut count = notifier.watch_sessions();
-        tokio::time::timeout(Duration::from_secs(30), count.wait_for(|n| *n as u64 >= SESSIONS))
+        tokio::time::timeout(Duration::from_secs(30), count.wait_for(|n| *n as u64 >= sessions))
             .await
             .expect("every session registers within 30 s")
             .expect("the notifier is alive");
@@ -129,14 +135,24 @@ fn burst(rt: &Runtime, notifier: &Notifier, received: &Received, one: &dyn Fn(u6
 }
 
 fn benches(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // As in benches/notify.rs: `TIDINGS_BENCH_WORKERS=1` leaves the bench
+    // thread a core of its own on a small machine.
+    if let Some(workers) = std::env::var("TIDINGS_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        builder.worker_threads(workers);
+    }
+    let rt = builder.enable_all().build().expect("tokio runtime");
     // The notifiers spawn their waker on the current runtime.
     let guard = rt.enter();
 
     let idle = Notifier::new();
     let loaded = Notifier::new();
     let received = Arc::new(Received { markers: watch::Sender::new(0), posts: AtomicU64::new(0) });
-    connect_clients(&rt, &loaded, &received);
+    connect_clients(&rt, &loaded, &received, SESSIONS);
+    let one = Notifier::new();
+    let nobody = Arc::new(Received { markers: watch::Sender::new(0), posts: AtomicU64::new(0) });
+    // Session 1,000,000's filter: forum 1,000,000, which no post names.
+    connect_clients(&rt, &one, &nobody, 1);
 
     let mut group = c.benchmark_group("filters/notify");
     for (sessions, notifier) in [(0, &idle), (SESSIONS, &loaded)] {
@@ -147,6 +163,14 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // One session whose filter nothing passes: the fields are read (some
+    // session has a filter), nothing is sent. The difference with
+    // `sessions=0` (no filter anywhere: the fields are not read) is what
+    // reading them costs the caller.
+    group.bench_function("sessions=1,filtered", |b| {
+        let post = Post { id: 42, forum_id: 7 };
+        b.iter(|| one.notify_with(black_box("posts"), Op::Update, black_box(&post)).expect("serializes"))
+    });
     group.finish();
     // Let the fan-out of what the caller bench sent finish before timing
     // bursts: one burst of nothing but the marker.

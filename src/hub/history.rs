@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
 use super::filter::Fields;
@@ -56,8 +57,14 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new((n, given): (Notification, Option<Cursor>)) -> Self {
-        let fields = n.data.as_ref().and_then(|d| Fields::parse(d.get())).map(Box::new);
+    /// `read_fields`: whether some session has a filter (else the fields
+    /// would be read for nobody).
+    fn new((n, given): (Notification, Option<Cursor>), read_fields: bool) -> Self {
+        let fields = if read_fields {
+            n.data.as_ref().and_then(|d| Fields::parse(d.get())).map(Box::new)
+        } else {
+            None
+        };
         Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, fields }
     }
 }
@@ -66,6 +73,12 @@ pub(crate) struct History {
     epoch: u32,
     capacity: usize,
     ring: RwLock<Ring>,
+    /// How many sessions have a filter. While none has, a notification's
+    /// fields are not read: an application that does not filter pays
+    /// nothing for filters. An entry appended without its fields passes
+    /// every filter (a session that subscribes with a filter meanwhile gets
+    /// one frame too many, never one too few).
+    filtered_sessions: AtomicUsize,
 }
 
 struct Ring {
@@ -263,6 +276,7 @@ impl History {
         History {
             epoch,
             capacity,
+            filtered_sessions: AtomicUsize::new(0),
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
                 next_seq: 1,
@@ -274,6 +288,19 @@ impl History {
         }
     }
 
+    /// A session gained (`true`) or lost its last (`false`) filter.
+    pub(crate) fn count_filtered_session(&self, filtered: bool) {
+        if filtered {
+            self.filtered_sessions.fetch_add(1, AtomicOrdering::Relaxed);
+        } else {
+            self.filtered_sessions.fetch_sub(1, AtomicOrdering::Relaxed);
+        }
+    }
+
+    fn has_filtered_sessions(&self) -> bool {
+        self.filtered_sessions.load(AtomicOrdering::Relaxed) > 0
+    }
+
     /// The backplane has loaded the stream's tail: stream ids can be placed.
     pub(crate) fn mark_loaded(&self) {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).loaded = true;
@@ -282,7 +309,7 @@ impl History {
     /// Appends one notification: what [`append`](Self::append) does, without
     /// an iterator, on the path of every single `notify`.
     pub(crate) fn append_one(&self, n: Notification, given: Option<Cursor>) {
-        let prepared = Prepared::new((n, given));
+        let prepared = Prepared::new((n, given), self.has_filtered_sessions());
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, prepared);
         drop(ring);
@@ -295,9 +322,10 @@ impl History {
     /// history. Serialized outside the lock, appended under one lock (a
     /// committed batch: readers see all of it or none of it).
     pub(crate) fn append(&self, items: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
-        let Some(first) = items.next().map(Prepared::new) else { return };
+        let read_fields = self.has_filtered_sessions();
+        let Some(first) = items.next().map(|item| Prepared::new(item, read_fields)) else { return };
         // Empty, and so not allocated, for a single notification.
-        let rest: Vec<Prepared> = items.map(Prepared::new).collect();
+        let rest: Vec<Prepared> = items.map(|item| Prepared::new(item, read_fields)).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, first);
         let evicted_rest: Vec<Entry> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
@@ -743,5 +771,21 @@ mod tests {
             ["late"],
             "other users' inboxes are not named"
         );
+    }
+
+    #[test]
+    fn fields_are_read_only_while_some_session_has_a_filter() {
+        let h = History::new(1, 8);
+        let n =
+            || Notification::new("posts", Op::Insert).with_data(&serde_json::json!({"forum_id": 3})).unwrap();
+        h.append_one(n(), None);
+        h.count_filtered_session(true);
+        h.append_one(n(), None);
+        h.append(&mut std::iter::once((n(), None)));
+        h.count_filtered_session(false);
+        h.append_one(n(), None);
+        let ring = h.ring.read().unwrap();
+        let read: Vec<bool> = ring.entries.iter().map(|e| e.fields.is_some()).collect();
+        assert_eq!(read, [false, true, true, false]);
     }
 }

@@ -231,6 +231,11 @@ impl Subscriptions {
         self.all || self.names.get(collection).is_some_and(|s| s.passes(fields))
     }
 
+    /// Whether any collection is subscribed with a filter.
+    pub(crate) fn filtered(&self) -> bool {
+        self.names.values().any(|s| s.filters.is_some())
+    }
+
     /// Whether `*` is subscribed.
     pub(crate) fn all(&self) -> bool {
         self.all
