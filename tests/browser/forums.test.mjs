@@ -701,3 +701,56 @@ scenario("m. the posts pane receives only its own forum's posts: filtered on the
   const later = frames.slice(before).filter((f) => f.collection === "posts");
   assert.deepEqual(later.map((f) => f.data.forum_id), [other.id], `after switching: ${JSON.stringify(later)}`);
 });
+
+scenario("n. a private forum: only members see it and its posts; logging out revokes every tab", async (t) => {
+  const staff = await createForum("Staff"); // the example's private forum: ana only
+  const asUser = (name) => (p) => p.context().addCookies([{ name: "user", value: name, url: url("/") }]);
+  const ana = await openPage(t, "ana", {
+    pathAndQuery: `/?forum=${staff.id}&transport=websocket`, setup: asUser("ana"),
+  });
+  const benSockets = [];
+  const ben = await openPage(t, "ben", {
+    pathAndQuery: `/?forum=${staff.id}&transport=websocket`,
+    setup: async (p) => {
+      await asUser("ben")(p);
+      p.on("websocket", (ws) => benSockets.push(ws));
+    },
+  });
+  const staffItem = `#forums li[data-id="${staff.id}"]`;
+  await ana.locator(staffItem).waitFor({ state: "attached", timeout: 5000 });
+  assert.equal(await ben.locator(staffItem).count(), 0, "ben does not see the private forum");
+  assert.equal(await ben.evaluate(() => document.getElementById("forum").dataset.forum), "", "nor select it");
+
+  // A post in it reaches ana's page live.
+  const response = await fetch(url(`/api/forums/${staff.id}/posts`), {
+    method: "POST", headers: { "content-type": "application/json", cookie: "user=ana" },
+    body: JSON.stringify({ body: "staff only" }), signal: AbortSignal.timeout(10000),
+  });
+  assert.equal(response.status, 201);
+  const post = await response.json();
+  await ana.locator(`#posts li[data-id="${post.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+
+  // ben asking the server for its posts by hand is refused, per filter.
+  const refused = benSockets[0].waitForEvent("framereceived", {
+    predicate: (f) => JSON.parse(String(f.payload)).type === "error", timeout: 5000,
+  });
+  await ben.evaluate((id) => { window.tidings.subscribe("posts", () => {}, { where: { forum_id: id } }); }, staff.id);
+  const error = JSON.parse(String((await refused).payload));
+  assert.equal(error.code, "forbidden", JSON.stringify(error));
+
+  // A second tab of ana's browser; logging out in the first closes both
+  // sessions with 4401, and both re-authorize as nobody.
+  const ana2 = await ana.context().newPage();
+  const ana2Sockets = [];
+  ana2.on("websocket", (ws) => ana2Sockets.push(ws));
+  await ana2.goto(url(`/?forum=${staff.id}&transport=websocket`), { timeout: 10000 });
+  await waitForState(ana2, "live", 10000);
+  await ana.click("#logout");
+  for (const page of [ana, ana2]) {
+    await page.waitForFunction((sel) => !document.querySelector(sel), staffItem, { timeout: 5000 });
+    await page.waitForFunction(() => document.getElementById("forum").dataset.forum === "", null, { timeout: 5000 });
+  }
+  await waitForState(ana2, "live", 5000);
+  assert.equal(ana2Sockets.length, 2, "the second tab reconnected after the 4401");
+  assert.doesNotMatch(ana2Sockets[1].url(), /where=/, `no filter for the private forum: ${ana2Sockets[1].url()}`);
+});

@@ -8,7 +8,7 @@ use axum::response::Html;
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::ApiError;
+use super::api::{ApiError, USERS, User};
 use super::entity::{forum, post};
 use super::repository;
 
@@ -18,6 +18,9 @@ struct Index {
     forums: Vec<forum::Model>,
     selected: Option<forum::Model>,
     posts: Vec<post::Model>,
+    /// Who the `user` cookie names (empty: nobody), and who may be picked.
+    user: &'static str,
+    users: [&'static str; 2],
     /// The notifier's cursor before the page read the database: the script
     /// connects from there, so nothing that happened since is missed.
     cursor: String,
@@ -35,15 +38,26 @@ pub struct PageQuery {
 
 pub async fn index(
     State(app): State<AppState>,
+    user: User,
     Query(query): Query<PageQuery>,
 ) -> Result<Html<String>, ApiError> {
+    let name = user.0.unwrap_or("");
     if query.load.as_deref() == Some("json") {
-        let page = Index { forums: Vec::new(), selected: None, posts: Vec::new(), cursor: String::new() };
+        let page = Index {
+            forums: Vec::new(),
+            selected: None,
+            posts: Vec::new(),
+            user: name,
+            users: USERS,
+            cursor: String::new(),
+        };
         return render(page);
     }
     let cursor = app.notifier.cursor().to_string();
-    let forums = app.repo.forums().await?;
-    let selected_id = query.forum.and_then(|f| f.parse::<i32>().ok());
+    let forums: Vec<_> = app.repo.forums().await?.into_iter().filter(|f| user.sees(f)).collect();
+    // A forum this user may not see is not in `forums`: none is selected.
+    let selected_id =
+        query.forum.and_then(|f| f.parse::<i32>().ok()).filter(|id| forums.iter().any(|f| f.id == *id));
     let (selected, posts) = match selected_id {
         Some(id) => match app.repo.posts(id).await {
             Ok(posts) => (forums.iter().find(|f| f.id == id).cloned(), posts),
@@ -52,7 +66,7 @@ pub async fn index(
         },
         None => (None, Vec::new()),
     };
-    render(Index { forums, selected, posts, cursor })
+    render(Index { forums, selected, posts, user: name, users: USERS, cursor })
 }
 
 fn render(page: Index) -> Result<Html<String>, ApiError> {
