@@ -3,8 +3,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Json;
+
+use crate::hub::Where;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
@@ -23,11 +26,28 @@ use http::StatusCode;
 /// assert!(guest.may_read("forums"));
 /// assert!(!guest.may_read("audit"));
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Identity {
     user: Option<Arc<str>>,
     audiences: Vec<Arc<str>>,
     collections: Option<HashSet<Box<str>>>,
+    expires_at: Option<Instant>,
+    permit: Option<Permit>,
+}
+
+/// The application's decision on a collection and its filter.
+type Permit = Arc<dyn Fn(&str, Option<&Where<'_>>) -> bool + Send + Sync>;
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("user", &self.user)
+            .field("audiences", &self.audiences)
+            .field("collections", &self.collections)
+            .field("expires_at", &self.expires_at)
+            .field("permit", &self.permit.is_some())
+            .finish()
+    }
 }
 
 impl Identity {
@@ -58,6 +78,58 @@ impl Identity {
     {
         self.collections = Some(collections.into_iter().map(Into::into).collect());
         self
+    }
+
+    /// Decides, at connect and at every `subscribe`, whether the session may
+    /// subscribe to a collection with a filter: `permit(collection, filter)`,
+    /// `filter` being `None` for the whole collection (and for `*`, which
+    /// stands for every collection, unfiltered). A refusal is a
+    /// `403 forbidden` at connect and an `error` frame with code `forbidden`
+    /// after it. Checked after [`collections`](Self::collections).
+    ///
+    /// ```
+    /// use tidings::Identity;
+    ///
+    /// // Posts of forums 1 and 3 only; everything else of other collections.
+    /// let member_of = [1, 3];
+    /// let id = Identity::user("7").permit(move |collection, filter| match collection {
+    ///     "posts" => filter.and_then(|f| f.values("forum_id")).is_some_and(|forums| {
+    ///         forums.iter().all(|f| f.as_i64().is_some_and(|f| member_of.contains(&f)))
+    ///     }),
+    ///     "*" => false, // would include every post
+    ///     _ => true,
+    /// });
+    /// assert!(!id.may_subscribe("posts", None));
+    /// assert!(id.may_subscribe("forums", None));
+    /// ```
+    pub fn permit<F>(mut self, permit: F) -> Self
+    where
+        F: Fn(&str, Option<&Where<'_>>) -> bool + Send + Sync + 'static,
+    {
+        self.permit = Some(Arc::new(permit));
+        self
+    }
+
+    /// The session ends at `at`: it is closed with code 4401
+    /// (`reauthenticate`), and the client authorizes again to go on (see
+    /// [`Notifier::reauthenticate_user`](crate::Notifier::reauthenticate_user)).
+    /// An identity already expired when it connects is refused with 401.
+    pub fn expires_at(mut self, at: Instant) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// When the session ends, if the hook set an expiry.
+    pub fn expiry(&self) -> Option<Instant> {
+        self.expires_at
+    }
+
+    /// Whether the session may subscribe to `collection` with this filter
+    /// (`None`: unfiltered): [`may_read`](Self::may_read) and the
+    /// [`permit`](Self::permit) hook.
+    pub fn may_subscribe(&self, collection: &str, filter: Option<&Where<'_>>) -> bool {
+        (collection == "*" || self.may_read(collection))
+            && self.permit.as_ref().is_none_or(|permit| permit(collection, filter))
     }
 
     /// The user id, if the hook set one.

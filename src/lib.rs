@@ -41,8 +41,8 @@
 //! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | hub, backplane |
 //! | `config`, `identity` | [`Config`], [`Identity`] and [`Rejection`] | backplane |
 //! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Outbox` (in the application's database), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | data only |
-//! | `hub` | the history (every session's queue), the session registry and the waker, a session and its subscriptions, the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
-//! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, `serve` | hub |
+//! | `hub` | the history (every session's queue), the session registry and the waker, a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
+//! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, snapshot cursors, `serve` | hub |
 //! | [`sea_orm`] | transaction-scoped notifications | handles, backplane |
 //!
 //! The wire protocol is in `docs/protocol.md`, the browser client in
@@ -68,6 +68,7 @@ pub use backplane::PublishError;
 pub use batch::Batch;
 pub use config::{Config, Origins};
 pub use cursor::{Cursor, InvalidCursor};
+pub use hub::Where;
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
 pub use notifier::{Health, Notifier};

@@ -103,6 +103,31 @@ impl Notifier {
         Batch::new(self.clone(), session)
     }
 
+    /// Closes every session of this instance whose identity belongs to
+    /// `audience` with code 4401 ([`REAUTHENTICATE`](crate::axum::REAUTHENTICATE)),
+    /// for example after a permission change: each client authorizes again
+    /// (the authorize hook decides anew) and resumes from its cursor.
+    /// Returns how many sessions were told.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let notifier = tidings::Notifier::new();
+    /// // User 7 left forum 3: sessions of its members re-check.
+    /// assert_eq!(notifier.reauthenticate_audience("forum:3"), 0);
+    /// # }
+    /// ```
+    pub fn reauthenticate_audience(&self, audience: &str) -> usize {
+        self.hub.reauthenticate(|identity| identity.belongs_to(audience))
+    }
+
+    /// Closes every session of this instance whose identity is the user
+    /// `user_id` ([`Identity::user`](crate::Identity::user)) with code 4401,
+    /// for example at logout or when the user's permissions change. Returns
+    /// how many sessions were told.
+    pub fn reauthenticate_user(&self, user_id: &str) -> usize {
+        self.hub.reauthenticate(|identity| identity.user_id() == Some(user_id))
+    }
+
     /// The cursor of the last notification sent.
     pub fn cursor(&self) -> Cursor {
         self.hub.history.head()

@@ -667,3 +667,79 @@ async fn text_with_nul_characters_is_refused_the_same_on_every_database() {
     })
     .await;
 }
+
+/// The example's identity (issue 12): the `user` cookie; the forum titled
+/// "Staff" is ana's only, through the API and per filter on the WebSocket;
+/// logging out closes the user's sessions with 4401.
+#[tokio::test]
+async fn the_private_forum_is_seen_by_its_members_only_and_logout_revokes() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let db = TestDb::sqlite();
+    let conn = timeout(SETUP_LIMIT, app::connect(Some(db.url()))).await.unwrap().unwrap();
+    let authorize = app::api::authorize(app::repository::Repository::new(conn.clone()));
+    let notifier = Notifier::with_config(tidings::Config::default().authorize(authorize));
+    let router = app::router(conn, notifier.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let http = reqwest::Client::builder().no_proxy().timeout(LIMIT).build().unwrap();
+    let get = |path: String, user: &'static str| {
+        http.get(format!("http://{addr}{path}")).header("cookie", format!("user={user}")).send()
+    };
+    let create = |title: &'static str| {
+        http.post(format!("http://{addr}/api/forums")).json(&json!({ "title": title })).send()
+    };
+    let staff = create("Staff").await.unwrap().json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    create("Open").await.unwrap();
+
+    let titles = |forums: Value| -> Vec<String> {
+        forums.as_array().unwrap().iter().map(|f| f["title"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(
+        titles(get("/api/forums".into(), "ana").await.unwrap().json().await.unwrap()),
+        ["Staff", "Open"]
+    );
+    assert_eq!(titles(get("/api/forums".into(), "ben").await.unwrap().json().await.unwrap()), ["Open"]);
+    assert_eq!(
+        get(format!("/api/forums/{staff}/posts"), "ben").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(format!("/api/forums/{staff}/posts"), "ana").await.unwrap().status(), StatusCode::OK);
+
+    let connect = |user: &'static str| {
+        let filter = json!({ "posts": { "forum_id": staff } }).to_string();
+        let query: String = filter
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let mut request =
+            format!("ws://{addr}/ws?collections=posts&where={query}").into_client_request().unwrap();
+        request.headers_mut().insert("cookie", format!("user={user}").parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    match timeout(LIMIT, connect("ben")).await.unwrap() {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("ben must be refused the private forum's posts: {:?}", other.map(|_| ())),
+    }
+    let (mut ana, _) = timeout(LIMIT, connect("ana")).await.unwrap().unwrap();
+    let hello = timeout(LIMIT, ana.next()).await.unwrap().unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains(r#""type":"hello""#));
+
+    let logout = http.post(format!("http://{addr}/api/logout")).json(&json!({ "user": "ana" })).send();
+    assert_eq!(logout.await.unwrap().status(), StatusCode::NO_CONTENT);
+    let mut closed = None;
+    for _ in 0..100 {
+        match timeout(LIMIT, ana.next()).await.unwrap() {
+            Some(Ok(Message::Close(frame))) => {
+                closed = frame;
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    let frame = closed.expect("a close frame with a code");
+    assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "reauthenticate"));
+    db.remove().await;
+}

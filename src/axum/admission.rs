@@ -17,6 +17,10 @@ struct ConnectParams {
     cursor: Option<String>,
     /// Comma-separated collections; all when absent.
     collections: Option<String>,
+    /// Filters: a JSON object from collection names to a filter (an object)
+    /// or alternatives (an array of objects).
+    #[serde(rename = "where")]
+    filters: Option<String>,
 }
 
 /// A client that passed every check.
@@ -44,10 +48,15 @@ pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejecti
         Some(authorize) => authorize(parts).await?,
         None => Identity::anonymous(),
     };
-    let subscriptions = Subscriptions::from_query(params.collections.as_deref())
+    if identity.expiry().is_some_and(|at| at <= std::time::Instant::now()) {
+        return Err(Rejection::unauthorized("the identity has expired: authenticate again"));
+    }
+    let subscriptions = Subscriptions::from_query(params.collections.as_deref(), params.filters.as_deref())
         .map_err(|message| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
     if let Some(bad) = subscriptions.first_forbidden(&identity) {
-        return Err(Rejection::forbidden(format!("not allowed to subscribe to `{bad}`")));
+        return Err(Rejection::forbidden(format!(
+            "not allowed to subscribe to `{bad}` (with its filter, if any)"
+        )));
     }
     Ok(Admission { identity, subscriptions, cursor: params.cursor })
 }

@@ -17,7 +17,8 @@ use super::SESSION_HEADER;
 use crate::{Batch, Notifier, Rejection, SessionId, SessionToken};
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)
-/// and commits it once the response is produced, if its status is 2xx. On
+/// and commits it once the response is produced, if its status is 2xx. It
+/// also lets handlers extract a [`Snapshot`](crate::axum::Snapshot). On
 /// any other status, or if the handler fails or panics, the batch is dropped
 /// and nothing is sent.
 ///
@@ -80,6 +81,8 @@ where
         };
         let batch = self.notifier.batch_from(originator);
         request.extensions_mut().insert(batch.clone());
+        // For the `Snapshot` extractor.
+        request.extensions_mut().insert(self.notifier.clone());
         // The clone that was made ready is the one that must be called.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);

@@ -36,11 +36,23 @@ mod client;
 mod layer;
 mod origin;
 mod serve;
+mod snapshot;
 mod sse;
 mod ws;
 
 pub use layer::{NotifyLayer, NotifyService, Originator, layer};
 pub use serve::{Serve, serve};
+pub use snapshot::{CURSOR_HEADER, Snapshot};
+
+/// The close code of a session that must re-authenticate (reason
+/// `reauthenticate`): the application revoked it
+/// ([`Notifier::reauthenticate_user`](crate::Notifier::reauthenticate_user),
+/// [`Notifier::reauthenticate_audience`](crate::Notifier::reauthenticate_audience))
+/// or its identity [expired](crate::Identity::expires_at). The client
+/// authorizes again (its authorize hook runs at the next connect) and
+/// resumes from its cursor. Over SSE, which has no close codes, the last
+/// frame is `{"type":"reauthenticate"}`.
+pub const REAUTHENTICATE: u16 = 4401;
 
 /// The header in which a client sends its session token (the `token` of its
 /// `hello` frame, a secret) with its own writes.

@@ -15,6 +15,8 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, admit};
 use crate::Notifier;
-use crate::hub::{Frame, Session};
+use crate::hub::{Frame, ServerFrame, Session};
 
 /// The handler behind the SSE route.
 pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -> Response {
@@ -65,12 +67,27 @@ fn stream(
         pending: VecDeque<Frame>,
         scratch: Vec<Frame>,
         closing: CancellationToken,
+        /// Made once, so an expiry's timer is armed once.
+        reauthenticate: Pin<Box<dyn Future<Output = ()> + Send>>,
+        /// The `reauthenticate` frame was queued: the stream ends after it.
+        ending: bool,
     }
-    let state = State { wake: session.wake_signal(), session, pending, scratch: Vec::new(), closing };
+    let state = State {
+        wake: session.wake_signal(),
+        reauthenticate: Box::pin(session.must_reauthenticate()),
+        session,
+        pending,
+        scratch: Vec::new(),
+        closing,
+        ending: false,
+    };
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(frame) = state.pending.pop_front() {
                 return Some((Ok(event(&frame)), state));
+            }
+            if state.ending {
+                return None;
             }
             let wake = &state.wake;
             let notified = wake.notified();
@@ -84,6 +101,11 @@ fn stream(
             tokio::select! {
                 biased;
                 () = state.closing.cancelled() => return None,
+                () = state.reauthenticate.as_mut() => {
+                    // No close codes on SSE: a last frame says it.
+                    state.pending.push_back(ServerFrame::Reauthenticate.to_frame());
+                    state.ending = true;
+                }
                 _ = notified => {}
             }
         }

@@ -137,7 +137,7 @@ fn not_websocket(status: StatusCode, message: &str) -> Rejection {
 
 /// What the reader asks of the writer.
 enum Command {
-    Subscribe(Vec<String>),
+    Subscribe(Vec<String>, Option<serde_json::Value>),
     Unsubscribe(Vec<String>),
     Error(ErrorCode, String),
     Close(u16, String),
@@ -250,7 +250,7 @@ async fn read_loop(
         alive.store(hub.now_ms(), Ordering::Relaxed);
         let command = match message {
             Ok(Message::Text(text)) => match serde_json::from_str::<ClientFrame>(&text) {
-                Ok(ClientFrame::Subscribe { collections }) => Command::Subscribe(collections),
+                Ok(ClientFrame::Subscribe { collections, filter }) => Command::Subscribe(collections, filter),
                 Ok(ClientFrame::Unsubscribe { collections }) => Command::Unsubscribe(collections),
                 Err(e) => Command::Error(ErrorCode::BadFrame, format!("not a control frame: {e}")),
             },
@@ -310,6 +310,10 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = first.into_iter().map(Frame::into_text).collect();
+    // Made once: a timer for the identity's expiry is armed once, not at
+    // every turn of the loop.
+    let reauthenticate = session.must_reauthenticate();
+    tokio::pin!(reauthenticate);
     let mut writer = Writer { sink, session, frames };
 
     loop {
@@ -329,6 +333,7 @@ async fn write_loop(
         let flow = tokio::select! {
             biased;
             () = closing.cancelled() => writer.close(close_code::AWAY, "server shutting down".into()).await,
+            () = &mut reauthenticate => writer.close(super::REAUTHENTICATE, "reauthenticate".into()).await,
             command = inbox.recv() => writer.obey(command).await,
             () = &mut notified => Flow::Continue,
             _ = ping.tick() => writer.ping(&alive).await,
@@ -383,7 +388,9 @@ impl Writer {
     /// Carries out what the reader asked; `None`: the reader is gone.
     async fn obey(&mut self, command: Option<Command>) -> Flow {
         match command {
-            Some(Command::Subscribe(names)) => self.frames.push(self.session.subscribe(&names).into_text()),
+            Some(Command::Subscribe(names, filter)) => {
+                self.frames.push(self.session.subscribe(&names, filter.as_ref()).into_text())
+            }
             Some(Command::Unsubscribe(names)) => {
                 self.frames.push(self.session.unsubscribe(&names).into_text())
             }

@@ -11,6 +11,9 @@
  */
 
 import { createBackoff } from "./backoff.js";
+
+/** The close code of a session that must re-authenticate (docs/protocol.md). */
+export const REAUTHENTICATE = 4401;
 import { createFallback, openTransport, transportUrl } from "./transport.js";
 
 /**
@@ -34,11 +37,14 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {number} fallbackAfter
  * @property {number} upgradeAfter  ms
  * @property {{base?: number, cap?: number, restartCap?: number}} backoff
- * @property {() => {cursor: string|null, collections: string[]}} query  where a new connection resumes
+ * @property {() => {cursor: string|null, collections: string[], filters?: Record<string, object[]>}} query
+ *   where a new connection resumes, and with which filters
  * @property {() => boolean} isHidden  whether the tab is hidden (no reconnects then)
  * @property {(data: string) => void} onFrame  a frame from the current connection
  * @property {(state: "connecting"|"offline") => void} onState
  * @property {() => void} onDrop  the current connection ended (its session with it)
+ * @property {() => unknown} onReauthenticate  the server closed with 4401: re-authorize
+ *   (a returned promise is awaited) before the next connection
  */
 
 /**
@@ -46,9 +52,12 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {() => void} open  opens a connection, unless one is open or opening
  * @property {() => void} reconnect  closes the connection (if any) and opens a new one now
  * @property {() => void} confirmed  `hello` arrived: the connection is live
- * @property {(collections: string[]) => void} announce  the page subscribes to `collections`:
- *   sends a `subscribe` frame for those the connection lacks (on SSE, reconnects with them)
+ * @property {(collections: string[], filters?: Record<string, object[]>) => void} announce
+ *   the page subscribes to `collections` (with these filters): sends a `subscribe` frame for
+ *   those the connection lacks or has with another filter (on SSE, reconnects with them)
  * @property {(collection: string) => void} retract  the page no longer shows `collection`
+ * @property {() => void} reauthenticate  the server said the session must re-authenticate
+ *   (an SSE `reauthenticate` frame): as a 4401 close
  * @property {() => void} close  closes for good
  * @property {boolean} closed  (read-only)
  * @property {"websocket"|"sse"|null} transport  the kind of the connection open or
@@ -64,7 +73,9 @@ export function keepConnection(options) {
   const backoff = createBackoff({ ...options.backoff, random: env.random });
   const fallback = createFallback({ mode: options.mode, fallbackAfter: options.fallbackAfter, log: env.log });
   let closed = false;
-  let current = null; // { kind, transport, gotHello, collections, helloTimer }, opening or live
+  // { kind, transport, gotHello, collections, helloTimer }, opening or live;
+  // `collections` maps each name to its filter as sent (JSON, "null": none).
+  let current = null;
   let retryTimer = null; // the scheduled reconnect, or null
   let upgradeTimer = null; // the retry of the WebSocket while on a fallback SSE
 
@@ -81,7 +92,10 @@ export function keepConnection(options) {
       kind: fallback.kind,
       transport: null,
       gotHello: false,
-      collections: query.collections.length > 0 ? new Set(query.collections) : null, // null: all ("*")
+      // null: all ("*")
+      collections: query.collections.length > 0
+        ? new Map(query.collections.map((name) => [name, filterKey(query.filters, name)]))
+        : null,
       helloTimer: null,
     };
     current = c;
@@ -116,7 +130,30 @@ export function keepConnection(options) {
     if (!c.gotHello) fallback.failed(c.kind);
     if (closed) return;
     onState("offline");
+    if (code === REAUTHENTICATE) {
+      reauthorize();
+      return;
+    }
     if (retryTimer === null && !options.isHidden()) retryTimer = env.setTimeout(open, backoff.next());
+  }
+
+  /**
+   * After a 4401: the page re-authorizes (`onReauthenticate`, default
+   * nothing: the next connect runs the server's authorize hook anyway), then
+   * the connection reopens on the backoff schedule, resuming from its
+   * cursor. A failed re-authorization is logged and retried the same way.
+   */
+  function reauthorize() {
+    let done;
+    try {
+      done = Promise.resolve(options.onReauthenticate());
+    } catch (error) {
+      done = Promise.reject(error);
+    }
+    done.catch((error) => env.log.warn("tidings: re-authorizing failed:", error)).then(() => {
+      if (closed || current || retryTimer !== null || options.isHidden()) return;
+      retryTimer = env.setTimeout(open, backoff.next());
+    });
   }
 
   function reconnect() {
@@ -147,17 +184,21 @@ export function keepConnection(options) {
     }, options.upgradeAfter);
   }
 
-  function announce(collections) {
+  function announce(collections, filters) {
     const c = current;
     if (!c || !c.gotHello || c.collections === null) return; // null: it receives all
-    const missing = collections.filter((name) => !c.collections.has(name));
-    if (missing.length === 0) return;
+    const changed = collections.filter((name) => c.collections.get(name) !== filterKey(filters, name));
+    if (changed.length === 0) return;
     if (c.kind === "sse") {
       reconnect(); // the list is in the URL
       return;
     }
-    for (const name of missing) c.collections.add(name);
-    c.transport.send({ type: "subscribe", collections: missing });
+    const unfiltered = changed.filter((name) => !filters?.[name]);
+    for (const name of changed) c.collections.set(name, filterKey(filters, name));
+    if (unfiltered.length > 0) c.transport.send({ type: "subscribe", collections: unfiltered });
+    for (const name of changed.filter((n) => filters?.[n])) {
+      c.transport.send({ type: "subscribe", collections: [name], where: filters[name] });
+    }
   }
 
   function retract(collection) {
@@ -167,6 +208,11 @@ export function keepConnection(options) {
     if (!c || !c.gotHello || c.kind === "sse" || !c.collections?.has(collection)) return;
     c.collections.delete(collection);
     c.transport.send({ type: "unsubscribe", collections: [collection] });
+  }
+
+  /** The filter of `name` as a comparable string ("null": none). */
+  function filterKey(filters, name) {
+    return JSON.stringify(filters?.[name] ?? null);
   }
 
   function close() {
@@ -183,6 +229,7 @@ export function keepConnection(options) {
     open,
     reconnect,
     confirmed,
+    reauthenticate: () => { if (current) dropped(current, REAUTHENTICATE); },
     announce,
     retract,
     close,

@@ -10,6 +10,9 @@
 /** The header that marks a request as made by this page's session. */
 export const SESSION_HEADER = "tidings-session";
 
+/** The response header with the cursor a JSON read's data is consistent with. */
+export const CURSOR_HEADER = "tidings-cursor";
+
 /**
  * Parses a frame (the text of a WebSocket message or an SSE event's data).
  * @param {unknown} data
@@ -39,14 +42,55 @@ export function checkSubscription(collection, reload) {
 }
 
 /**
+ * Throws a TypeError unless `where` is absent or a plain object of field
+ * names to a scalar (equality) or a non-empty array of scalars (`in`): the
+ * `where` option of `live.subscribe`.
+ * @param {unknown} where
+ */
+export function checkWhere(where) {
+  if (where === undefined || where === null) return;
+  const scalar = (v) => v === null || ["string", "number", "boolean"].includes(typeof v);
+  if (typeof where !== "object" || Array.isArray(where)) {
+    throw new TypeError("tidings: `where` must be an object of field names to values");
+  }
+  for (const [field, value] of Object.entries(where)) {
+    const ok = Array.isArray(value) ? value.length > 0 && value.every(scalar) : scalar(value);
+    if (!ok) throw new TypeError(`tidings: \`where.${field}\` must be a scalar or a non-empty array of scalars`);
+  }
+}
+
+/**
+ * Whether a notification passes `where`, by the rule the server applies
+ * (docs/protocol.md, "Filters"): every field equals the value, or one of the
+ * values of an array, in the new row, or in the old one (the row with
+ * `data.before` laid over it). Data that is not an object passes: nothing
+ * in it can be checked.
+ * @param {Record<string, unknown>} where
+ * @param {object} frame
+ * @returns {boolean}
+ */
+export function matchesWhere(where, frame) {
+  const data = frame.data;
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return true;
+  const passes = (row) => Object.entries(where).every(([field, value]) =>
+    field in row && (Array.isArray(value) ? value : [value]).some((v) => v === row[field]));
+  const before = data.before;
+  if (passes(data)) return true;
+  return before !== null && typeof before === "object" && !Array.isArray(before)
+    && passes({ ...data, ...before });
+}
+
+/**
  * @typedef {object} Subscriber
+ * @property {Record<string, unknown>} [where]  the server sends only the notifications
+ *   that pass it (or another subscriber's); notifications it does not pass are skipped
  * @property {(frame: object) => boolean} [filter]  notifications it does not pass are
  *   skipped (a `resync` that concerns its collection reaches it whatever the filter)
  * @property {() => unknown} trigger  called for every notification and `resync` it gets
  */
 
 /**
- * @typedef {"hello"|"notification"|"resync"|"error"|"other"} FrameKind
+ * @typedef {"hello"|"notification"|"resync"|"error"|"reauthenticate"|"other"} FrameKind
  */
 
 /**
@@ -54,11 +98,16 @@ export function checkSubscription(collection, reload) {
  * @property {string|null} sessionId  the public id from the last `hello` (read-only)
  * @property {string|null} cursor  the last cursor seen (read-only)
  * @property {string[]} collections  the collections with at least one subscriber (read-only)
+ * @property {Record<string, object[]>} filters  for each collection whose subscribers all
+ *   have a `where`, those filters (any may match): what the server is asked to send (read-only)
  * @property {(collection: string, subscriber: Subscriber) => () => boolean} subscribe
  *   adds a subscriber; returns its removal, which returns true when that left
  *   the collection without subscribers (the server can stop sending it)
  * @property {(data: unknown) => FrameKind|null} receive  handles one frame (text or
  *   object); returns its kind, or null if it is not a frame
+ * @property {(cursor: string) => void} adopt  a read's snapshot cursor (`tidings-cursor`): kept
+ *   when no cursor is held yet, so the first connection resumes from it (a cursor already held
+ *   is from before it, and resuming from there loses nothing either)
  * @property {() => void} forget  the connection ended: its session id and token mean nothing now
  * @property {(input: RequestInfo|URL, init?: RequestInit) => RequestInit} withSessionHeader
  *   `init` with the `tidings-session` header added (the token from `hello`), if there is a session
@@ -93,6 +142,7 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
       case undefined: // a notification
         moveCursor(frame);
         for (const subscriber of subscriptions.get(frame.collection) ?? []) {
+          if (subscriber.where && !matchesWhere(subscriber.where, frame)) continue;
           if (!subscriber.filter || subscriber.filter(frame)) subscriber.trigger();
         }
         return "notification";
@@ -109,6 +159,8 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
       case "error":
         log.warn(`tidings: the server refused a frame: ${frame.code}: ${frame.message}`);
         return "error";
+      case "reauthenticate": // the last frame of an SSE session (a WebSocket closes with 4401)
+        return "reauthenticate";
       default: // "subscribed", and types added later
         return "other";
     }
@@ -154,8 +206,20 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
     get sessionId() { return sessionId; },
     get cursor() { return cursor; },
     get collections() { return [...subscriptions.keys()]; },
+    get filters() {
+      const filters = {};
+      for (const [collection, subscribers] of subscriptions) {
+        const wheres = [...subscribers].map((s) => s.where);
+        // One subscriber without `where` wants everything: no filter.
+        if (collection !== "*" && wheres.every((w) => w)) filters[collection] = wheres;
+      }
+      return filters;
+    },
     subscribe,
     receive,
+    adopt(snapshot) {
+      if (cursor === null && typeof snapshot === "string" && snapshot !== "") cursor = snapshot;
+    },
     forget() {
       sessionId = null;
       token = null;

@@ -27,6 +27,10 @@
  *     cursor: document.body.dataset.cursor, // the cursor the server rendered into the page
  *   });
  *
+ *   // Only posts of forum 3 are sent by the server (`where`: equality, or an
+ *   // array for `in`, on top-level fields of `data`, combined with AND):
+ *   live.subscribe("posts", reloadPosts, { where: { forum_id: 3 } });
+ *
  *   // Called after a notification for "forums" or a resync that names it
  *   // (or does not say what changed); returns an
  *   // unsubscribe function. Reloads are single-flight: while one runs,
@@ -43,6 +47,11 @@
  *   // its own change (update the page from the response instead).
  *   const response = await live.fetch("/api/forums", { method: "POST", ... });
  *
+ *   // Your reads: a response's `tidings-cursor` header (a snapshot cursor,
+ *   // taken before the server read) is recorded, and the first connection,
+ *   // which waits for the reads made before it opens, resumes from it.
+ *   const forums = await (await live.fetch("/api/forums")).json();
+ *
  *   live.sessionId; live.cursor; live.state; live.transport; live.close();
  *
  * Options of `connect` (all optional):
@@ -58,6 +67,10 @@
  *   minReloadInterval — ms; a subscription's reloads start at least this
  *                   far apart (0: only single-flight); see createCoalescer;
  *   onError(error, collection) — a reload failed (default: console.error);
+ *   onReauthenticate() — the server closed with 4401 (the session was revoked
+ *                   or its identity expired): re-authorize, e.g. refresh a
+ *                   cookie; the client reconnects when the returned promise
+ *                   settles and resumes from its cursor (default: reconnect);
  *   start         — false: do not connect (drive it with `handleFrame`);
  *   WebSocket, EventSource, document, fetch, location, setTimeout,
  *   clearTimeout, random, log — the environment, replaceable for tests.
@@ -85,7 +98,7 @@
 
 import { createCoalescer } from "./coalescer.js";
 import { keepConnection } from "./connection.js";
-import { checkSubscription, createSession } from "./session.js";
+import { CURSOR_HEADER, checkSubscription, checkWhere, createSession } from "./session.js";
 import { TRANSPORT_MODES } from "./transport.js";
 
 // The pure helpers, part of the documented API (docs/client.md).
@@ -113,6 +126,8 @@ export const STATES = Object.freeze(["connecting", "live", "offline"]);
  * @property {number} [restartBackoffCap]
  * @property {number} [minReloadInterval]
  * @property {(error: unknown, collection: string) => void} [onError]
+ * @property {() => unknown} [onReauthenticate]  called after a 4401 close (or SSE
+ *   `reauthenticate` frame); the reconnect waits for the promise it returns
  * @property {boolean} [start]
  * @property {any} [WebSocket]
  * @property {any} [EventSource]
@@ -128,9 +143,11 @@ export const STATES = Object.freeze(["connecting", "live", "offline"]);
 /**
  * @typedef {object} Live  the object `connect` returns
  * @property {(collection: string, reload: (collection: string) => unknown,
- *   options?: {filter?: (frame: object) => boolean}) => () => void} subscribe
+ *   options?: {filter?: (frame: object) => boolean,
+ *     where?: Record<string, string|number|boolean|null|Array<string|number|boolean|null>>}) => () => void} subscribe
  * @property {(listener: (state: State) => void) => () => void} onState
- * @property {(input: RequestInfo|URL, init?: RequestInit) => Promise<Response>} fetch
+ * @property {(input: RequestInfo|URL, init?: RequestInit) => Promise<Response>} fetch  window.fetch
+ *   with the session header; records the response's `tidings-cursor` (see the header comment)
  * @property {() => void} close
  * @property {(data: unknown) => void} handleFrame  handles one frame (text or object) as if
  *   it came from the server: for tests and custom transports
@@ -153,7 +170,7 @@ export function connect(options = {}) {
   const session = createSession({ cursor: config.cursor, log: env.log });
   const connection = keepConnection({
     ...config,
-    query: () => ({ cursor: session.cursor, collections: session.collections }),
+    query: () => ({ cursor: session.cursor, collections: session.collections, filters: session.filters }),
     isHidden: () => Boolean(env.document?.hidden),
     onFrame: handleFrame,
     onState: state.set,
@@ -166,24 +183,29 @@ export function connect(options = {}) {
 
   /** @type {Live["handleFrame"]} */
   function handleFrame(data) {
-    if (session.receive(data) !== "hello") return;
+    const kind = session.receive(data);
+    if (kind === "reauthenticate") connection.reauthenticate();
+    if (kind !== "hello") return;
     connection.confirmed();
     state.set("live");
-    connection.announce(session.collections);
+    connection.announce(session.collections, session.filters);
   }
 
   /** @type {Live["subscribe"]} */
-  function subscribe(collection, reload, { filter } = {}) {
+  function subscribe(collection, reload, { filter, where } = {}) {
     checkSubscription(collection, reload);
+    checkWhere(where);
     const coalescer = createCoalescer(() => reload(collection), {
       onError: (error) => config.onError(error, collection),
       minInterval: config.minReloadInterval,
       setTimeout: env.setTimeout,
     });
-    const remove = session.subscribe(collection, { filter, trigger: coalescer.trigger });
-    connection.announce(session.collections);
+    const remove = session.subscribe(collection, { filter, where: where ?? undefined, trigger: coalescer.trigger });
+    connection.announce(session.collections, session.filters);
     return function unsubscribe() {
       if (remove()) connection.retract(collection);
+      // Another subscriber's filter may be all that is left: narrow to it.
+      else connection.announce(session.collections, session.filters);
     };
   }
 
@@ -195,11 +217,45 @@ export function connect(options = {}) {
     state.set("offline");
   }
 
-  if (config.start) queueMicrotask(connection.open);
+  // The first connection waits for the page's first reads through
+  // `live.fetch`, so that it resumes from their snapshot cursor.
+  let opened = false;
+  let readsInFlight = 0;
+  let openAfterReads = false;
+  function openFirst() {
+    if (readsInFlight > 0) {
+      openAfterReads = true;
+      return;
+    }
+    opened = true;
+    connection.open();
+  }
+
+  /** @type {Live["fetch"]} */
+  async function liveFetch(input, init) {
+    const early = !opened;
+    if (early) readsInFlight += 1;
+    try {
+      const response = await env.fetch(input, session.withSessionHeader(input, init));
+      const snapshot = response?.headers?.get?.(CURSOR_HEADER);
+      if (snapshot) session.adopt(snapshot);
+      return response;
+    } finally {
+      if (early) {
+        readsInFlight -= 1;
+        if (readsInFlight === 0 && openAfterReads) {
+          openAfterReads = false;
+          openFirst();
+        }
+      }
+    }
+  }
+
+  if (config.start) queueMicrotask(openFirst);
   return {
     subscribe,
     onState: state.listen,
-    fetch: (input, init) => env.fetch(input, session.withSessionHeader(input, init)),
+    fetch: liveFetch,
     close,
     handleFrame,
     reconnect: connection.reconnect,
@@ -244,6 +300,7 @@ function readOptions(options) {
     minReloadInterval: options.minReloadInterval ?? 0,
     onError: options.onError
       ?? ((error, collection) => log.error(`tidings: reloading ${collection} failed:`, error)),
+    onReauthenticate: options.onReauthenticate ?? (() => undefined),
     start: options.start !== false,
   };
 }

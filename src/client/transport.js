@@ -21,10 +21,15 @@ const WEBSOCKET_OPEN = 1;
  * @param {{cursor?: string|null, collections?: Iterable<string>}} [query]
  * @returns {string}
  */
-export function buildUrl(base, { cursor, collections } = {}) {
+export function buildUrl(base, { cursor, collections, filters } = {}) {
   const params = [];
   const names = [...(collections || [])].filter(Boolean);
   if (names.length > 0) params.push(`collections=${names.map(encodeURIComponent).join(",")}`);
+  // Only for collections in the list: `where` narrows named collections.
+  const wanted = Object.entries(filters || {}).filter(([name]) => names.includes(name));
+  if (names.length > 0 && wanted.length > 0) {
+    params.push(`where=${encodeURIComponent(JSON.stringify(Object.fromEntries(wanted)))}`);
+  }
   if (cursor) params.push(`cursor=${encodeURIComponent(cursor)}`);
   if (params.length === 0) return base;
   return base + (base.includes("?") ? "&" : "?") + params.join("&");

@@ -11,8 +11,10 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
+use super::filter::Fields;
 use super::frame::{Frame, OpenFrame, Outbox};
 use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionId};
@@ -27,6 +29,10 @@ pub(crate) struct Entry {
     pub(crate) audience: Option<Arc<str>>,
     /// The public id of the session that must not receive it.
     pub(crate) skip: Option<SessionId>,
+    /// The fields of its `data`, read once for every session's filters;
+    /// `None` when the data is not an object (then no filter can hold it
+    /// back).
+    pub(crate) fields: Option<Box<Fields>>,
 }
 
 impl Entry {
@@ -40,17 +46,26 @@ impl Entry {
 /// instance's clock, or Redis', may run ahead a little).
 const FUTURE_SLACK_MS: u64 = 60_000;
 
-/// A notification serialized outside the lock, waiting for its cursor.
+/// A notification serialized, and its fields read, outside the lock,
+/// waiting for its cursor.
 struct Prepared {
     frame: OpenFrame,
     n: Notification,
     skip: Option<SessionId>,
     given: Option<Cursor>,
+    fields: Option<Box<Fields>>,
 }
 
 impl Prepared {
-    fn new((n, given): (Notification, Option<Cursor>)) -> Self {
-        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given }
+    /// `read_fields`: whether some session has a filter (else the fields
+    /// would be read for nobody).
+    fn new((n, given): (Notification, Option<Cursor>), read_fields: bool) -> Self {
+        let fields = if read_fields {
+            n.data.as_ref().and_then(|d| Fields::parse(d.get())).map(Box::new)
+        } else {
+            None
+        };
+        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, fields }
     }
 }
 
@@ -58,6 +73,12 @@ pub(crate) struct History {
     epoch: u32,
     capacity: usize,
     ring: RwLock<Ring>,
+    /// How many sessions have a filter. While none has, a notification's
+    /// fields are not read: an application that does not filter pays
+    /// nothing for filters. An entry appended without its fields passes
+    /// every filter (a session that subscribes with a filter meanwhile gets
+    /// one frame too many, never one too few).
+    filtered_sessions: AtomicUsize,
 }
 
 struct Ring {
@@ -255,6 +276,7 @@ impl History {
         History {
             epoch,
             capacity,
+            filtered_sessions: AtomicUsize::new(0),
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
                 next_seq: 1,
@@ -266,6 +288,19 @@ impl History {
         }
     }
 
+    /// A session gained (`true`) or lost its last (`false`) filter.
+    pub(crate) fn count_filtered_session(&self, filtered: bool) {
+        if filtered {
+            self.filtered_sessions.fetch_add(1, AtomicOrdering::Relaxed);
+        } else {
+            self.filtered_sessions.fetch_sub(1, AtomicOrdering::Relaxed);
+        }
+    }
+
+    fn has_filtered_sessions(&self) -> bool {
+        self.filtered_sessions.load(AtomicOrdering::Relaxed) > 0
+    }
+
     /// The backplane has loaded the stream's tail: stream ids can be placed.
     pub(crate) fn mark_loaded(&self) {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).loaded = true;
@@ -274,7 +309,7 @@ impl History {
     /// Appends one notification: what [`append`](Self::append) does, without
     /// an iterator, on the path of every single `notify`.
     pub(crate) fn append_one(&self, n: Notification, given: Option<Cursor>) {
-        let prepared = Prepared::new((n, given));
+        let prepared = Prepared::new((n, given), self.has_filtered_sessions());
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, prepared);
         drop(ring);
@@ -287,9 +322,10 @@ impl History {
     /// history. Serialized outside the lock, appended under one lock (a
     /// committed batch: readers see all of it or none of it).
     pub(crate) fn append(&self, items: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
-        let Some(first) = items.next().map(Prepared::new) else { return };
+        let read_fields = self.has_filtered_sessions();
+        let Some(first) = items.next().map(|item| Prepared::new(item, read_fields)) else { return };
         // Empty, and so not allocated, for a single notification.
-        let rest: Vec<Prepared> = items.map(Prepared::new).collect();
+        let rest: Vec<Prepared> = items.map(|item| Prepared::new(item, read_fields)).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, first);
         let evicted_rest: Vec<Entry> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
@@ -301,7 +337,7 @@ impl History {
     /// Assigns the cursor, closes the frame and stores it; returns the
     /// entry evicted to make room, to be dropped unlocked.
     fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Entry> {
-        let Prepared { frame, n, skip, given } = p;
+        let Prepared { frame, n, skip, given, fields } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
@@ -314,7 +350,8 @@ impl History {
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor());
         }
-        ring.entries.push_back(Entry { seq, frame, collection: n.collection, audience: n.audience, skip });
+        let entry = Entry { seq, frame, collection: n.collection, audience: n.audience, skip, fields };
+        ring.entries.push_back(entry);
         evicted
     }
 
@@ -734,5 +771,21 @@ mod tests {
             ["late"],
             "other users' inboxes are not named"
         );
+    }
+
+    #[test]
+    fn fields_are_read_only_while_some_session_has_a_filter() {
+        let h = History::new(1, 8);
+        let n =
+            || Notification::new("posts", Op::Insert).with_data(&serde_json::json!({"forum_id": 3})).unwrap();
+        h.append_one(n(), None);
+        h.count_filtered_session(true);
+        h.append_one(n(), None);
+        h.append(&mut std::iter::once((n(), None)));
+        h.count_filtered_session(false);
+        h.append_one(n(), None);
+        let ring = h.ring.read().unwrap();
+        let read: Vec<bool> = ring.entries.iter().map(|e| e.fields.is_some()).collect();
+        assert_eq!(read, [false, true, true, false]);
     }
 }

@@ -10,6 +10,7 @@
 //! The hub is a [`Receiver`]: whatever the backplane brings back arrives
 //! here, and only here.
 
+mod filter;
 mod frame;
 mod history;
 mod protocol;
@@ -25,6 +26,7 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use filter::Where;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
 pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
@@ -32,7 +34,7 @@ pub(crate) use session::Session;
 pub(crate) use subscriptions::Subscriptions;
 
 use crate::backplane::{Link, Part, Publication, PublishError, Receiver};
-use crate::{Config, Cursor, Notification, SessionId, SessionToken};
+use crate::{Config, Cursor, Identity, Notification, SessionId, SessionToken};
 
 /// How long a session opening at start-up waits for the backplane to load
 /// its history before it opens anyway (an unplaceable cursor then gets
@@ -47,8 +49,8 @@ pub(crate) struct Hub {
     /// Where notifications are published; set once, right after the hub is
     /// created (the backplane needs a handle on the hub to start).
     link: OnceLock<Box<dyn Link>>,
-    /// Each live session's wake-up signal, by public id.
-    sessions: DashMap<SessionId, Arc<Notify>>,
+    /// Each live session's signals and identity, by public id.
+    sessions: DashMap<SessionId, Registration>,
     /// Pokes the waker task after each delivery.
     waker: Arc<Notify>,
     /// The number of sessions: shutdown waits on it, applications watch it.
@@ -63,6 +65,15 @@ pub(crate) struct Hub {
     ready: watch::Sender<bool>,
     /// Why the backplane is degraded, if it is, part by part.
     degraded: Mutex<Degraded>,
+}
+
+/// What the hub keeps of a live session: how to wake it, how to tell it to
+/// close for re-authentication, and who it is (to find it by audience or
+/// user).
+struct Registration {
+    wake: Arc<Notify>,
+    reauthenticate: CancellationToken,
+    identity: Arc<Identity>,
 }
 
 /// The state of each part of the backplane: `Some(reason)` while broken.
@@ -146,19 +157,36 @@ impl Hub {
     }
 
     /// Adds a session; it is woken for every notification delivered from
-    /// now on. Returns the session's new secret token; it is registered
-    /// under the token's public id.
-    pub(crate) fn register(&self) -> (SessionToken, Arc<Notify>) {
+    /// now on. Returns the session's new secret token (it is registered
+    /// under the token's public id), its wake-up signal, and the token
+    /// cancelled when it must re-authenticate.
+    pub(crate) fn register(&self, identity: Arc<Identity>) -> (SessionToken, Arc<Notify>, CancellationToken) {
         let wake = Arc::new(Notify::new());
+        let reauthenticate = CancellationToken::new();
         loop {
             // Two tokens whose ids collide (2^-64 per pair) only cost a retry.
             let token = SessionToken::generate();
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(token.id()) {
-                slot.insert(wake.clone());
+                let registration =
+                    Registration { wake: wake.clone(), reauthenticate: reauthenticate.clone(), identity };
+                slot.insert(registration);
                 self.count.send_modify(|n| *n += 1);
-                return (token, wake);
+                return (token, wake, reauthenticate);
             }
         }
+    }
+
+    /// Tells every session whose identity `matches` to close with 4401
+    /// (`reauthenticate`); returns how many were told.
+    pub(crate) fn reauthenticate(&self, matches: impl Fn(&Identity) -> bool) -> usize {
+        let mut told = 0;
+        for session in self.sessions.iter() {
+            if matches(&session.identity) {
+                session.reauthenticate.cancel();
+                told += 1;
+            }
+        }
+        told
     }
 
     pub(crate) fn unregister(&self, id: SessionId) {
@@ -209,7 +237,7 @@ impl Hub {
 
     fn wake_sessions(&self) {
         for session in self.sessions.iter() {
-            session.value().notify_one();
+            session.wake.notify_one();
         }
     }
 }

@@ -12,8 +12,16 @@ use crate::{Cursor, SessionId, SessionToken};
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub(crate) enum ClientFrame {
-    Subscribe { collections: Vec<String> },
-    Unsubscribe { collections: Vec<String> },
+    /// `where`: a filter, or a list of filters any of which may match, for
+    /// every collection named (see `docs/protocol.md`).
+    Subscribe {
+        collections: Vec<String>,
+        #[serde(default, rename = "where")]
+        filter: Option<serde_json::Value>,
+    },
+    Unsubscribe {
+        collections: Vec<String>,
+    },
 }
 
 /// A control frame the server sends.
@@ -43,6 +51,9 @@ pub(crate) enum ServerFrame<'a> {
     Unsubscribed { collections: Vec<&'a str>, all: bool, count: usize },
     /// A client frame was refused; the session goes on.
     Error { code: ErrorCode, message: &'a str },
+    /// The last frame of an SSE session that must re-authenticate (a
+    /// WebSocket closes with 4401 instead).
+    Reauthenticate,
 }
 
 /// Machine-readable reasons in `error` frames.
@@ -104,7 +115,10 @@ mod tests {
     #[test]
     fn client_frames_parse() {
         let f: ClientFrame = serde_json::from_str(r#"{"type":"subscribe","collections":["a"]}"#).unwrap();
-        assert!(matches!(f, ClientFrame::Subscribe { collections } if collections == ["a"]));
+        assert!(matches!(f, ClientFrame::Subscribe { collections, filter: None } if collections == ["a"]));
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"subscribe","collections":["a"],"where":{"id":[1,2]}}"#).unwrap();
+        assert!(matches!(f, ClientFrame::Subscribe { filter: Some(w), .. } if w["id"][1] == 2));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"dance"}"#).is_err());
     }
 }

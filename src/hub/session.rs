@@ -1,9 +1,11 @@
 //! One connected client, whatever carries its frames: its identity, its
 //! subscriptions and its position in the shared history.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::Hub;
 use super::frame::{Frame, Outbox};
@@ -22,7 +24,7 @@ pub(crate) struct Session {
     /// This session's secret: notifications caused with it are skipped.
     token: SessionToken,
     hub: Arc<Hub>,
-    identity: Identity,
+    identity: Arc<Identity>,
     subscriptions: Subscriptions,
     /// The sequence number of the next notification to read.
     next: u64,
@@ -31,6 +33,10 @@ pub(crate) struct Session {
     /// to it are not sent again.
     seen_through: Option<Cursor>,
     wake: Arc<Notify>,
+    /// Cancelled when the application asks this session to re-authenticate.
+    reauthenticate: CancellationToken,
+    /// Whether the history counts this session among those with a filter.
+    counted_filtered: bool,
 }
 
 impl Session {
@@ -45,7 +51,14 @@ impl Session {
     ) -> (Session, Vec<Frame>) {
         // Registered before the position is read: every notification after
         // that position then finds this session in the map and wakes it.
-        let (token, wake) = hub.register();
+        let identity = Arc::new(identity);
+        // Counted before the position is read, so entries from it on are
+        // read with their fields.
+        let counted_filtered = subscriptions.filtered();
+        if counted_filtered {
+            hub.history.count_filtered_session(true);
+        }
+        let (token, wake, reauthenticate) = hub.register(identity.clone());
         let (head, fresh) = hub.history.position();
         // `Some(None)`: a resume was asked for with something not a cursor.
         let resume: Option<Option<Cursor>> = resume.map(|raw| raw.parse().ok());
@@ -65,7 +78,17 @@ impl Session {
             });
             first.push(ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
         }
-        let session = Session { token, hub, identity, subscriptions, next, seen_through, wake };
+        let session = Session {
+            token,
+            hub,
+            identity,
+            subscriptions,
+            next,
+            seen_through,
+            wake,
+            reauthenticate,
+            counted_filtered,
+        };
         (session, first)
     }
 
@@ -82,10 +105,32 @@ impl Session {
         self.wake.clone()
     }
 
+    /// Resolves when the session must close for re-authentication: the
+    /// application asked for it ([`Notifier::reauthenticate_user`](crate::Notifier::reauthenticate_user)
+    /// and friends), or the identity expired. Owns what it needs, so the
+    /// transport pins it once for the whole session.
+    pub(crate) fn must_reauthenticate(&self) -> impl Future<Output = ()> + Send + 'static {
+        let told = self.reauthenticate.clone();
+        let expiry = self.identity.expiry();
+        async move {
+            let expired = async {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = told.cancelled() => {}
+                () = expired => {}
+            }
+        }
+    }
+
     /// Applies a `subscribe` frame and returns the reply: `subscribed`, or
     /// an `error` when nothing changed.
-    pub(crate) fn subscribe(&mut self, names: &[String]) -> Frame {
-        let result = self.subscriptions.subscribe(names, &self.identity);
+    pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
+        let result = self.subscriptions.subscribe(names, filter, &self.identity);
+        self.recount_filtered();
         self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
             collections,
             all,
@@ -97,11 +142,21 @@ impl Session {
     /// or an `error` when nothing changed.
     pub(crate) fn unsubscribe(&mut self, names: &[String]) -> Frame {
         let result = self.subscriptions.unsubscribe(names);
+        self.recount_filtered();
         self.reply(names, result, |collections, all, count| ServerFrame::Unsubscribed {
             collections,
             all,
             count,
         })
+    }
+
+    /// Tells the history whether this session has a filter now.
+    fn recount_filtered(&mut self) {
+        let filtered = self.subscriptions.filtered();
+        if filtered != self.counted_filtered {
+            self.hub.history.count_filtered_session(filtered);
+            self.counted_filtered = filtered;
+        }
     }
 
     /// The acknowledgement echoes the frame's own names, which were checked
@@ -136,7 +191,9 @@ impl Session {
             e.skip != Some(id)
                 && seen_through
                     .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
-                && may_see(identity, subscriptions, &e.collection, e.audience.as_deref())
+                // The subscription first: with filters, most entries stop here.
+                && subscriptions.wants(&e.collection, e.fields.as_deref())
+                && identity_may_see(identity, &e.collection, e.audience.as_deref())
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
             Read::Read { next, caught_up } => {
@@ -168,13 +225,19 @@ fn may_see(
     collection: &str,
     audience: Option<&str>,
 ) -> bool {
-    subscriptions.contains(collection)
-        && identity.may_read(collection)
-        && audience.is_none_or(|a| identity.belongs_to(a))
+    subscriptions.contains(collection) && identity_may_see(identity, collection, audience)
+}
+
+/// The identity's part of [`may_see`].
+fn identity_may_see(identity: &Identity, collection: &str, audience: Option<&str>) -> bool {
+    identity.may_read(collection) && audience.is_none_or(|a| identity.belongs_to(a))
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if self.counted_filtered {
+            self.hub.history.count_filtered_session(false);
+        }
         self.hub.unregister(self.token.id());
     }
 }

@@ -1,8 +1,11 @@
-//! What a session receives: the collections it subscribed to, checked
-//! against the limits and the session's identity.
+//! What a session receives: the collections it subscribed to, each with
+//! its filters, checked against the limits and the session's identity.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde_json::Value;
+
+use super::filter::{self, Fields, Filter, FilterError, Where};
 use super::protocol::ErrorCode;
 use crate::Identity;
 
@@ -46,10 +49,29 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     ))
 }
 
-/// What a session wants from one collection. Today: every notification;
-/// per-collection filters will live here.
+/// What a session wants from one collection: every notification
+/// (`filters` is `None`), or those that pass any of its filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Subscription {}
+pub(crate) struct Subscription {
+    filters: Option<Box<[Filter]>>,
+}
+
+impl Subscription {
+    /// Whether a notification with these fields (`None`: data that is not
+    /// an object, or none) passes. Without fields nothing can be checked,
+    /// so it passes: a filtered subscriber never misses a change it may
+    /// concern (a condensed batch carries no data).
+    fn passes(&self, fields: Option<&Fields>) -> bool {
+        match (&self.filters, fields) {
+            (Some(filters), Some(fields)) => filters.iter().any(|f| f.matches(fields)),
+            _ => true,
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.filters.iter().flatten().map(Filter::size).sum()
+    }
+}
 
 /// The collections a session receives: `*` means all of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,31 +91,92 @@ impl Subscriptions {
     /// From the `collections` query parameter: comma-separated names, or
     /// everything when absent or empty. Refused when a name is malformed or
     /// there are more than [`MAX_NAMES`](Self::MAX_NAMES).
-    pub(crate) fn from_query(list: Option<&str>) -> Result<Self, String> {
+    ///
+    /// `filters`, the `where` query parameter, is a JSON object from
+    /// collection names to a [`where`](filter::parse_where); each of those
+    /// collections is subscribed with it.
+    pub(crate) fn from_query(list: Option<&str>, filters: Option<&str>) -> Result<Self, String> {
         let mut subscriptions = Subscriptions { all: false, names: BTreeMap::new() };
         for name in list.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
             check_name(name)?;
-            subscriptions.add(name);
+            subscriptions.add(name, None);
             if subscriptions.names.len() > Self::MAX_NAMES {
                 return Err(format!("at most {} collections per session", Self::MAX_NAMES));
             }
         }
         subscriptions.all |= subscriptions.names.is_empty();
+        if let Some(filters) = filters.filter(|f| !f.trim().is_empty()) {
+            let by_name: serde_json::Map<String, Value> = serde_json::from_str(filters)
+                .map_err(|_| "`where` must be a JSON object of collection names to filters".to_owned())?;
+            for (name, value) in &by_name {
+                check_name(name)?;
+                if name == Self::ALL {
+                    return Err("a filter needs a named collection, not `*`".into());
+                }
+                let parsed = filter::parse_where(value).map_err(|e| format!("`{name}`: {}", e.message()))?;
+                subscriptions.add(name, parsed);
+                if subscriptions.names.len() > Self::MAX_NAMES {
+                    return Err(format!("at most {} collections per session", Self::MAX_NAMES));
+                }
+            }
+            subscriptions.check_size().map_err(|r| r.message)?;
+        }
         Ok(subscriptions)
     }
 
-    /// The first named collection `identity` may not read, if any.
-    pub(crate) fn first_forbidden<'a>(&'a self, identity: &Identity) -> Option<&'a str> {
-        self.names.keys().map(|n| &**n).find(|n| !identity.may_read(n))
+    /// Refuses a session whose filters hold more than
+    /// [`MAX_SESSION_VALUES`](filter::MAX_SESSION_VALUES) values in all.
+    fn check_size(&self) -> Result<(), Refusal> {
+        let size: usize = self.names.values().map(Subscription::size).sum();
+        if size > filter::MAX_SESSION_VALUES {
+            let message = format!("at most {} filter values per session", filter::MAX_SESSION_VALUES);
+            return Err(Refusal::new(ErrorCode::Forbidden, message));
+        }
+        Ok(())
     }
 
-    /// Adds collections; all or nothing, refused if a name is malformed
-    /// (`bad_frame`), not allowed, or if the session would hold more than
-    /// [`MAX_NAMES`](Self::MAX_NAMES) (`forbidden`).
-    pub(crate) fn subscribe(&mut self, names: &[String], identity: &Identity) -> Result<(), Refusal> {
+    /// The first subscription `identity` does not allow, if any: a named
+    /// collection it may not read, or one (or `*`) its
+    /// [`permit`](Identity::permit) hook refuses with its filter.
+    pub(crate) fn first_forbidden<'a>(&'a self, identity: &Identity) -> Option<&'a str> {
+        if self.all && !identity.may_subscribe(Self::ALL, None) {
+            return Some(Self::ALL);
+        }
+        self.names
+            .iter()
+            .find(|(name, s)| !identity.may_subscribe(name, s.filters.as_deref().map(Where::new).as_ref()))
+            .map(|(name, _)| &**name)
+    }
+
+    /// Adds collections, each with the filter `filter` (a `where`; `None`:
+    /// everything), which replaces the filter it had. All or nothing,
+    /// refused if a name or the filter is malformed (`bad_frame`), not
+    /// allowed, or if the session would hold more than
+    /// [`MAX_NAMES`](Self::MAX_NAMES) collections or too large filters
+    /// (`forbidden`).
+    pub(crate) fn subscribe(
+        &mut self,
+        names: &[String],
+        filter: Option<&Value>,
+        identity: &Identity,
+    ) -> Result<(), Refusal> {
         names.iter().try_for_each(|n| check_name(n)).map_err(|m| Refusal::new(ErrorCode::BadFrame, m))?;
-        if let Some(bad) = names.iter().find(|n| *n != Self::ALL && !identity.may_read(n)) {
-            return Err(Refusal::new(ErrorCode::Forbidden, format!("not allowed to subscribe to `{bad}`")));
+        let filters = match filter {
+            Some(value) => filter::parse_where(value).map_err(|e| match e {
+                FilterError::Malformed(m) => Refusal::new(ErrorCode::BadFrame, m),
+                FilterError::TooLarge(m) => Refusal::new(ErrorCode::Forbidden, m),
+            })?,
+            None => None,
+        };
+        if filters.is_some() && names.iter().any(|n| n == Self::ALL) {
+            let message = "a filter needs a named collection, not `*`".to_owned();
+            return Err(Refusal::new(ErrorCode::BadFrame, message));
+        }
+        let filter = filters.as_deref().map(Where::new);
+        if let Some(bad) = names.iter().find(|n| !identity.may_subscribe(n, filter.as_ref())) {
+            let with = if filter.is_some() { " with this filter" } else { "" };
+            let message = format!("not allowed to subscribe to `{bad}`{with}");
+            return Err(Refusal::new(ErrorCode::Forbidden, message));
         }
         let new: BTreeSet<&str> = names
             .iter()
@@ -104,7 +187,12 @@ impl Subscriptions {
             let message = format!("at most {} collections per session", Self::MAX_NAMES);
             return Err(Refusal::new(ErrorCode::Forbidden, message));
         }
-        names.iter().for_each(|name| self.add(name));
+        let before = self.clone();
+        names.iter().for_each(|name| self.add(name, filters.clone()));
+        if let Err(refusal) = self.check_size() {
+            *self = before;
+            return Err(refusal);
+        }
         Ok(())
     }
 
@@ -122,17 +210,30 @@ impl Subscriptions {
         Ok(())
     }
 
-    fn add(&mut self, name: &str) {
+    fn add(&mut self, name: &str, filters: Option<Box<[Filter]>>) {
         match name {
             Self::ALL => self.all = true,
             name => {
-                self.names.entry(name.into()).or_default();
+                self.names.insert(name.into(), Subscription { filters });
             }
         }
     }
 
+    /// Whether the session receives anything of `collection`.
     pub(crate) fn contains(&self, collection: &str) -> bool {
         self.all || self.names.contains_key(collection)
+    }
+
+    /// Whether the session receives a notification of `collection` with
+    /// these fields: subscribed to `*`, or to the collection with a filter
+    /// it passes. One lookup, no JSON.
+    pub(crate) fn wants(&self, collection: &str, fields: Option<&Fields>) -> bool {
+        self.all || self.names.get(collection).is_some_and(|s| s.passes(fields))
+    }
+
+    /// Whether any collection is subscribed with a filter.
+    pub(crate) fn filtered(&self) -> bool {
+        self.names.values().any(|s| s.filters.is_some())
     }
 
     /// Whether `*` is subscribed.
@@ -156,13 +257,13 @@ mod tests {
 
     #[test]
     fn query_parses_to_subscriptions() {
-        assert!(Subscriptions::from_query(None).unwrap().contains("x"));
-        assert!(Subscriptions::from_query(Some("")).unwrap().contains("x"));
-        let s = Subscriptions::from_query(Some("forums, posts")).unwrap();
+        assert!(Subscriptions::from_query(None, None).unwrap().contains("x"));
+        assert!(Subscriptions::from_query(Some(""), None).unwrap().contains("x"));
+        let s = Subscriptions::from_query(Some("forums, posts"), None).unwrap();
         assert!(s.contains("posts") && !s.contains("x"));
         assert_eq!((s.all(), s.count()), (false, 2));
-        assert!(Subscriptions::from_query(Some("*,a")).unwrap().contains("x"));
-        assert!(Subscriptions::from_query(Some("a,b c")).unwrap_err().contains("`b c`"));
+        assert!(Subscriptions::from_query(Some("*,a"), None).unwrap().contains("x"));
+        assert!(Subscriptions::from_query(Some("a,b c"), None).unwrap_err().contains("`b c`"));
     }
 
     #[test]
@@ -182,40 +283,80 @@ mod tests {
     #[test]
     fn star_can_be_dropped_and_restored() {
         let id = Identity::anonymous();
-        let mut s = Subscriptions::from_query(None).unwrap();
+        let mut s = Subscriptions::from_query(None, None).unwrap();
         assert!(s.unsubscribe(&names(&["*"])).is_ok());
         assert!(!s.contains("forums"));
-        assert!(s.subscribe(&names(&["forums"]), &id).is_ok());
+        assert!(s.subscribe(&names(&["forums"]), None, &id).is_ok());
         assert!(s.contains("forums") && !s.contains("posts"));
-        assert!(s.subscribe(&names(&["*"]), &id).is_ok());
+        assert!(s.subscribe(&names(&["*"]), None, &id).is_ok());
         assert!(s.contains("posts"));
     }
 
     #[test]
     fn subscriptions_are_capped() {
         let id = Identity::anonymous();
-        let mut s = Subscriptions::from_query(None).unwrap();
+        let mut s = Subscriptions::from_query(None, None).unwrap();
         let many: Vec<String> = (0..Subscriptions::MAX_NAMES).map(|i| format!("c{i}")).collect();
-        assert!(s.subscribe(&many, &id).is_ok());
-        assert!(s.subscribe(&names(&["c0", "c0"]), &id).is_ok(), "names already held are not new");
-        let refusal = s.subscribe(&names(&["one-more"]), &id).err().unwrap();
+        assert!(s.subscribe(&many, None, &id).is_ok());
+        assert!(s.subscribe(&names(&["c0", "c0"]), None, &id).is_ok(), "names already held are not new");
+        let refusal = s.subscribe(&names(&["one-more"]), None, &id).err().unwrap();
         assert_eq!(refusal.code, ErrorCode::Forbidden);
         assert!(refusal.message.contains("at most"));
         let query: Vec<String> = (0..=Subscriptions::MAX_NAMES).map(|i| format!("c{i}")).collect();
-        assert!(Subscriptions::from_query(Some(&query.join(","))).unwrap_err().contains("at most"));
+        assert!(Subscriptions::from_query(Some(&query.join(",")), None).unwrap_err().contains("at most"));
     }
 
     #[test]
     fn refused_frames_change_nothing() {
         let id = Identity::anonymous().collections(["forums", "posts"]);
-        let mut s = Subscriptions::from_query(Some("forums")).unwrap();
+        let mut s = Subscriptions::from_query(Some("forums"), None).unwrap();
         let before = s.clone();
-        let refusal = s.subscribe(&names(&["posts", "audit"]), &id).err().unwrap();
+        let refusal = s.subscribe(&names(&["posts", "audit"]), None, &id).err().unwrap();
         assert_eq!(refusal.code, ErrorCode::Forbidden);
-        let refusal = s.subscribe(&names(&["posts", "bad name"]), &id).err().unwrap();
+        let refusal = s.subscribe(&names(&["posts", "bad name"]), None, &id).err().unwrap();
         assert_eq!(refusal.code, ErrorCode::BadFrame);
         let refusal = s.unsubscribe(&names(&["forums", ""])).err().unwrap();
         assert_eq!(refusal.code, ErrorCode::BadFrame);
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn filters_narrow_a_collection_and_a_resubscribe_replaces_them() {
+        let id = Identity::anonymous();
+        let forum = |n: u32| Fields::parse(&format!(r#"{{"forum_id":{n}}}"#));
+        let mut s = Subscriptions::from_query(Some("posts"), Some(r#"{"posts":{"forum_id":3}}"#)).unwrap();
+        assert!(s.wants("posts", forum(3).as_ref()) && !s.wants("posts", forum(4).as_ref()));
+        assert!(s.wants("posts", None), "no data: cannot tell, so it is sent");
+        assert!(!s.wants("forums", None));
+        let either = serde_json::json!([{"forum_id": 4}, {"forum_id": 5}]);
+        assert!(s.subscribe(&names(&["posts"]), Some(&either), &id).is_ok());
+        assert!(!s.wants("posts", forum(3).as_ref()) && s.wants("posts", forum(5).as_ref()));
+        assert!(s.subscribe(&names(&["posts"]), None, &id).is_ok());
+        assert!(s.wants("posts", forum(3).as_ref()), "without a filter: everything");
+    }
+
+    #[test]
+    fn bad_filters_change_nothing() {
+        let id = Identity::anonymous();
+        let mut s = Subscriptions::from_query(Some("posts"), None).unwrap();
+        let before = s.clone();
+        let bad = serde_json::json!({"forum_id": {"gt": 3}});
+        assert_eq!(s.subscribe(&names(&["posts"]), Some(&bad), &id).err().unwrap().code, ErrorCode::BadFrame);
+        let star = serde_json::json!({"id": 1});
+        assert_eq!(s.subscribe(&names(&["*"]), Some(&star), &id).err().unwrap().code, ErrorCode::BadFrame);
+        // Under the per-filter limits, over the per-session one.
+        let values: Vec<u32> = (0..filter::MAX_VALUES as u32).collect();
+        let big = serde_json::json!({ "id": values });
+        let per_session = filter::MAX_SESSION_VALUES / filter::MAX_VALUES;
+        let many: Vec<String> = (0..per_session).map(|i| format!("c{i}")).collect();
+        assert!(s.subscribe(&many, Some(&big), &id).is_ok());
+        let snapshot = s.clone();
+        let refusal = s.subscribe(&names(&["posts"]), Some(&big), &id).err().unwrap();
+        assert_eq!(refusal.code, ErrorCode::Forbidden);
+        assert!(refusal.message.contains("filter values per session"), "{}", refusal.message);
+        assert_eq!(s, snapshot);
+        assert_ne!(s, before);
+        assert!(Subscriptions::from_query(Some("a"), Some("{")).unwrap_err().contains("JSON object"));
+        assert!(Subscriptions::from_query(None, Some(r#"{"*":{"id":1}}"#)).is_err());
     }
 }

@@ -649,3 +649,126 @@ scenario("k. a page away for more than the replay buffer reloads only the collec
   assert.ok(after.posts > before.posts, "posts were reloaded");
   assert.equal(after.forums, before.forums, "forums were not reloaded: they did not change");
 });
+
+scenario("l. a write between a JSON page's first read and its WebSocket opening reaches the page", async (t) => {
+  const title = `Forum L ${Date.now()}`;
+  const injected = { done: false, readHadIt: null, socketsBeforeWrite: null };
+  const sockets = [];
+  const page = await openPage(t, "json", {
+    pathAndQuery: "/?load=json",
+    setup: async (page) => {
+      page.on("websocket", (ws) => sockets.push(ws.url()));
+      // The page's first read of the forums: the server reads (and takes its
+      // snapshot cursor); then, before the page gets the answer, and so
+      // before its connection opens, another client creates a forum.
+      await page.route("**/api/forums", async (route) => {
+        if (injected.done || route.request().method() !== "GET") return route.continue();
+        injected.done = true;
+        const response = await route.fetch();
+        const forums = await response.json();
+        injected.readHadIt = forums.some((f) => f.title === title);
+        injected.cursor = response.headers()["tidings-cursor"];
+        injected.socketsBeforeWrite = sockets.length;
+        await createForum(title);
+        await route.fulfill({ response });
+      });
+    },
+  });
+  assert.ok(injected.done, "the first read was intercepted");
+  assert.equal(injected.readHadIt, false, "the read was made before the write");
+  assert.ok(injected.cursor, "the read carries a tidings-cursor header");
+  assert.equal(injected.socketsBeforeWrite, 0, "the connection was not open yet");
+  await waitForForum(page, title, 5000);
+  assert.match(sockets[0], new RegExp(`[?&]cursor=${encodeURIComponent(injected.cursor)}`),
+    `the connection resumed from the snapshot cursor: ${sockets[0]}`);
+});
+
+scenario("m. the posts pane receives only its own forum's posts: filtered on the server", async (t) => {
+  const shown = await createForum(`Forum M shown ${Date.now()}`);
+  const other = await createForum(`Forum M other ${Date.now()}`);
+  const frames = [];
+  const sockets = [];
+  const page = await openPage(t, "filtered", {
+    pathAndQuery: `/?forum=${shown.id}&transport=websocket`,
+    setup: async (p) => {
+      p.on("websocket", (ws) => {
+        sockets.push(ws);
+        ws.on("framereceived", (f) => frames.push(JSON.parse(String(f.payload))));
+      });
+    },
+  });
+  assert.match(sockets[0].url(), /[?&]where=/, `the filter is in the connect query: ${sockets[0].url()}`);
+  for (let i = 0; i < 5; i++) await createPost(other.id, `elsewhere ${i}`);
+  const mine = await createPost(shown.id, "here");
+  await page.locator(`#posts li[data-id="${mine.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+  const posts = frames.filter((f) => f.collection === "posts");
+  t.diagnostic(`m: posts frames received: ${JSON.stringify(posts.map((f) => f.data))}`);
+  assert.deepEqual(posts.map((f) => f.data.forum_id), [shown.id], "only the shown forum's post reached the page");
+
+  // Picking the other forum moves the subscription: its posts now arrive, the first forum's do not.
+  // The server has applied the new filter once it acknowledges it.
+  const acknowledged = sockets[0].waitForEvent("framereceived", {
+    predicate: (f) => JSON.parse(String(f.payload)).type === "subscribed", timeout: 5000,
+  });
+  await page.click(`#forums li[data-id="${other.id}"] a.title`);
+  await acknowledged;
+  const before = frames.length;
+  await createPost(shown.id, "not for this pane");
+  const theirs = await createPost(other.id, "there");
+  await page.locator(`#posts li[data-id="${theirs.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+  const later = frames.slice(before).filter((f) => f.collection === "posts");
+  assert.deepEqual(later.map((f) => f.data.forum_id), [other.id], `after switching: ${JSON.stringify(later)}`);
+});
+
+scenario("n. a private forum: only members see it and its posts; logging out revokes every tab", async (t) => {
+  const staff = await createForum("Staff"); // the example's private forum: ana only
+  const asUser = (name) => (p) => p.context().addCookies([{ name: "user", value: name, url: url("/") }]);
+  const ana = await openPage(t, "ana", {
+    pathAndQuery: `/?forum=${staff.id}&transport=websocket`, setup: asUser("ana"),
+  });
+  const benSockets = [];
+  const ben = await openPage(t, "ben", {
+    pathAndQuery: `/?forum=${staff.id}&transport=websocket`,
+    setup: async (p) => {
+      await asUser("ben")(p);
+      p.on("websocket", (ws) => benSockets.push(ws));
+    },
+  });
+  const staffItem = `#forums li[data-id="${staff.id}"]`;
+  await ana.locator(staffItem).waitFor({ state: "attached", timeout: 5000 });
+  assert.equal(await ben.locator(staffItem).count(), 0, "ben does not see the private forum");
+  assert.equal(await ben.evaluate(() => document.getElementById("forum").dataset.forum), "", "nor select it");
+
+  // A post in it reaches ana's page live.
+  const response = await fetch(url(`/api/forums/${staff.id}/posts`), {
+    method: "POST", headers: { "content-type": "application/json", cookie: "user=ana" },
+    body: JSON.stringify({ body: "staff only" }), signal: AbortSignal.timeout(10000),
+  });
+  assert.equal(response.status, 201);
+  const post = await response.json();
+  await ana.locator(`#posts li[data-id="${post.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+
+  // ben asking the server for its posts by hand is refused, per filter.
+  const refused = benSockets[0].waitForEvent("framereceived", {
+    predicate: (f) => JSON.parse(String(f.payload)).type === "error", timeout: 5000,
+  });
+  await ben.evaluate((id) => { window.tidings.subscribe("posts", () => {}, { where: { forum_id: id } }); }, staff.id);
+  const error = JSON.parse(String((await refused).payload));
+  assert.equal(error.code, "forbidden", JSON.stringify(error));
+
+  // A second tab of ana's browser; logging out in the first closes both
+  // sessions with 4401, and both re-authorize as nobody.
+  const ana2 = await ana.context().newPage();
+  const ana2Sockets = [];
+  ana2.on("websocket", (ws) => ana2Sockets.push(ws));
+  await ana2.goto(url(`/?forum=${staff.id}&transport=websocket`), { timeout: 10000 });
+  await waitForState(ana2, "live", 10000);
+  await ana.click("#logout");
+  for (const page of [ana, ana2]) {
+    await page.waitForFunction((sel) => !document.querySelector(sel), staffItem, { timeout: 5000 });
+    await page.waitForFunction(() => document.getElementById("forum").dataset.forum === "", null, { timeout: 5000 });
+  }
+  await waitForState(ana2, "live", 5000);
+  assert.equal(ana2Sockets.length, 2, "the second tab reconnected after the 4401");
+  assert.doesNotMatch(ana2Sockets[1].url(), /where=/, `no filter for the private forum: ${ana2Sockets[1].url()}`);
+});

@@ -219,6 +219,116 @@ test("client: subscribing after connect sends a subscribe frame on a WebSocket",
   live.close();
 });
 
+test("client: where is sent in the connect query and in subscribe frames, and applied to frames", async () => {
+  const env = fakeEnvironment();
+  const live = connect({ ...env.options });
+  const seen = [];
+  live.subscribe("posts", async () => { seen.push("three"); }, { where: { forum_id: 3 } });
+  await settle();
+  const [ws] = env.sockets;
+  const query = new URL(ws.url).searchParams;
+  assert.equal(query.get("collections"), "posts");
+  assert.deepEqual(JSON.parse(query.get("where")), { posts: [{ forum_id: 3 }] });
+  ws.open();
+  ws.receive(hello("e-1"));
+  // A second subscriber of the same collection: the server is asked for the union.
+  const unsubscribe = live.subscribe("posts", async () => { seen.push("five"); }, { where: { forum_id: [5] } });
+  assert.deepEqual(ws.sent, [
+    { type: "subscribe", collections: ["posts"], where: [{ forum_id: 3 }, { forum_id: [5] }] },
+  ]);
+  // Each subscriber gets only what its own `where` passes; a move reaches both sides.
+  ws.receive({ collection: "posts", op: "insert", data: { id: 1, forum_id: 5 }, cursor: "e-2" });
+  await settle();
+  assert.deepEqual(seen, ["five"]);
+  ws.receive({ collection: "posts", op: "update", data: { id: 1, forum_id: 3, before: { forum_id: 5 } }, cursor: "e-3" });
+  await settle();
+  assert.deepEqual(seen.sort(), ["five", "five", "three"]);
+  unsubscribe();
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], where: [{ forum_id: 3 }] },
+    "narrowed to the filter that is left");
+  // An unfiltered subscriber widens the subscription to everything.
+  live.subscribe("posts", async () => {});
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"] });
+  assert.throws(() => live.subscribe("posts", async () => {}, { where: { forum_id: { gt: 3 } } }), TypeError);
+  assert.throws(() => live.subscribe("posts", async () => {}, { where: "forum_id=3" }), TypeError);
+  live.close();
+});
+
+test("client: the first connection waits for live.fetch reads and resumes from their tidings-cursor", async () => {
+  const env = fakeEnvironment();
+  const gate = deferred();
+  const live = connect({
+    ...env.options,
+    fetch: async () => { await gate.promise; return { ok: true, status: 200, headers: new Headers({ "tidings-cursor": "e-7" }) }; },
+  });
+  live.subscribe("forums", async () => {});
+  const read = live.fetch("/api/forums");
+  await settle();
+  assert.equal(env.sockets.length, 0, "no connection while the first read is in flight");
+  gate.resolve();
+  await read;
+  await settle();
+  assert.equal(env.sockets.length, 1);
+  assert.equal(new URL(env.sockets[0].url).searchParams.get("cursor"), "e-7", "resumes from the snapshot");
+  env.sockets[0].open();
+  env.sockets[0].receive(hello("e-9"));
+  assert.equal(live.cursor, "e-9");
+  live.close();
+});
+
+test("client: a snapshot cursor does not replace a cursor already held", async () => {
+  const env = fakeEnvironment();
+  const live = connect({
+    ...env.options, cursor: "e-3",
+    fetch: async () => ({ ok: true, status: 200, headers: new Headers({ "tidings-cursor": "e-7" }) }),
+  });
+  await live.fetch("/api/forums");
+  await settle();
+  assert.equal(new URL(env.sockets[0].url).searchParams.get("cursor"), "e-3", "the older cursor loses nothing");
+  live.close();
+});
+
+test("client: a 4401 close re-authorizes, then reconnects and resumes from the cursor", async () => {
+  const env = fakeEnvironment();
+  const gate = deferred();
+  let asked = 0;
+  const live = connect({ ...env.options, onReauthenticate: () => { asked += 1; return gate.promise; } });
+  live.subscribe("forums", async () => {});
+  await settle();
+  env.sockets[0].open();
+  env.sockets[0].receive(hello("e-1"));
+  env.sockets[0].receive(note("forums", "e-2"));
+  env.sockets[0].serverClose(4401);
+  assert.equal(asked, 1);
+  assert.equal(live.state, "offline");
+  await settle();
+  assert.deepEqual(env.retryDelays(), [], "no reconnect before the re-authorization settles");
+  gate.resolve();
+  await settle();
+  env.runRetry();
+  assert.equal(env.sockets.length, 2);
+  assert.equal(env.sockets[1].url, "ws://example.test/ws?collections=forums&cursor=e-2");
+  live.close();
+});
+
+test("client: an SSE reauthenticate frame is handled as a 4401 close", async () => {
+  const env = fakeEnvironment();
+  let asked = 0;
+  const live = connect({ ...env.options, transport: "sse", onReauthenticate: async () => { asked += 1; } });
+  live.subscribe("forums", async () => {});
+  await settle();
+  const [source] = env.sources;
+
+  source.receive(hello("e-1"));
+  source.receive({ type: "reauthenticate" });
+  assert.equal(asked, 1);
+  assert.equal(live.state, "offline");
+  await settle();
+  env.runRetry();
+  assert.equal(env.sources.length, 2, "reconnected after re-authorizing");
+  live.close();
+});
+
 test("client: fetch adds the session header once live", async () => {
   const env = fakeEnvironment();
   const live = connect({ ...env.options });

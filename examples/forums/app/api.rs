@@ -10,7 +10,8 @@ use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tidings::Batch;
+use tidings::axum::Snapshot;
+use tidings::{Batch, Identity, Rejection};
 
 use super::AppState;
 use super::entity::{forum, post};
@@ -26,6 +27,110 @@ pub fn routes() -> Router<AppState> {
         .route("/api/forums/{id}", get(get_forum).patch(rename_forum).delete(delete_forum))
         .route("/api/forums/{id}/posts", get(list_posts).post(create_post))
         .route("/api/posts/{id}", patch(edit_post).delete(delete_post))
+        .route("/api/logout", axum::routing::post(logout))
+}
+
+// ---- who is asking -------------------------------------------------------------
+
+/// The example's users, picked in the page and kept in the `user` cookie.
+/// There is no password: this shows per-filter authorization and
+/// revocation, not authentication.
+pub const USERS: [&str; 2] = ["ana", "ben"];
+
+/// The title of the private forum, which only its members see.
+pub const PRIVATE_FORUM: &str = "Staff";
+const PRIVATE_MEMBERS: [&str; 1] = ["ana"];
+
+/// Non-members' sessions belong to this audience: when a forum becomes
+/// private, they re-authorize and their permit hook learns it.
+const OUTSIDERS: &str = "outsiders";
+
+/// The user named by the `user` cookie, if it is one of [`USERS`].
+#[derive(Debug, Clone, Copy)]
+pub struct User(pub Option<&'static str>);
+
+impl User {
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> User {
+        let cookies = headers.get_all(axum::http::header::COOKIE).into_iter().filter_map(|v| v.to_str().ok());
+        let named = cookies
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix("user="))
+            .find_map(|name| USERS.into_iter().find(|u| *u == name));
+        User(named)
+    }
+
+    /// Whether this user may see `forum`.
+    pub fn sees(&self, forum: &forum::Model) -> bool {
+        forum.title != PRIVATE_FORUM || self.0.is_some_and(|u| PRIVATE_MEMBERS.contains(&u))
+    }
+
+    /// The 404 a forum this user may not see is answered with.
+    fn check(&self, forum: &forum::Model) -> Result<(), ApiError> {
+        match self.sees(forum) {
+            true => Ok(()),
+            false => Err(repository::Error::NotFound("forum", forum.id).into()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for User {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(User::from_headers(&parts.headers))
+    }
+}
+
+/// The authorize hook of the WebSocket and SSE routes: who the cookie
+/// names, and a permit hook that refuses the posts of the forums this user
+/// may not see (and unfiltered posts, and `*`, which would include them).
+/// The private forums are read at connect; they change only by a create or
+/// rename, which makes outsiders re-authorize.
+pub fn authorize(repo: repository::Repository) -> impl Fn(&Parts) -> BoxedIdentity + Send + Sync + 'static {
+    move |parts| {
+        let user = User::from_headers(&parts.headers);
+        let repo = repo.clone();
+        Box::pin(async move {
+            let forums =
+                repo.forums().await.map_err(|_| Rejection::unauthorized("cannot read the forums"))?;
+            let hidden: Vec<i64> = forums.iter().filter(|f| !user.sees(f)).map(|f| i64::from(f.id)).collect();
+            let identity = match user.0 {
+                Some(name) => Identity::user(name).audience(format!("user:{name}")),
+                None => Identity::anonymous(),
+            };
+            let outsider = !user.0.is_some_and(|u| PRIVATE_MEMBERS.contains(&u));
+            let identity = if outsider { identity.audience(OUTSIDERS) } else { identity };
+            Ok(identity.permit(move |collection, filter| match collection {
+                "posts" => filter.and_then(|f| f.values("forum_id")).is_some_and(|ids| {
+                    ids.iter().all(|id| id.as_i64().is_some_and(|id| !hidden.contains(&id)))
+                }),
+                "*" => hidden.is_empty(),
+                _ => true,
+            }))
+        })
+    }
+}
+
+/// What [`authorize`] returns for each connection.
+pub type BoxedIdentity =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Identity, Rejection>> + Send + 'static>>;
+
+#[derive(Deserialize)]
+pub struct LogoutInput {
+    user: String,
+}
+
+/// `POST /api/logout` `{"user": "ana"}`: closes that user's sessions with
+/// 4401, so its tabs re-authorize. The page clears its cookie before it
+/// asks (so the tabs re-authorize as nobody); the user comes in the body
+/// rather than the cookie for that reason. (Without passwords anyone may
+/// name anyone: this is a demo of revocation, not of authentication.)
+async fn logout(State(app): State<AppState>, ApiJson(input): ApiJson<LogoutInput>) -> ApiResult<StatusCode> {
+    let Some(name) = USERS.into_iter().find(|u| *u == input.user) else {
+        return Err(ApiError::invalid(format!("user must be one of {USERS:?}")));
+    };
+    app.notifier.reauthenticate_user(name);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- errors ----------------------------------------------------------------
@@ -163,12 +268,30 @@ fn required(field: &str, value: String, max: usize) -> Result<String, ApiError> 
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn list_forums(State(app): State<AppState>) -> ApiResult<Json<Vec<forum::Model>>> {
-    Ok(Json(app.repo.forums().await?))
+// Reads take a snapshot cursor first (`tidings-cursor`), so a page that
+// loads through JSON resumes from it: nothing written after the read is
+// missed.
+async fn list_forums(
+    snapshot: Snapshot,
+    State(app): State<AppState>,
+    user: User,
+) -> ApiResult<(Snapshot, Json<Vec<forum::Model>>)> {
+    let forums = app.repo.forums().await?.into_iter().filter(|f| user.sees(f)).collect();
+    Ok((snapshot, Json(forums)))
 }
 
-async fn get_forum(State(app): State<AppState>, Id(id): Id) -> ApiResult<Json<forum::Model>> {
-    Ok(Json(app.repo.forum(id).await?))
+async fn get_forum(State(app): State<AppState>, user: User, Id(id): Id) -> ApiResult<Json<forum::Model>> {
+    let forum = app.repo.forum(id).await?;
+    user.check(&forum)?;
+    Ok(Json(forum))
+}
+
+/// After a forum became private: outsiders' sessions re-authorize, and
+/// their permit hooks then refuse its posts.
+fn recheck_outsiders(app: &AppState, forum: &forum::Model) {
+    if forum.title == PRIVATE_FORUM {
+        app.notifier.reauthenticate_audience(OUTSIDERS);
+    }
 }
 
 async fn create_forum(
@@ -178,6 +301,7 @@ async fn create_forum(
 ) -> ApiResult<(StatusCode, Json<forum::Model>)> {
     let title = required("title", input.title, MAX_TITLE)?;
     let forum = app.repo.create_forum(&batch, title).await?;
+    recheck_outsiders(&app, &forum);
     Ok((StatusCode::CREATED, Json(forum)))
 }
 
@@ -188,7 +312,9 @@ async fn rename_forum(
     ApiJson(input): ApiJson<ForumInput>,
 ) -> ApiResult<Json<forum::Model>> {
     let title = required("title", input.title, MAX_TITLE)?;
-    Ok(Json(app.repo.rename_forum(&batch, id, title).await?))
+    let forum = app.repo.rename_forum(&batch, id, title).await?;
+    recheck_outsiders(&app, &forum);
+    Ok(Json(forum))
 }
 
 async fn delete_forum(State(app): State<AppState>, batch: Batch, Id(id): Id) -> ApiResult<StatusCode> {
@@ -196,16 +322,24 @@ async fn delete_forum(State(app): State<AppState>, batch: Batch, Id(id): Id) -> 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_posts(State(app): State<AppState>, Id(id): Id) -> ApiResult<Json<Vec<post::Model>>> {
-    Ok(Json(app.repo.posts(id).await?))
+async fn list_posts(
+    snapshot: Snapshot,
+    State(app): State<AppState>,
+    user: User,
+    Id(id): Id,
+) -> ApiResult<(Snapshot, Json<Vec<post::Model>>)> {
+    user.check(&app.repo.forum(id).await?)?;
+    Ok((snapshot, Json(app.repo.posts(id).await?)))
 }
 
 async fn create_post(
     State(app): State<AppState>,
     batch: Batch,
+    user: User,
     Id(forum_id): Id,
     ApiJson(input): ApiJson<PostInput>,
 ) -> ApiResult<(StatusCode, Json<post::Model>)> {
+    user.check(&app.repo.forum(forum_id).await?)?;
     let body = required("body", input.body, MAX_BODY)?;
     let post = app.repo.create_post(&batch, forum_id, body).await?;
     Ok((StatusCode::CREATED, Json(post)))

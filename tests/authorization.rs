@@ -1,0 +1,176 @@
+//! Authorization per filter and over time, over real sockets: the identity's
+//! `permit` hook at connect and at every subscribe, revocation by user and
+//! by audience (close code 4401), and expiry.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Client, LIMIT, serve, wait_sessions};
+use serde_json::{Value, json};
+use tidings::{Config, Identity, Notifier, Notify, Op, Rejection};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Who the `x-user` header names: user `n` belongs to audience `user:n`
+/// and `forum:n`, may read posts of forum `n` only (by filter), and, with
+/// `x-ttl-ms`, expires after that many milliseconds.
+fn notifier() -> Notifier {
+    Notifier::with_config(Config::default().authorize(|parts| {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let user = header("x-user");
+        let ttl = header("x-ttl-ms").and_then(|t| t.parse::<u64>().ok());
+        async move {
+            let Some(user) = user else { return Err(Rejection::unauthorized("who are you?")) };
+            let forum: i64 = user.parse().map_err(|_| Rejection::forbidden("bad user"))?;
+            let mut identity = Identity::user(user.clone())
+                .audience(format!("user:{user}"))
+                .audience(format!("forum:{forum}"))
+                .permit(move |collection, filter| match collection {
+                    "posts" => filter
+                        .and_then(|f| f.values("forum_id"))
+                        .is_some_and(|forums| forums.iter().all(|f| f.as_i64() == Some(forum))),
+                    "*" => false,
+                    _ => true,
+                });
+            if let Some(ms) = ttl {
+                identity = identity.expires_at(Instant::now() + Duration::from_millis(ms));
+            }
+            Ok(identity)
+        }
+    }))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+fn posts_of(forum: u32) -> String {
+    format!("collections=posts,marker&where={}", encode(&json!({"posts": {"forum_id": forum}}).to_string()))
+}
+
+/// Connects as `user` with extra headers; `Err(status)` when refused.
+async fn connect(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Result<Client, u16> {
+    let mut request = format!("ws://{addr}/ws?{query}").into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    match timeout(LIMIT, tokio_tungstenite::connect_async(request)).await.unwrap() {
+        Ok((ws, _)) => Ok(Client::from_socket(ws).await),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("connect: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_permit_hook_decides_per_filter_at_connect() {
+    let notifier = notifier();
+    let addr = serve(&notifier).await;
+    let user = [("x-user", "3")];
+    assert_eq!(connect(addr, &posts_of(4), &user).await.err(), Some(403), "another forum's posts");
+    assert_eq!(connect(addr, "collections=posts", &user).await.err(), Some(403), "all posts, unfiltered");
+    assert_eq!(connect(addr, "", &user).await.err(), Some(403), "`*` includes every post");
+    let mut client = connect(addr, &posts_of(3), &user).await.expect("its own forum");
+    notifier.notify_with("posts", Op::Insert, &json!({"id": 1, "forum_id": 3})).unwrap();
+    assert_eq!(client.next_json().await["data"]["id"], 1);
+}
+
+#[tokio::test]
+async fn the_permit_hook_decides_at_every_subscribe() {
+    let notifier = notifier();
+    let addr = serve(&notifier).await;
+    let mut client = connect(addr, "collections=marker", &[("x-user", "3")]).await.unwrap();
+    for frame in [
+        json!({"type":"subscribe","collections":["posts"],"where":{"forum_id":[3,4]}}),
+        json!({"type":"subscribe","collections":["posts"]}),
+    ] {
+        client.send_text(&frame.to_string()).await;
+        let error = client.next_json().await;
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some("forbidden")),
+            "{frame}"
+        );
+    }
+    client
+        .send_text(&json!({"type":"subscribe","collections":["posts"],"where":{"forum_id":3}}).to_string())
+        .await;
+    assert_eq!(client.next_json().await["type"], "subscribed");
+    notifier.notify_with("posts", Op::Insert, &json!({"id": 1, "forum_id": 4})).unwrap();
+    notifier.notify_with("posts", Op::Insert, &json!({"id": 2, "forum_id": 3})).unwrap();
+    assert_eq!(client.next_json().await["data"]["id"], 2);
+}
+
+async fn expect_reauthenticate(client: &mut Client) {
+    let close = client.expect_close().await;
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (4401, "reauthenticate"));
+}
+
+#[tokio::test]
+async fn revoking_a_user_or_an_audience_closes_only_its_sessions_with_4401() {
+    let notifier = notifier();
+    let addr = serve(&notifier).await;
+    let mut three = connect(addr, &posts_of(3), &[("x-user", "3")]).await.unwrap();
+    let mut five = connect(addr, &posts_of(5), &[("x-user", "5")]).await.unwrap();
+    let mut seven = connect(addr, &posts_of(7), &[("x-user", "7")]).await.unwrap();
+    wait_sessions(&notifier, 3).await;
+
+    assert_eq!(notifier.reauthenticate_user("3"), 1);
+    expect_reauthenticate(&mut three).await;
+    assert_eq!(notifier.reauthenticate_audience("forum:5"), 1);
+    expect_reauthenticate(&mut five).await;
+    wait_sessions(&notifier, 1).await;
+    // The others go on.
+    notifier.notify("marker", Op::Insert);
+    assert_eq!(seven.next_json().await["collection"], "marker");
+    assert_eq!(notifier.reauthenticate_user("nobody"), 0);
+}
+
+#[tokio::test]
+async fn an_identity_expires_and_its_session_is_closed_with_4401() {
+    let notifier = notifier();
+    let addr = serve(&notifier).await;
+    let mut short = connect(addr, &posts_of(3), &[("x-user", "3"), ("x-ttl-ms", "300")]).await.unwrap();
+    let mut long = connect(addr, &posts_of(3), &[("x-user", "3"), ("x-ttl-ms", "600000")]).await.unwrap();
+    let opened = Instant::now();
+    expect_reauthenticate(&mut short).await;
+    assert!(opened.elapsed() >= Duration::from_millis(250), "not before its expiry");
+    notifier.notify("marker", Op::Insert);
+    assert_eq!(long.next_json().await["collection"], "marker", "an identity that has not expired stays");
+    // Already expired when it connects: refused.
+    assert_eq!(connect(addr, &posts_of(3), &[("x-user", "3"), ("x-ttl-ms", "0")]).await.err(), Some(401));
+}
+
+#[tokio::test]
+async fn an_sse_session_ends_with_a_reauthenticate_frame() {
+    let notifier = notifier();
+    let addr = serve(&notifier).await;
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /events?{} HTTP/1.0\r\nhost: {addr}\r\naccept: text/event-stream\r\nx-user: 3\r\n\r\n",
+        posts_of(3)
+    );
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(socket).lines();
+    let mut frames: Vec<Value> = Vec::new();
+    let mut told = false;
+    for _ in 0..1000 {
+        let Some(line) = timeout(LIMIT, lines.next_line()).await.unwrap().unwrap() else { break };
+        if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+            frames.push(serde_json::from_str(data).unwrap());
+            if !told {
+                told = true;
+                assert_eq!(frames[0]["type"], "hello");
+                assert_eq!(notifier.reauthenticate_user("3"), 1);
+            }
+        }
+    }
+    let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap_or("notification")).collect();
+    assert_eq!(types, ["hello", "reauthenticate"], "then the stream ends");
+}
