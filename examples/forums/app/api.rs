@@ -101,9 +101,12 @@ pub fn authorize(repo: repository::Repository) -> impl Fn(&Parts) -> BoxedIdenti
             let outsider = !user.0.is_some_and(|u| PRIVATE_MEMBERS.contains(&u));
             let identity = if outsider { identity.audience(OUTSIDERS) } else { identity };
             Ok(identity.permit(move |collection, filter| match collection {
-                "posts" => filter.and_then(|f| f.values("forum_id")).is_some_and(|ids| {
-                    ids.iter().all(|id| id.as_i64().is_some_and(|id| !hidden.contains(&id)))
-                }),
+                // Posts of the forums this user sees: named by a filter, or
+                // all of them when none is hidden from it.
+                "posts" => match filter.and_then(|f| f.values("forum_id")) {
+                    Some(ids) => ids.iter().all(|id| id.as_i64().is_some_and(|id| !hidden.contains(&id))),
+                    None => hidden.is_empty(),
+                },
                 "*" => hidden.is_empty(),
                 _ => true,
             }))
