@@ -117,9 +117,26 @@ async fn count(db: &DatabaseConnection, table: &str) -> i64 {
     row.try_get("", "n").expect("a count")
 }
 
+/// Drops an outbox's tables; on PostgreSQL also ends the `LISTEN`
+/// connections of the notifiers that used it.
+///
+/// A notifier's LISTEN task outlives the notifier by up to 30 s, holding
+/// its connection and its pool (`listen` in
+/// `src/backplane/outbox/reader.rs` checks that the notifier still exists
+/// only when 30 s pass without a notification). The relay benches start
+/// two notifiers per iteration: without this, their leftover connections
+/// filled the shared server (81 of its 100) and stalled later iterations.
+/// The channel is the table's name, unique to this run, so only this
+/// bench's connections match.
 async fn drop_outbox(db: &DatabaseConnection, table: &str) {
     execute(db, &format!("DROP TABLE IF EXISTS {table}_log")).await;
     execute(db, &format!("DROP TABLE IF EXISTS {table}")).await;
+    if db.get_database_backend() == DbBackend::Postgres {
+        let sql = "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+                   WHERE datname = current_database() AND pid <> pg_backend_pid() AND query = $1";
+        let listen = format!(r#"LISTEN "{table}""#);
+        db.query_one_raw(statement(db, sql, vec![listen.into()])).await.expect("end the LISTEN connections");
+    }
 }
 
 /// The application's table.
@@ -138,6 +155,44 @@ async fn write(db: &DatabaseConnection, notifier: &Notifier, app: &str, id: u64)
     txn.execute_raw(insert).await.expect("insert the application row");
     txn.notify_with("rows", Op::Insert, &Row { id }).expect("a Row serializes");
     txn.commit().await.expect("commit");
+}
+
+/// Writes one at a time, timing each, alternating the variants in
+/// rounds, and prints each one's distribution: criterion reports means of
+/// samples, which hide whether a cost is spread over every write or
+/// concentrated in a few slow ones, and the rounds put every variant
+/// through the same moments of a shared machine.
+async fn write_alternated(db: &DatabaseConnection, variants: &[(&str, Notifier)], app: &str, database: &str) {
+    const ROUNDS: usize = 5;
+    const PER_ROUND: usize = 400;
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS * PER_ROUND); variants.len()];
+    for _ in 0..ROUNDS {
+        for ((_, notifier), times) in variants.iter().zip(&mut times) {
+            for id in 0..PER_ROUND {
+                let start = Instant::now();
+                write(db, notifier, app, id as u64).await;
+                times.push(start.elapsed());
+            }
+        }
+    }
+    let mut baseline = None;
+    for ((name, _), times) in variants.iter().zip(&mut times) {
+        times.sort_unstable();
+        let at = |p: usize| times[(times.len() - 1) * p / 100].as_secs_f64() * 1e6;
+        let slow = times.iter().filter(|t| **t >= Duration::from_millis(1)).count();
+        let p50 = at(50);
+        let added = baseline
+            .map_or(String::new(), |b: f64| format!(" (p50 {:+.0} µs vs {})", p50 - b, variants[0].0));
+        baseline.get_or_insert(p50);
+        println!(
+            "write/{name}/{database}, {} writes in {ROUNDS} alternated rounds: p50 {p50:.0} µs{added}, \
+             p90 {:.0} µs, p99 {:.0} µs, max {:.0} µs; {slow} took 1 ms or more",
+            times.len(),
+            at(90),
+            at(99),
+            times[times.len() - 1].as_secs_f64() * 1e6,
+        );
+    }
 }
 
 /// An outbox in a fresh table on `db`, created.
@@ -326,34 +381,44 @@ fn benches(c: &mut Criterion) {
         let db = &database.db;
         let app = unique("app");
         rt.block_on(create_app_table(db, &app));
-        let outbox_table = unique("outbox");
-        let outbox = rt.block_on(create_outbox(db, &outbox_table)).prune_interval(Duration::from_secs(1));
-        // Memory, then the outbox, on the same database in the same run;
-        // then the outbox on an instance that does not relay: the insert
-        // alone, without the relay's and reader's statements after each
-        // commit (its rows stay until the table is dropped below).
-        for backplane in ["memory", "outbox", "outbox-unrelayed"] {
-            let notifier = match backplane {
-                "memory" => Notifier::new(),
-                "outbox" => Notifier::with_config(Config::default().backplane(outbox.clone())),
-                _ => Notifier::with_config(Config::default().backplane(outbox.clone().relay(false))),
-            };
-            rt.block_on(ready(&notifier));
+        // In memory; through the outbox; and through the outbox of an
+        // instance that does not relay: the insert alone, without the
+        // relay's and the reader's statements after each commit (its rows
+        // stay until its table is dropped below).
+        let relayed = unique("outbox");
+        let unrelayed = unique("unrelayed");
+        let variants = rt.block_on(async {
+            let outbox = create_outbox(db, &relayed).await.prune_interval(Duration::from_secs(1));
+            let silent = create_outbox(db, &unrelayed).await.relay(false);
+            let variants = [
+                ("memory", Notifier::new()),
+                ("outbox", Notifier::with_config(Config::default().backplane(outbox))),
+                ("outbox-unrelayed", Notifier::with_config(Config::default().backplane(silent))),
+            ];
+            for (_, notifier) in &variants {
+                ready(notifier).await;
+            }
+            variants
+        });
+        for (name, notifier) in &variants {
             let mut id = 0;
-            group.bench_function(BenchmarkId::new(backplane, database.name), |b| {
+            group.bench_function(BenchmarkId::new(*name, database.name), |b| {
                 b.to_async(&rt).iter(|| {
                     id += 1;
-                    write(db, &notifier, &app, id)
+                    write(db, notifier, &app, id)
                 })
             });
-            rt.block_on(async {
-                notifier.shutdown().await;
-                execute(db, &format!("DELETE FROM {app}")).await;
-            });
+            rt.block_on(execute(db, &format!("DELETE FROM {app}")));
         }
         rt.block_on(async {
+            write_alternated(db, &variants, &app, database.name).await;
+            for (_, notifier) in &variants {
+                notifier.shutdown().await;
+            }
+            drop(variants);
             execute(db, &format!("DROP TABLE {app}")).await;
-            drop_outbox(db, &outbox_table).await;
+            drop_outbox(db, &relayed).await;
+            drop_outbox(db, &unrelayed).await;
         });
     }
     group.finish();
