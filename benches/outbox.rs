@@ -1,7 +1,6 @@
 //! What the outbox costs: per write, and how fast its relay empties a backlog.
 //!
 //! ```text
-//! ulimit -n 4096   # the relay benches open a socket pair per iteration
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test cargo bench --bench outbox -- --noplot
 //! ```
 //!
