@@ -443,3 +443,42 @@ async fn a_dropped_notifier_closes_its_listen_connection() {
     wait_for(0).await;
     drop_tables(&db, &table).await;
 }
+
+/// Retention by age: relayed rows older than `retain_for` are deleted by
+/// the relay, except the newest (the log's current position).
+#[tokio::test]
+async fn rows_older_than_the_age_limit_are_pruned_but_the_newest_is_kept() {
+    let db = sqlite().await;
+    let table = unique_table();
+    let outbox = Outbox::new(db.clone())
+        .table(&table)
+        .retain_for(Some(Duration::from_millis(1)))
+        .prune_interval(Duration::from_millis(1))
+        .poll_interval(Duration::from_millis(5));
+    outbox.migrate().await.unwrap();
+    let notifier = notifier(outbox);
+    wait_ready(&notifier).await;
+    let addr = serve(&notifier).await;
+    let mut client = Client::connect(addr, "").await;
+    for id in 0..3 {
+        let txn = Transaction::begin(&db, notifier.batch()).await.unwrap();
+        txn.notify_with("rows", Op::Insert, &json!({ "id": id })).unwrap();
+        txn.commit().await.unwrap();
+        client.next_json().await;
+    }
+    // Pruning runs on the relay's own schedule: look, in bounded steps.
+    timeout(LIMIT, async {
+        while count(&db, &table).await > 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("pruned down to the newest row");
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Sqlite, format!("SELECT position FROM {table}")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get::<i64>("", "position").unwrap(), 3, "the newest row stays");
+    drop_tables(&db, &table).await;
+}

@@ -56,7 +56,9 @@ pub struct HubArgs {
     /// TCP_NODELAY on the server's accepted sockets (axum leaves Nagle on otherwise)
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub nodelay: Switch,
-    /// Backplane URL (redis://…, postgres://…) tidings servers share notifications through [default: none]
+    /// Backplane URL (redis://…, postgres://…) tidings servers share notifications through; or
+    /// `outbox[:postgres://…]` / `memory-txn[:postgres://…]`: every emit a sea-orm transaction
+    /// (on a temporary SQLite file without a URL), through the outbox or published in memory [default: none]
     #[arg(long, value_name = "URL")]
     pub backplane: Option<String>,
     /// Redis stream key / PostgreSQL channel, the same for every instance [default: a new one per run]

@@ -17,6 +17,7 @@ use crate::instances::{
 use crate::machine::{cpu_ms, engine_cpu_ms, machine_ticks, nofile_soft_limit};
 use crate::report::{Row, Snapshots, print_rows, summarize};
 use crate::server::EmitReport;
+use crate::transactional::Setup;
 
 /// Whole run of one implementation (connect, emit, receive) must end in this.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -87,6 +88,12 @@ async fn run_one(args: &RunArgs, imp: Impl) -> Result<Row, Error> {
     let deadline = started + OVERALL_TIMEOUT;
     // Every instance of this run gets the same stream key / channel.
     let name = args.hub.backplane_name_or_new();
+    // A transactional setup's application table exists before any server
+    // writes to it.
+    let setup = args.hub.backplane.as_deref().and_then(|url| Setup::parse(url, &name));
+    if let Some(setup) = &setup {
+        setup.create().await?;
+    }
     let instances = if args.hub.backplane.is_some() { args.instances } else { 1 };
     let mut servers = Vec::with_capacity(instances);
     let mut spawned = Ok(());
@@ -112,7 +119,10 @@ async fn run_one(args: &RunArgs, imp: Impl) -> Result<Row, Error> {
     if args.hub.backplane_name.is_none()
         && let Some(url) = &args.hub.backplane
     {
-        drop_stream(url, &name).await;
+        match &setup {
+            Some(setup) => setup.drop_all().await,
+            None => drop_stream(url, &name).await,
+        }
     }
     result
 }

@@ -11,6 +11,10 @@
 //! # two tidings instances sharing notifications (emit on A, clients on A and B):
 //! cargo run --release --features redis,postgres --example load -- run --impl tidings \
 //!     --instances 2 --backplane redis://127.0.0.1:6379   # or postgres://...
+//! # every emit a sea-orm transaction, through the outbox (SQLite file in the
+//! # temporary directory, or PostgreSQL), and the same writes published in memory:
+//! cargo run --release --example load -- run --impl tidings --backplane outbox   # or outbox:postgres://...
+//! cargo run --release --example load -- run --impl tidings --backplane memory-txn   # or memory-txn:postgres://...
 //! ```
 //!
 //! `run` (the driver) spawns `server` as a child process per implementation,
@@ -31,6 +35,7 @@
 //! - `client`: one measuring WebSocket client (the driver's hot loop);
 //! - `scan`: the byte-scan parser of received frames;
 //! - `report`: percentiles, the rows and the printed table;
+//! - `transactional`: the `outbox` and `memory-txn` setups, where each emit is a write;
 //! - `writes`: the `writes` mode, against the forums example;
 //! - `machine`: readings of the clock and `/proc` (CPU, RSS, open files).
 
@@ -42,6 +47,7 @@ mod machine;
 mod report;
 mod scan;
 mod server;
+mod transactional;
 mod writes;
 
 use args::{Cli, Command};

@@ -1,7 +1,9 @@
 //! The two servers under test, tidings and the baseline (a hand-written
 //! broadcast handler), and the control API the driver uses on them:
 //! `POST /emit` (emit from inside the server, timing each call) and
-//! `GET /stats` (RSS, sessions, CPU, backplane cursor).
+//! `GET /stats` (RSS, sessions, CPU, backplane cursor). With a
+//! transactional `--backplane` (`outbox`, `memory-txn`), every emit is a
+//! database write (see `transactional`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -23,6 +26,7 @@ use crate::Error;
 use crate::args::{Impl, ServerArgs, Switch};
 use crate::machine::{cpu_ms, rss_kib, unix_nanos};
 use crate::report::percentile;
+use crate::transactional::{self, Setup};
 
 /// Baseline broadcast channel capacity.
 const BASELINE_CAPACITY: usize = 1024;
@@ -54,8 +58,23 @@ struct Payload<'a> {
 /// The server under test, shared by the control and WebSocket handlers.
 #[derive(Clone)]
 enum Hub {
-    Tidings(Notifier),
-    Baseline { tx: broadcast::Sender<Event>, sessions: Arc<AtomicUsize> },
+    /// tidings; with `writes`, each emit is a transaction on that database.
+    Tidings {
+        notifier: Notifier,
+        writes: Option<Writes>,
+    },
+    Baseline {
+        tx: broadcast::Sender<Event>,
+        sessions: Arc<AtomicUsize>,
+    },
+}
+
+/// Where a transactional setup's emits write.
+#[derive(Clone)]
+struct Writes {
+    db: sea_orm::DatabaseConnection,
+    /// The application's table.
+    app: String,
 }
 
 /// `POST /emit?count=M&size=B&collection=C&pace_us=P`.
@@ -122,10 +141,20 @@ pub async fn serve(args: ServerArgs) -> Result<(), Error> {
     let hub = match args.imp {
         Impl::Tidings => {
             let mut config = Config::default().replay_capacity(args.hub.replay);
-            if let Some(url) = &args.hub.backplane {
-                config = config.backplane(backplane(url, args.hub.backplane_name_or_new())?);
+            let name = args.hub.backplane_name_or_new();
+            let mut writes = None;
+            match args.hub.backplane.as_deref().map(|url| (url, Setup::parse(url, &name))) {
+                None => {}
+                Some((_, Some(setup))) => {
+                    let db = setup.connect().await?;
+                    if let Some(outbox) = setup.outbox(&db).await? {
+                        config = config.backplane(outbox);
+                    }
+                    writes = Some(Writes { db, app: setup.app_table() });
+                }
+                Some((url, None)) => config = config.backplane(backplane(url, name)?),
             }
-            Hub::Tidings(Notifier::with_config(config))
+            Hub::Tidings { notifier: Notifier::with_config(config), writes }
         }
         Impl::Baseline => Hub::Baseline {
             tx: broadcast::channel(BASELINE_CAPACITY).0,
@@ -135,7 +164,7 @@ pub async fn serve(args: ServerArgs) -> Result<(), Error> {
     let control =
         Router::new().route("/emit", post(emit)).route("/stats", get(stats)).with_state(hub.clone());
     let app = match &hub {
-        Hub::Tidings(notifier) => control.merge(tidings::axum::routes(notifier)),
+        Hub::Tidings { notifier, .. } => control.merge(tidings::axum::routes(notifier)),
         Hub::Baseline { .. } => {
             control.merge(Router::new().route("/ws", get(baseline_ws)).with_state(hub.clone()))
         }
@@ -194,20 +223,32 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
                 }
             }
         }
-        let t = unix_nanos();
-        if i == 0 {
-            first = t;
-        }
-        last = t;
-        let cost = match &hub {
-            Hub::Tidings(notifier) => {
+        let (t, cost) = match &hub {
+            Hub::Tidings { notifier, writes: None } => {
+                let t = unix_nanos();
                 let payload = Payload { t, i: i as u64, pad: &pad };
                 let collection = p.collection.clone();
                 let start = Instant::now();
                 let _ = notifier.notify_with(collection, Op::Insert, &payload);
-                start.elapsed()
+                (t, start.elapsed())
+            }
+            // The caller's cost is the whole write; the payload's time is
+            // taken just before the commit, so latency is commit -> client.
+            Hub::Tidings { notifier, writes: Some(w) } => {
+                let start = Instant::now();
+                let data = |t| Payload { t, i: i as u64, pad: &pad };
+                match transactional::write(&w.db, notifier, &w.app, p.collection.clone(), unix_nanos, data)
+                    .await
+                {
+                    Ok(t) => (t, start.elapsed()),
+                    Err(e) => {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, format!("write {i} failed: {e}"))
+                            .into_response();
+                    }
+                }
             }
             Hub::Baseline { tx, .. } => {
+                let t = unix_nanos();
                 let event = Event {
                     collection: p.collection.clone(),
                     op: "insert",
@@ -215,9 +256,13 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
                 };
                 let start = Instant::now();
                 let _ = tx.send(event);
-                start.elapsed()
+                (t, start.elapsed())
             }
         };
+        if i == 0 {
+            first = t;
+        }
+        last = t;
         costs.push(cost.as_nanos() as u64);
     }
     costs.sort_unstable();
@@ -234,7 +279,7 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
 
 async fn stats(State(hub): State<Hub>) -> Response {
     let (sessions, cursor, status) = match &hub {
-        Hub::Tidings(notifier) => {
+        Hub::Tidings { notifier, .. } => {
             let health = notifier.health();
             let status = match health.reason {
                 Some(reason) => format!("{}: {reason}", health.status),

@@ -261,6 +261,9 @@ pub(crate) async fn any_unrelayed<C: ConnectionTrait>(db: &C, names: &Names) -> 
 /// Deletes relayed rows beyond the newest `keep`, and those written before
 /// `before_ms`; never the newest relayed row (the log's current position)
 /// nor a row not yet relayed. Returns how many it deleted.
+///
+/// Two statements: the count bound is a range of the `position` index;
+/// the age bound reads the rows the first one kept (at most `keep`).
 pub(crate) async fn prune<C: ConnectionTrait>(
     db: &C,
     names: &Names,
@@ -269,15 +272,18 @@ pub(crate) async fn prune<C: ConnectionTrait>(
 ) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
     let table = &names.table;
-    let sql = format!(
-        "DELETE FROM {table} WHERE position < (SELECT max(position) FROM {table}) \
-         AND (position <= (SELECT max(position) FROM {table}) - $1 OR created_ms < $2)"
-    );
-    let before = before_ms.unwrap_or(i64::MIN);
-    Ok(db
-        .execute_raw(statement(backend, &sql, vec![(keep as i64).into(), before.into()]))
+    let by_count = format!("DELETE FROM {table} WHERE position <= (SELECT max(position) FROM {table}) - $1");
+    let mut deleted = db
+        .execute_raw(statement(backend, &by_count, vec![(keep.max(1) as i64).into()]))
         .await?
-        .rows_affected())
+        .rows_affected();
+    if let Some(before) = before_ms {
+        let by_age = format!(
+            "DELETE FROM {table} WHERE created_ms < $1 AND position < (SELECT max(position) FROM {table})"
+        );
+        deleted += db.execute_raw(statement(backend, &by_age, vec![before.into()])).await?.rows_affected();
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]
