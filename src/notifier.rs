@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::backplane::{Publication, PublishError};
-use crate::hub::Hub;
+use crate::hub::{Hub, Reauthenticate};
 use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 
 /// Tells every connected client what changed.
@@ -103,11 +103,16 @@ impl Notifier {
         Batch::new(self.clone(), session)
     }
 
-    /// Closes every session of this instance whose identity belongs to
-    /// `audience` with code 4401 ([`REAUTHENTICATE`](crate::axum::REAUTHENTICATE)),
-    /// for example after a permission change: each client authorizes again
-    /// (the authorize hook decides anew) and resumes from its cursor.
-    /// Returns how many sessions were told.
+    /// Closes every session whose identity belongs to `audience` with code
+    /// 4401 ([`REAUTHENTICATE`](crate::axum::REAUTHENTICATE)), for example
+    /// after a permission change: each client authorizes again (the
+    /// authorize hook decides anew) and resumes from its cursor.
+    ///
+    /// Sessions of this instance are told at once; the order also goes
+    /// through the backplane, so every instance sharing it tells its own
+    /// sessions as the order reaches it (with the outbox, as durably and in
+    /// the same order as the notifications around it). Returns how many
+    /// sessions of this instance were told at once.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -117,15 +122,24 @@ impl Notifier {
     /// # }
     /// ```
     pub fn reauthenticate_audience(&self, audience: &str) -> usize {
-        self.hub.reauthenticate(|identity| identity.belongs_to(audience))
+        self.reauthenticate(Reauthenticate::Audience(audience.to_owned()))
     }
 
-    /// Closes every session of this instance whose identity is the user
-    /// `user_id` ([`Identity::user`](crate::Identity::user)) with code 4401,
-    /// for example at logout or when the user's permissions change. Returns
-    /// how many sessions were told.
+    /// Closes every session whose identity is the user `user_id`
+    /// ([`Identity::user`](crate::Identity::user)) with code 4401, for
+    /// example at logout or when the user's permissions change: on this
+    /// instance at once, and on every instance sharing the backplane as the
+    /// order reaches it (as for
+    /// [`reauthenticate_audience`](Self::reauthenticate_audience)). Returns
+    /// how many sessions of this instance were told at once.
     pub fn reauthenticate_user(&self, user_id: &str) -> usize {
-        self.hub.reauthenticate(|identity| identity.user_id() == Some(user_id))
+        self.reauthenticate(Reauthenticate::User(user_id.to_owned()))
+    }
+
+    fn reauthenticate(&self, order: Reauthenticate) -> usize {
+        let told = self.hub.reauthenticate(|identity| order.concerns(identity));
+        self.hub.publish(Publication::one(order.notification()));
+        told
     }
 
     /// The cursor of the last notification sent.

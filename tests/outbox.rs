@@ -482,3 +482,39 @@ async fn rows_older_than_the_age_limit_are_pruned_but_the_newest_is_kept() {
     assert_eq!(row.try_get::<i64>("", "position").unwrap(), 3, "the newest row stays");
     drop_tables(&db, &table).await;
 }
+
+/// Revocation reaches every instance: `reauthenticate_user` on one
+/// instance closes that user's sessions on another (4401), through the
+/// outbox, and leaves the other users' sessions alone.
+#[tokio::test]
+async fn reauthenticating_a_user_on_one_instance_closes_its_sessions_on_another() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let db = sqlite().await;
+    let table = unique_table();
+    let instance = |outbox: Outbox| {
+        Notifier::with_config(Config::default().backplane(outbox).authorize(|parts| {
+            let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            async move { Ok(tidings::Identity::user(user.unwrap_or_default())) }
+        }))
+    };
+    let (a, b) = (instance(outbox(&db, &table).await), instance(outbox(&db, &table).await));
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let addr = serve(&b).await;
+    let connect = |user: &'static str| async move {
+        let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+        request.headers_mut().insert("x-user", user.parse().unwrap());
+        let (ws, _) = timeout(LIMIT, tokio_tungstenite::connect_async(request)).await.unwrap().unwrap();
+        Client::from_socket(ws).await
+    };
+    let mut three = connect("3").await;
+    let mut five = connect("5").await;
+
+    assert_eq!(a.reauthenticate_user("3"), 0, "no session of user 3 on this instance");
+    let close = three.expect_close().await;
+    assert_eq!((u16::from(close.code), close.reason.as_str()), (4401, "reauthenticate"));
+    // The order is not a notification: user 5 gets the next write, nothing else.
+    a.notify("marker", Op::Insert);
+    assert_eq!(five.next_json().await["collection"], "marker");
+    drop_tables(&db, &table).await;
+}

@@ -10,6 +10,7 @@
 //! The hub is a [`Receiver`]: whatever the backplane brings back arrives
 //! here, and only here.
 
+mod control;
 mod filter;
 mod frame;
 mod history;
@@ -26,6 +27,7 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use control::Reauthenticate;
 pub use filter::Where;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
@@ -189,6 +191,23 @@ impl Hub {
         told
     }
 
+    /// Acts on `n` if it is an order between hubs ([`control`]), rather than
+    /// a notification for clients; true if it was one.
+    fn obey(&self, n: &Notification) -> bool {
+        match Reauthenticate::carried_by(n) {
+            None => false,
+            Some(Some(order)) => {
+                let told = self.reauthenticate(|identity| order.concerns(identity));
+                tracing::info!(?order, told, "tidings: sessions told to reauthenticate");
+                true
+            }
+            Some(None) => {
+                tracing::warn!("tidings: dropped a malformed reauthenticate order");
+                true
+            }
+        }
+    }
+
     pub(crate) fn unregister(&self, id: SessionId) {
         if self.sessions.remove(&id).is_some() {
             self.count.send_modify(|n| *n -= 1);
@@ -244,11 +263,14 @@ impl Hub {
 
 impl Receiver for Hub {
     fn deliver(&self, notifications: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
-        self.history.append(notifications);
+        self.history.append(&mut notifications.filter(|(n, _)| !self.obey(n)));
         self.waker.notify_one();
     }
 
     fn deliver_one(&self, notification: Notification, cursor: Option<Cursor>) {
+        if self.obey(&notification) {
+            return;
+        }
         self.history.append_one(notification, cursor);
         self.waker.notify_one();
     }

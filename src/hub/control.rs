@@ -1,0 +1,67 @@
+//! Messages from one hub to every hub: orders that must reach the sessions
+//! of every instance, not only of the one where the application gave them.
+//!
+//! They travel as notifications of a reserved collection through the same
+//! backplane as everything else (so with the outbox they are as durable and
+//! as ordered as the notifications around them), and each hub acts on them
+//! as they are delivered instead of appending them to its history: no
+//! client ever receives one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Identity, Notification, Op};
+
+/// The reserved collection. Client subscriptions cannot name it (`$` is
+/// not allowed in collection names).
+const REAUTHENTICATE: &str = "$reauthenticate";
+
+/// Whose sessions must re-authenticate (close with 4401).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Reauthenticate {
+    /// The sessions of the user with this id ([`Identity::user`]).
+    User(String),
+    /// The sessions in this audience.
+    Audience(String),
+}
+
+impl Reauthenticate {
+    /// The notification that carries this order to every hub.
+    pub(crate) fn notification(&self) -> Notification {
+        Notification::new(REAUTHENTICATE, Op::Update).with_data(self).expect("two strings serialize")
+    }
+
+    /// The order a delivered notification carries, if it is one (`None`
+    /// for the application's notifications: one byte compared).
+    pub(crate) fn carried_by(n: &Notification) -> Option<Option<Reauthenticate>> {
+        if !n.collection.starts_with('$') || n.collection != REAUTHENTICATE {
+            return None;
+        }
+        // A malformed order (not from this crate) is dropped, not delivered.
+        Some(n.data.as_deref().and_then(|data| serde_json::from_str(data.get()).ok()))
+    }
+
+    /// Whether a session with `identity` must re-authenticate.
+    pub(crate) fn concerns(&self, identity: &Identity) -> bool {
+        match self {
+            Reauthenticate::User(user) => identity.user_id() == Some(user.as_str()),
+            Reauthenticate::Audience(audience) => identity.belongs_to(audience),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_round_trip_and_application_notifications_are_not_orders() {
+        for order in [Reauthenticate::User("3".into()), Reauthenticate::Audience("forum:5".into())] {
+            assert_eq!(Reauthenticate::carried_by(&order.notification()), Some(Some(order)));
+        }
+        assert_eq!(Reauthenticate::carried_by(&Notification::new("posts", Op::Update)), None);
+        assert_eq!(Reauthenticate::carried_by(&Notification::new("$other", Op::Update)), None);
+        let malformed = Notification::new(REAUTHENTICATE, Op::Update);
+        assert_eq!(Reauthenticate::carried_by(&malformed), Some(None));
+    }
+}
