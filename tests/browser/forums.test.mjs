@@ -10,17 +10,15 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { startServer as startExample, stopServer } from "./example-server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-// Where cargo puts the example (CARGO_TARGET_DIR, if set, moves it).
-const targetDir = path.resolve(root, process.env.CARGO_TARGET_DIR || "target");
-const binary = path.join(targetDir, "debug", "examples", "forums");
 const resultsDir = path.join(root, "test-results");
 const chromiumPath = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 
@@ -32,47 +30,7 @@ const openPages = new Set();
 // ---- the example server ------------------------------------------------------
 
 /** Starts the example on `addr` in `workDir`; resolves once it listens. */
-function startServer(addr = "127.0.0.1:0", timeoutMs = 15000) {
-  const env = { ...process.env, RUST_LOG: "warn" };
-  delete env.DATABASE_URL;
-  const child = spawn(binary, ["--addr", addr], { cwd: workDir, env, stdio: ["ignore", "pipe", "pipe"] });
-  const output = [];
-  return new Promise((resolve, reject) => {
-    let stdout = "";
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`the example did not report "listening on" within ${timeoutMs} ms:\n${output.join("")}`));
-    }, timeoutMs);
-    child.stderr.on("data", (chunk) => output.push(chunk.toString()));
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-      output.push(chunk.toString());
-      const match = /listening on http:\/\/(\S+)/.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ child, addr: match[1], output });
-      }
-    });
-    child.on("exit", (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`the example exited (${code ?? signal}) before listening:\n${output.join("")}`));
-    });
-    child.on("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-}
-
-/** Stops the server (SIGTERM: graceful, sessions get 1001), SIGKILL after 10 s. */
-async function stopServer(s) {
-  if (!s || s.child.exitCode !== null || s.child.signalCode !== null) return;
-  const exited = new Promise((resolve) => s.child.once("exit", resolve));
-  s.child.kill("SIGTERM");
-  const timer = setTimeout(() => s.child.kill("SIGKILL"), 10000);
-  await exited;
-  clearTimeout(timer);
-}
+const startServer = (addr = "127.0.0.1:0") => startExample({ workDir, addr });
 
 /** Restarts on the same address; retries briefly if the port is not free yet. */
 async function restartServer() {
