@@ -141,9 +141,12 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
     switch (frame.type) {
       case undefined: // a notification
         moveCursor(frame);
-        for (const subscriber of subscriptions.get(frame.collection) ?? []) {
-          if (subscriber.where && !matchesWhere(subscriber.where, frame)) continue;
-          if (!subscriber.filter || subscriber.filter(frame)) subscriber.trigger();
+        // The collection's subscribers, and those of `*` (every collection).
+        for (const name of frame.collection === "*" ? ["*"] : [frame.collection, "*"]) {
+          for (const subscriber of subscriptions.get(name) ?? []) {
+            if (subscriber.where && !matchesWhere(subscriber.where, frame)) continue;
+            if (!subscriber.filter || subscriber.filter(frame)) subscriber.trigger();
+          }
         }
         return "notification";
       case "hello":

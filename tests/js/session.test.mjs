@@ -77,6 +77,17 @@ test("session: a notification moves the cursor and triggers its collection's sub
   assert.equal(session.cursor, "e-7", "a cursor that is not a string is ignored");
 });
 
+test("session: a subscriber of * is triggered by every collection's notifications", () => {
+  const { session, calls, sub } = recordedSession();
+  sub("*", "everything");
+  sub("*", "forum 1 only", (frame) => frame.data?.forum_id === 1);
+  sub("posts");
+  session.receive(note("posts", "e-1", { forum_id: 2 }));
+  assert.deepEqual(calls, ["posts", "everything"]);
+  session.receive(note("comments", "e-2", { forum_id: 1 }));
+  assert.deepEqual(calls, ["posts", "everything", "everything", "forum 1 only"]);
+});
+
 test("session: resync moves the cursor and triggers every subscriber, whatever its filter", () => {
   const { session, calls, sub } = recordedSession();
   sub("posts", "filtered", () => false);
