@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::backplane::{Publication, PublishError};
-use crate::hub::{Hub, Reauthenticate};
+use crate::hub::{Hub, Reauthenticate, Who};
 use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 
 /// Tells every connected client what changed.
@@ -122,7 +122,7 @@ impl Notifier {
     /// # }
     /// ```
     pub fn reauthenticate_audience(&self, audience: &str) -> usize {
-        self.reauthenticate(Reauthenticate::Audience(audience.to_owned()))
+        self.reauthenticate(Who::Audience(audience.to_owned()))
     }
 
     /// Closes every session whose identity is the user `user_id`
@@ -133,10 +133,11 @@ impl Notifier {
     /// [`reauthenticate_audience`](Self::reauthenticate_audience)). Returns
     /// how many sessions of this instance were told at once.
     pub fn reauthenticate_user(&self, user_id: &str) -> usize {
-        self.reauthenticate(Reauthenticate::User(user_id.to_owned()))
+        self.reauthenticate(Who::User(user_id.to_owned()))
     }
 
-    fn reauthenticate(&self, order: Reauthenticate) -> usize {
+    fn reauthenticate(&self, who: Who) -> usize {
+        let order = Reauthenticate { who, from: self.hub.id };
         let told = self.hub.reauthenticate(|identity| order.concerns(identity));
         self.hub.publish(Publication::one(order.notification()));
         told

@@ -497,24 +497,35 @@ async fn reauthenticating_a_user_on_one_instance_closes_its_sessions_on_another(
             async move { Ok(tidings::Identity::user(user.unwrap_or_default())) }
         }))
     };
-    let (a, b) = (instance(outbox(&db, &table).await), instance(outbox(&db, &table).await));
+    // A does not relay: its order waits for B's relay (at B's next poll),
+    // which leaves user 3 time to authorize again on A before the order
+    // comes back to A.
+    let (a, b) = (instance(outbox(&db, &table).await.relay(false)), instance(outbox(&db, &table).await));
     wait_ready(&a).await;
     wait_ready(&b).await;
-    let addr = serve(&b).await;
-    let connect = |user: &'static str| async move {
+    let (addr_a, addr_b) = (serve(&a).await, serve(&b).await);
+    let connect = |addr: std::net::SocketAddr, user: &'static str| async move {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         request.headers_mut().insert("x-user", user.parse().unwrap());
         let (ws, _) = timeout(LIMIT, tokio_tungstenite::connect_async(request)).await.unwrap().unwrap();
         Client::from_socket(ws).await
     };
-    let mut three = connect("3").await;
-    let mut five = connect("5").await;
+    let mut three_on_a = connect(addr_a, "3").await;
+    let mut three_on_b = connect(addr_b, "3").await;
+    let mut five = connect(addr_b, "5").await;
 
-    assert_eq!(a.reauthenticate_user("3"), 0, "no session of user 3 on this instance");
-    let close = three.expect_close().await;
-    assert_eq!((u16::from(close.code), close.reason.as_str()), (4401, "reauthenticate"));
-    // The order is not a notification: user 5 gets the next write, nothing else.
+    assert_eq!(a.reauthenticate_user("3"), 1, "told at once on this instance");
+    for client in [&mut three_on_a, &mut three_on_b] {
+        let close = client.expect_close().await;
+        assert_eq!((u16::from(close.code), close.reason.as_str()), (4401, "reauthenticate"));
+    }
+    // User 3 authorizes again on A before the order comes back to A through
+    // the outbox: the echo must not close the new session.
+    let mut again = connect(addr_a, "3").await;
+    // The order is not a notification: the others get the next write (after
+    // the order in the log), nothing else.
     a.notify("marker", Op::Insert);
     assert_eq!(five.next_json().await["collection"], "marker");
+    assert_eq!(again.next_json().await["collection"], "marker", "the new session of user 3 stays open");
     drop_tables(&db, &table).await;
 }

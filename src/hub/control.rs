@@ -15,10 +15,21 @@ use crate::{Identity, Notification, Op};
 /// not allowed in collection names).
 const REAUTHENTICATE: &str = "$reauthenticate";
 
-/// Whose sessions must re-authenticate (close with 4401).
+/// An order to close sessions with 4401 so that they authorize again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Reauthenticate {
+    /// Whose sessions.
+    pub(crate) who: Who,
+    /// The hub that gave the order. It told its own sessions when the
+    /// application called it, so it ignores the order when it comes back
+    /// (by then a client may have authorized again, and must stay).
+    pub(crate) from: u64,
+}
+
+/// Whose sessions must re-authenticate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Reauthenticate {
+pub(crate) enum Who {
     /// The sessions of the user with this id ([`Identity::user`]).
     User(String),
     /// The sessions in this audience.
@@ -28,7 +39,7 @@ pub(crate) enum Reauthenticate {
 impl Reauthenticate {
     /// The notification that carries this order to every hub.
     pub(crate) fn notification(&self) -> Notification {
-        Notification::new(REAUTHENTICATE, Op::Update).with_data(self).expect("two strings serialize")
+        Notification::new(REAUTHENTICATE, Op::Update).with_data(self).expect("strings and a number serialize")
     }
 
     /// The order a delivered notification carries, if it is one (`None`
@@ -43,9 +54,9 @@ impl Reauthenticate {
 
     /// Whether a session with `identity` must re-authenticate.
     pub(crate) fn concerns(&self, identity: &Identity) -> bool {
-        match self {
-            Reauthenticate::User(user) => identity.user_id() == Some(user.as_str()),
-            Reauthenticate::Audience(audience) => identity.belongs_to(audience),
+        match &self.who {
+            Who::User(user) => identity.user_id() == Some(user.as_str()),
+            Who::Audience(audience) => identity.belongs_to(audience),
         }
     }
 }
@@ -56,7 +67,8 @@ mod tests {
 
     #[test]
     fn orders_round_trip_and_application_notifications_are_not_orders() {
-        for order in [Reauthenticate::User("3".into()), Reauthenticate::Audience("forum:5".into())] {
+        for who in [Who::User("3".into()), Who::Audience("forum:5".into())] {
+            let order = Reauthenticate { who, from: 7 };
             assert_eq!(Reauthenticate::carried_by(&order.notification()), Some(Some(order)));
         }
         assert_eq!(Reauthenticate::carried_by(&Notification::new("posts", Op::Update)), None);

@@ -27,7 +27,7 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use control::Reauthenticate;
+pub(crate) use control::{Reauthenticate, Who};
 pub use filter::Where;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
@@ -44,6 +44,9 @@ use crate::{Config, Cursor, Identity, Notification, SessionId, SessionToken};
 const READY_WAIT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Hub {
+    /// This hub among the instances sharing a backplane, chosen at random:
+    /// the sender of its orders to the others ([`control`]).
+    pub(crate) id: u64,
     /// Limits, timeouts and hooks, read by sessions and transports.
     pub(crate) config: Config,
     /// The recent notifications: every session's queue and the replay buffer.
@@ -92,6 +95,7 @@ impl Hub {
         let epoch = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
         let streamed = config.backplane.assigns_cursors();
         let hub = Arc::new(Hub {
+            id: RandomState::new().hash_one(epoch),
             history: if streamed {
                 History::for_stream(epoch, config.replay_capacity)
             } else {
@@ -196,6 +200,9 @@ impl Hub {
     fn obey(&self, n: &Notification) -> bool {
         match Reauthenticate::carried_by(n) {
             None => false,
+            // This hub's own order came back: its sessions were told when
+            // it was given.
+            Some(Some(order)) if order.from == self.id => true,
             Some(Some(order)) => {
                 let told = self.reauthenticate(|identity| order.concerns(identity));
                 tracing::info!(?order, told, "tidings: sessions told to reauthenticate");
