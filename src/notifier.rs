@@ -114,6 +114,14 @@ impl Notifier {
     /// the same order as the notifications around it). Returns how many
     /// sessions of this instance were told at once.
     ///
+    /// The order is published like a notification: if the backplane loses
+    /// it (Redis or PostgreSQL NOTIFY unreachable at that moment), other
+    /// instances never hear of it, and their sessions keep the identity
+    /// they authorized with. Give identities an expiry
+    /// ([`Identity::expires_at`](crate::Identity::expires_at)) as the
+    /// backstop. (With the outbox, a lost order leaves a gap marker, which
+    /// makes every session resync, not re-authenticate.)
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let notifier = tidings::Notifier::new();

@@ -1,5 +1,5 @@
-//! Notifications tied to a sea-orm transaction: sent after it commits, in
-//! order, and never if it rolls back.
+//! Notifications tied to a sea-orm transaction: sent when it commits (with
+//! the outbox, written in it), in order, and never if it rolls back.
 //!
 //! ```no_run
 //! use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
@@ -27,16 +27,24 @@ use crate::{Batch, Notification, Notify};
 ///
 /// Use it wherever sea-orm takes a connection (`Entity::find().all(&txn)`,
 /// `model.insert(&txn)`); it implements [`ConnectionTrait`]. Notifications
-/// queued on it are handed to its batch's parent when the database commit
-/// succeeds, and dropped on rollback, on error, or when the transaction is
-/// dropped without commit. A transaction started with
-/// [`begin`](Transaction::begin) on another one is a savepoint whose
+/// queued on it go out only if the database commit succeeds, and are
+/// dropped on rollback, on error, or when the transaction is dropped
+/// without commit. A transaction started with
+/// [`begin_nested`](Transaction::begin_nested) is a savepoint whose
 /// notifications join the outer transaction's and go out when the outermost
 /// commits.
 ///
-/// Pass [`Notifier::batch`](crate::Notifier::batch) to send right after the
-/// commit, or a request's [`Batch`]'s [`child`](Batch::child) to send after
-/// the response, and only if it is a success.
+/// When they go out depends on the backplane:
+/// - One that publishes inside transactions (the
+///   [`Outbox`](crate::backplane::Outbox), and PostgreSQL NOTIFY on the
+///   database its listener is connected to) takes them into the
+///   transaction itself, whichever batch it was begun with: they are
+///   committed with the data and go out at the commit, whatever the
+///   response of the request (the change they describe has happened).
+/// - Otherwise they are handed to the batch at the commit: pass
+///   [`Notifier::batch`](crate::Notifier::batch) to send right after it, or
+///   a request's [`Batch`]'s [`child`](Batch::child) to send after the
+///   response, and only if it is a success.
 pub struct Transaction {
     txn: DatabaseTransaction,
     batch: Batch,

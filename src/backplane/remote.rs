@@ -71,6 +71,8 @@ pub(crate) fn unusable(
     tokio::spawn(async move {
         if let Some(hub) = hub.upgrade() {
             hub.degraded(Part::Listener, Some(reason.clone()));
+            // Nothing will ever be loaded: sessions need not wait for it.
+            hub.ready(None);
         }
         while let Some(out) = queue.recv().await {
             out.finish(Err(PublishError::Backplane(reason.clone())));

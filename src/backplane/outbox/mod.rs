@@ -20,6 +20,7 @@ mod reader;
 mod relay;
 mod schema;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -70,6 +71,15 @@ const WRITE_BATCH: usize = 256;
 /// (`ConnectOptions::map_sqlx_sqlite_opts`), so that the relay's writes
 /// wait for the application's instead of failing with `database is locked`. A `notify` outside any transaction is inserted on its own
 /// (batched with others) by a background writer, right after the call.
+///
+/// On PostgreSQL, each instance keeps one connection of the pool for
+/// `LISTEN` (taken out of the pool, which opens another in its place).
+///
+/// The log's positions must only grow. Restoring a backup of the database,
+/// or failing over to a replica that missed the last commits, moves them
+/// back: delete the row of `<table>_log` afterwards, so that the next
+/// [`migrate`](Self::migrate) starts a new log (every client then resyncs
+/// once) instead of placing clients' newer cursors in the restored one.
 ///
 /// See `docs/scaling.md` for how it compares with the other engines, and
 /// `docs/benchmarks.md` for what it costs per write.
@@ -216,6 +226,7 @@ impl Backplane for Outbox {
             keep_for: self.keep_for,
             poll: self.poll,
             prune_every: self.prune_every,
+            relay_failing: AtomicBool::new(false),
             wake_relay: Notify::new(),
             wake_reader: Notify::new(),
         });
@@ -246,6 +257,9 @@ struct Shared {
     keep_for: Option<Duration>,
     poll: Duration,
     prune_every: Duration,
+    /// Whether the relay's last pass failed (health: the writer and the
+    /// relay report the same part, each clearing only its own failure).
+    relay_failing: AtomicBool,
     /// Poked after a commit or a write: run a relay pass now.
     wake_relay: Notify,
     /// Poked after this instance's relay pass (and by LISTEN for the
@@ -338,17 +352,23 @@ async fn write(
         if payloads.is_empty() {
             continue;
         }
-        let result = schema::insert(&shared.db, &shared.names, &payloads)
+        let result = schema::insert_all(&shared.db, &shared.names, &payloads)
             .await
             .map_err(|e| PublishError::Backplane(format!("outbox insert failed: {e}")));
-        report_publisher(&hub, &result);
+        // Health: reported when inserts start failing and when they work
+        // again, so that a working writer does not clear the relay's report.
         match &result {
             Ok(()) => {
-                owed_gap = None;
+                if owed_gap.take().is_some() {
+                    report_publisher(&hub, &result);
+                }
                 backoff.reset();
                 shared.wake_relay.notify_one();
             }
-            Err(e) => owed_gap = Some(e.to_string()),
+            Err(e) => {
+                report_publisher(&hub, &result);
+                owed_gap = Some(e.to_string());
+            }
         }
         batch.drain(..).for_each(|out| out.finish(result.clone()));
     }

@@ -85,24 +85,25 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
 async fn load(shared: &Shared, hub: &Weak<dyn Receiver>) -> Result<Option<(u64, u64)>, sea_orm::DbErr> {
     let Some(capacity) = hub.upgrade().map(|h| h.capacity()) else { return Ok(None) };
     let log = schema::log_id(&shared.db, &shared.names).await?;
-    let rows = schema::read_last(&shared.db, &shared.names, capacity).await?;
+    let mut rows = schema::read_last(&shared.db, &shared.names, capacity).await?;
     let Some(hub) = hub.upgrade() else { return Ok(None) };
     let last = rows.last().map_or(0, |r| r.position);
     // Resuming from just before the oldest row loaded leaves no gap; from
     // earlier, the rows in between are no longer here. A log loaded from
     // its first position has nothing before it (a cursor from before the
-    // first notification, `0-0`, resumes). A gap marker moves the floor up
-    // to itself: what came before it may be incomplete.
-    let gap = rows.iter().rposition(|r| is_gap(&r.payload));
-    let rows = match gap {
-        Some(at) => rows[at..].to_vec(),
-        None => rows,
-    };
-    let floor = match (gap, rows.first()) {
-        (Some(_), Some(marker)) => Some(Cursor::stream(log, marker.position)),
-        (None, Some(first)) if first.position > 1 => Some(Cursor::stream(log, first.position - 1)),
-        _ => None,
-    };
+    // first notification, `0-0`, resumes). A gap marker, or a hole between
+    // two rows, moves the floor up to itself: what came before it may be
+    // incomplete, and only what follows is kept.
+    let mut from = 0;
+    let mut floor = rows.first().filter(|r| r.position > 1).map(|r| Cursor::stream(log, r.position - 1));
+    for (i, row) in rows.iter().enumerate() {
+        if is_gap(&row.payload) {
+            (from, floor) = (i, Some(Cursor::stream(log, row.position)));
+        } else if i > 0 && row.position != rows[i - 1].position + 1 {
+            (from, floor) = (i, Some(Cursor::stream(log, row.position - 1)));
+        }
+    }
+    rows.drain(..from);
     deliver_loaded(&*hub, log, rows);
     hub.ready(floor);
     Ok(Some((log, last)))
@@ -113,28 +114,27 @@ fn deliver_loaded(hub: &dyn Receiver, log: u64, rows: Vec<Relayed>) {
     hub.deliver(&mut items);
 }
 
-/// Delivers rows read after `last`: a hole before the first means rows
-/// were pruned unread.
+/// Delivers rows read after `last`: a hole (before the first, or between
+/// two) means rows were pruned unread.
 fn deliver(hub: &dyn Receiver, log: u64, last: u64, rows: Vec<Relayed>) {
-    let mut rows = rows.into_iter().peekable();
-    if let Some(first) = rows.peek()
-        && first.position != last + 1
-    {
-        tracing::warn!(
-            last,
-            next = first.position,
-            "tidings: outbox rows were pruned before this instance read them"
-        );
-        hub.interrupt(Some(Cursor::stream(log, first.position - 1)));
-    }
-    // Gap markers interrupt the stream where they stand; the notifications
-    // between them go out in runs.
+    // Gap markers and holes interrupt the stream where they stand; the
+    // notifications between them go out in runs.
     let mut run: Vec<(Notification, Option<Cursor>)> = Vec::new();
+    let mut expected = last + 1;
     for row in rows {
-        let cursor = Cursor::stream(log, row.position);
+        if row.position != expected {
+            tracing::warn!(
+                expected,
+                next = row.position,
+                "tidings: outbox rows were pruned before this instance read them"
+            );
+            hub.deliver(&mut run.drain(..));
+            hub.interrupt(Some(Cursor::stream(log, row.position - 1)));
+        }
+        expected = row.position + 1;
         if is_gap(&row.payload) {
             hub.deliver(&mut run.drain(..));
-            hub.interrupt(Some(cursor));
+            hub.interrupt(Some(Cursor::stream(log, row.position)));
             continue;
         }
         if let Some(item) = entry(log, row) {

@@ -6,6 +6,7 @@
 //! An instance relays its own commits at once; the others' rows, and rows
 //! a crashed process left behind, at the latest one poll interval later.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -48,7 +49,7 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
     loop {
         match schema::relay(&shared.db, &shared.names, PASS).await {
             Ok(relayed) => {
-                report(hub, None);
+                relay_works(shared, hub);
                 if relayed > 0 {
                     shared.wake_reader.notify_one();
                 }
@@ -58,10 +59,23 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
             }
             Err(e) => {
                 // The rows stay in the table: the next pass takes them.
-                report(hub, Some(format!("outbox relay failed: {e}")));
+                relay_fails(shared, hub, format!("outbox relay failed: {e}"));
                 return;
             }
         }
+    }
+}
+
+/// Health: the relay failing degrades the publishing side; its recovery
+/// clears only what it reported (the writer reports its own failures).
+fn relay_fails(shared: &Shared, hub: &Weak<dyn Receiver>, reason: String) {
+    shared.relay_failing.store(true, Ordering::Relaxed);
+    report(hub, Some(reason));
+}
+
+fn relay_works(shared: &Shared, hub: &Weak<dyn Receiver>) {
+    if shared.relay_failing.swap(false, Ordering::Relaxed) {
+        report(hub, None);
     }
 }
 
@@ -70,7 +84,7 @@ async fn pending(shared: &Shared, hub: &Weak<dyn Receiver>) -> bool {
     match schema::any_unrelayed(&shared.db, &shared.names).await {
         Ok(any) => any,
         Err(e) => {
-            report(hub, Some(format!("outbox relay failed: {e}")));
+            relay_fails(shared, hub, format!("outbox relay failed: {e}"));
             false
         }
     }

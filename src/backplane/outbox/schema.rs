@@ -17,7 +17,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, IsolationLevel, Statement, TransactionTrait, Value,
+};
 
 /// At most this many rows per `INSERT` (SQLite allows 32,766 parameters).
 const INSERT_CHUNK: usize = 500;
@@ -98,8 +100,12 @@ pub(crate) fn create_statements(backend: DbBackend, names: &Names) -> Vec<String
         ),
         // What the relay looks for on every pass: the rows not yet relayed.
         format!("CREATE INDEX IF NOT EXISTS {table}_unrelayed ON {table} (id) WHERE position IS NULL"),
-        format!("CREATE TABLE IF NOT EXISTS {log} (log_id BIGINT NOT NULL)"),
-        format!("INSERT INTO {log} (log_id) SELECT {} WHERE NOT EXISTS (SELECT 1 FROM {log})", now_ms()),
+        // One row at most (its key is always 1), however many instances
+        // create it at once.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {log} (one INTEGER PRIMARY KEY CHECK (one = 1), log_id BIGINT NOT NULL)"
+        ),
+        format!("INSERT INTO {log} (one, log_id) VALUES (1, {}) ON CONFLICT DO NOTHING", now_ms()),
     ]
 }
 
@@ -121,6 +127,21 @@ pub(crate) async fn migrate(db: &DatabaseConnection, names: &Names) -> Result<()
     for sql in create_statements(backend, names) {
         txn.execute_unprepared(&sql).await?;
     }
+    txn.commit().await
+}
+
+/// Inserts `payloads`, in order, on the connection, all or none (in a
+/// transaction when they take more than one statement).
+pub(crate) async fn insert_all(
+    db: &DatabaseConnection,
+    names: &Names,
+    payloads: &[&str],
+) -> Result<(), DbErr> {
+    if payloads.len() <= INSERT_CHUNK {
+        return insert(db, names, payloads).await;
+    }
+    let txn = db.begin().await?;
+    insert(&txn, names, payloads).await?;
     txn.commit().await
 }
 
@@ -161,7 +182,6 @@ pub(crate) async fn log_id<C: ConnectionTrait>(db: &C, names: &Names) -> Result<
 }
 
 /// One relayed row: its position and its payload.
-#[derive(Clone)]
 pub(crate) struct Relayed {
     pub(crate) position: u64,
     pub(crate) payload: String,
@@ -240,7 +260,9 @@ pub(crate) async fn relay(db: &DatabaseConnection, names: &Names, limit: usize) 
     if backend == DbBackend::Sqlite {
         return Ok(db.execute_raw(update).await?.rows_affected());
     }
-    let txn = db.begin().await?;
+    // Read committed, whatever the server's default: the statements after
+    // the lock must see the positions the pass before this one committed.
+    let txn = db.begin_with_config(Some(IsolationLevel::ReadCommitted), None).await?;
     txn.execute_raw(statement(backend, "SELECT pg_advisory_xact_lock($1)", vec![names.lock_key.into()]))
         .await?;
     let relayed = txn.execute_raw(update).await?.rows_affected();
@@ -258,9 +280,10 @@ pub(crate) async fn any_unrelayed<C: ConnectionTrait>(db: &C, names: &Names) -> 
     Ok(db.query_one_raw(statement(backend, &sql, vec![])).await?.is_some())
 }
 
-/// Deletes relayed rows beyond the newest `keep`, and those written before
-/// `before_ms`; never the newest relayed row (the log's current position)
-/// nor a row not yet relayed. Returns how many it deleted.
+/// Deletes relayed rows beyond the newest `keep`, and those up to the
+/// newest written before `before_ms`; never the newest relayed row (the
+/// log's current position) nor a row not yet relayed, and always a prefix
+/// of the log. Returns how many it deleted.
 ///
 /// Two statements: the count bound is a range of the `position` index;
 /// the age bound reads the rows the first one kept (at most `keep`).
@@ -278,8 +301,12 @@ pub(crate) async fn prune<C: ConnectionTrait>(
         .await?
         .rows_affected();
     if let Some(before) = before_ms {
+        // A prefix of the log, never a row in its middle: up to the newest
+        // old row (rows are not written in position order: a long
+        // transaction, another writer's clock).
         let by_age = format!(
-            "DELETE FROM {table} WHERE created_ms < $1 AND position < (SELECT max(position) FROM {table})"
+            "DELETE FROM {table} WHERE position <= (SELECT max(position) FROM {table} WHERE created_ms < $1) \
+             AND position < (SELECT max(position) FROM {table})"
         );
         deleted += db.execute_raw(statement(backend, &by_age, vec![before.into()])).await?.rows_affected();
     }
