@@ -35,7 +35,9 @@ async fn sqlite() -> DatabaseConnection {
     // for the lock (on every pooled connection) instead of failing.
     let mut options = sea_orm::ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
     options.map_sqlx_sqlite_opts(|sqlite| {
-        sqlite.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal).busy_timeout(Duration::from_secs(5))
+        sqlite
+            .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5))
     });
     let db = Database::connect(options).await.unwrap();
     db.execute_unprepared("CREATE TABLE rows (id INTEGER PRIMARY KEY, v TEXT)").await.unwrap();

@@ -28,10 +28,11 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
 pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
-pub(crate) use session::Session;
+pub(crate) use session::{Connection, Session};
 pub(crate) use subscriptions::Subscriptions;
 
 use crate::backplane::{Link, Part, Publication, PublishError, Receiver};
+use crate::metrics::Metrics;
 use crate::{Config, Cursor, Notification, SessionId, SessionToken};
 
 /// How long a session opening at start-up waits for the backplane to load
@@ -63,6 +64,8 @@ pub(crate) struct Hub {
     ready: watch::Sender<bool>,
     /// Why the backplane is degraded, if it is, part by part.
     degraded: Mutex<Degraded>,
+    /// The handles this notifier records its metrics through.
+    pub(crate) metrics: Metrics,
 }
 
 /// The state of each part of the backplane: `Some(reason)` while broken.
@@ -93,6 +96,7 @@ impl Hub {
             started: Instant::now(),
             ready: watch::Sender::new(!streamed),
             degraded: Mutex::new(Degraded::default()),
+            metrics: Metrics::register(),
         });
         tokio::spawn(wake(Arc::downgrade(&hub), hub.waker.clone()));
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&hub) as Weak<Hub>;
@@ -106,6 +110,7 @@ impl Hub {
     /// Publishes through the backplane, which brings the notifications back
     /// to every instance's hub, this one included.
     pub(crate) fn publish(&self, publication: Publication) {
+        self.metrics.emitted(publication.notifications().len());
         self.link.get().expect("the link is set at start").publish(self, publication);
     }
 

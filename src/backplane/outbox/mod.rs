@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{Notify, mpsc};
+use tracing::Instrument;
 
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Publication, PublishError, Receiver};
@@ -320,10 +321,13 @@ async fn write(
         if payloads.is_empty() {
             continue;
         }
+        let span =
+            tracing::debug_span!("tidings.backplane.publish", backplane = "outbox", rows = payloads.len());
         let result = schema::insert(&shared.db, &shared.names, &payloads)
+            .instrument(span)
             .await
             .map_err(|e| PublishError::Backplane(format!("outbox insert failed: {e}")));
-        report_publisher(&hub, &result);
+        report_publisher(&hub, "outbox", &result);
         match &result {
             Ok(()) => {
                 owed_gap = None;

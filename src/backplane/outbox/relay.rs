@@ -9,6 +9,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::Shared;
 use super::schema::{self, now_ms};
 use crate::backplane::{Part, Receiver};
@@ -42,8 +44,10 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
 /// Relays until nothing visible is left unrelayed (or a pass fails).
 async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
     loop {
-        match schema::relay(&shared.db, &shared.names, PASS).await {
+        let span = tracing::debug_span!("tidings.backplane.relay", backplane = "outbox");
+        match schema::relay(&shared.db, &shared.names, PASS).instrument(span).await {
             Ok(relayed) => {
+                crate::metrics::outbox_rows("relayed", relayed as usize);
                 report(hub, None);
                 if relayed > 0 {
                     shared.wake_reader.notify_one();
@@ -54,6 +58,7 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
             }
             Err(e) => {
                 // The rows stay in the table: the next pass takes them.
+                crate::metrics::backplane_error("outbox", "relay");
                 report(hub, Some(format!("outbox relay failed: {e}")));
                 return;
             }
