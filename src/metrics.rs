@@ -22,7 +22,8 @@
 //!     .install_recorder()
 //!     .unwrap();
 //! let notifier = Notifier::new(); // after the recorder
-//! // Serve `prometheus.render()` at /metrics.
+//! // Serve `prometheus.render()` at /metrics, and now and then (every few
+//! // seconds) call `prometheus.run_upkeep()`.
 //! # }
 //! ```
 //!

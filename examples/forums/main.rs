@@ -158,6 +158,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Folds the recorded latencies into the histogram now and then, so that
+    // memory does not grow between scrapes.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let db = match app::connect(database_url.as_deref()).await {
         Ok(db) => db,
