@@ -84,7 +84,8 @@ fn connect_clients(rt: &Runtime, notifier: &Notifier, clients: usize) {
 /// thread of its own, as an exporter runs it) and a tracing subscriber at
 /// INFO writing to nowhere, installed before any notifier starts.
 fn observe() {
-    if std::env::var("TIDINGS_BENCH_METRICS").is_ok_and(|v| v == "1") {
+    let on = std::env::var("TIDINGS_BENCH_METRICS").unwrap_or_default();
+    if on == "1" || on == "metrics" {
         let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
             .install_recorder()
             .expect("install the recorder");
@@ -94,6 +95,8 @@ fn observe() {
                 handle.run_upkeep();
             }
         });
+    }
+    if on == "1" || on == "tracing" {
         tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::sink).init();
     }
 }

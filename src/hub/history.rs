@@ -644,6 +644,20 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_lagging_after_an_interruption_lags_for_room() {
+        let h = History::new(1, 2);
+        h.append_new(Notification::new("a", Op::Update));
+        h.interrupt();
+        let after = h.head().seq() + 1;
+        for _ in 0..3 {
+            h.append_new(Notification::new("a", Op::Update));
+        }
+        let mut out: Vec<Frame> = Vec::new();
+        assert!(matches!(h.read(after, 10, |_| true, &mut out), Read::Lagged { interrupted: false, .. }));
+        assert!(matches!(h.read(1, 10, |_| true, &mut out), Read::Lagged { interrupted: true, .. }));
+    }
+
+    #[test]
     fn a_stream_interrupted_at_an_id_resumes_only_from_that_id_on() {
         let h = History::for_stream(7, 8);
         h.mark_loaded();
