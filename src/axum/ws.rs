@@ -27,7 +27,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
-use tracing::Instrument;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame as WireFrame};
 use tungstenite::protocol::{Role, WebSocketConfig};
@@ -87,8 +86,7 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
         let Admission { identity, subscriptions, cursor } = admission;
         hub.wait_ready().await;
         let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
-        let span = session.span().clone();
-        run(socket, session, first).instrument(span).await;
+        run(socket, session, first).await;
     });
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -164,7 +162,7 @@ async fn run(socket: Socket, session: Session, first: Vec<Frame>) {
     let (sink, mut stream) = socket.split();
     let alive = Arc::new(AtomicU64::new(hub.now_ms()));
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
-    let mut writer = tokio::spawn(write_loop(sink, session, first, inbox, alive.clone()).in_current_span());
+    let mut writer = tokio::spawn(write_loop(sink, session, first, inbox, alive.clone()));
 
     let mut written = None;
     let read_end = tokio::select! {
@@ -394,7 +392,7 @@ impl Writer {
     /// session ends (it would only fall further behind).
     fn stuck(&self) -> Flow {
         metrics::slow_reader_closed();
-        tracing::info!("tidings: closing a slow reader (write timeout)");
+        tracing::info!(parent: self.session.span(), "tidings: closing a slow reader (write timeout)");
         Flow::Stop
     }
 

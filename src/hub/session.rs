@@ -111,7 +111,10 @@ impl Session {
         &self.hub
     }
 
-    /// The connection's span, for the tasks that serve it.
+    /// The connection's span: the parent of every event about the session.
+    /// (Events name it as their parent rather than the writer entering it
+    /// at every wake-up, which would cost a subscriber's bookkeeping per
+    /// session per notification.)
     pub(crate) fn span(&self) -> &tracing::Span {
         &self.span
     }
