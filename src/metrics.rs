@@ -207,11 +207,13 @@ pub(crate) fn slow_reader_closed() {
 }
 
 /// Counts a failed backplane operation (the engine logs or reports why).
+#[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
 pub(crate) fn backplane_error(backplane: &'static str, operation: &'static str) {
     counter!(BACKPLANE_ERRORS, "backplane" => backplane, "operation" => operation).increment(1);
 }
 
 /// Counts a listening connection established again after a loss.
+#[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
 pub(crate) fn backplane_reconnected(backplane: &'static str) {
     counter!(BACKPLANE_RECONNECTS, "backplane" => backplane).increment(1);
 }
