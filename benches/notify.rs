@@ -9,7 +9,9 @@
 //! while the runtime's workers fan the notifications out to the clients. The
 //! process needs about 2100 file descriptors (`ulimit -n 4096`).
 //! `TIDINGS_BENCH_WORKERS=<n>` sets the runtime's worker threads (default:
-//! one per core).
+//! one per core). `TIDINGS_BENCH_METRICS=1` installs a Prometheus recorder
+//! and a tracing subscriber first, as an application exporting both would
+//! (the notify cost with metrics and tracing on; see `docs/benchmarks.md`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -78,7 +80,29 @@ fn connect_clients(rt: &Runtime, notifier: &Notifier, clients: usize) {
     });
 }
 
+/// With `TIDINGS_BENCH_METRICS=1`: a Prometheus recorder (its upkeep on a
+/// thread of its own, as an exporter runs it) and a tracing subscriber at
+/// INFO writing to nowhere, installed before any notifier starts.
+fn observe() {
+    let on = std::env::var("TIDINGS_BENCH_METRICS").unwrap_or_default();
+    if on == "1" || on == "metrics" {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("install the recorder");
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                handle.run_upkeep();
+            }
+        });
+    }
+    if on == "1" || on == "tracing" {
+        tracing_subscriber::fmt().with_max_level(tracing::Level::INFO).with_writer(std::io::sink).init();
+    }
+}
+
 fn benches(c: &mut Criterion) {
+    observe();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // One worker per core by default; `TIDINGS_BENCH_WORKERS=1` leaves the
     // bench thread a core of its own on a small machine.

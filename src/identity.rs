@@ -178,7 +178,7 @@ impl Rejection {
     }
 
     /// The machine-readable code in the body.
-    pub fn code(&self) -> &str {
+    pub fn code(&self) -> &'static str {
         self.code
     }
 }

@@ -44,6 +44,7 @@
 //! | `hub` | the history (every session's queue), the session registry and the waker, a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
 //! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, snapshot cursors, `serve` | hub |
 //! | [`sea_orm`] | transaction-scoped notifications | handles, backplane |
+//! | [`metrics`] | every metric's name and description, and the handles the hot paths record through | — |
 //!
 //! The wire protocol is in `docs/protocol.md`, the browser client in
 //! `docs/client.md`, the backplanes' guarantees in `docs/scaling.md`.
@@ -57,6 +58,7 @@ mod config;
 mod cursor;
 mod hub;
 mod identity;
+pub mod metrics;
 mod notification;
 mod notifier;
 mod notify;

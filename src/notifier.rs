@@ -35,7 +35,9 @@ use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 /// # }
 /// ```
 ///
-/// Must be created inside a tokio runtime (it spawns its waker task).
+/// Must be created inside a tokio runtime (it spawns its waker task), and
+/// after the application's [`metrics`](crate::metrics) recorder, if any, is
+/// installed.
 #[derive(Clone)]
 pub struct Notifier {
     hub: Arc<Hub>,

@@ -98,6 +98,7 @@ impl Transaction {
         if link.publish_in_transaction(&self.txn, &notifications).await? {
             self.txn.commit().await?;
             link.committed();
+            notifier.hub().metrics.emitted(notifications.len());
             return Ok(());
         }
         self.txn.commit().await?;

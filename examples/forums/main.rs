@@ -12,6 +12,8 @@
 //! ```
 //!
 //! Open the page in two windows: a write in one appears in the other at once.
+//! `/metrics` shows tidings' metrics (and any other the application records)
+//! in the Prometheus text format; the series are listed in `docs/metrics.md`.
 //!
 //! By default notifications go through the **outbox** in the application's
 //! own database (`tidings::backplane::Outbox`): they are written in the same
@@ -35,6 +37,7 @@ use std::process::ExitCode;
 
 use axum::Json;
 use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sea_orm::{DatabaseConnection, DbErr};
 use tidings::backplane::{self, Backplane, Memory, Outbox};
 use tidings::{Config, Notifier};
@@ -96,6 +99,19 @@ async fn backplane(choice: Choice, db: &DatabaseConnection) -> Result<Box<dyn Ba
     })
 }
 
+/// Installs the Prometheus recorder, process-wide. It must come before the
+/// notifier, which registers its hot paths' metrics when it starts.
+fn install_metrics() -> Result<PrometheusHandle, String> {
+    // Buckets make the latency a histogram (a summary otherwise): from
+    // 50 µs to 5 s.
+    let buckets =
+        [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(tidings::metrics::DELIVERY_LATENCY.to_owned()), &buckets)
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| e.to_string())
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -135,6 +151,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let prometheus = match install_metrics() {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("cannot install the metrics recorder: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Folds the recorded latencies into the histogram now and then, so that
+    // memory does not grow between scrapes.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
     let db = match app::connect(database_url.as_deref()).await {
         Ok(db) => db,
@@ -156,10 +189,16 @@ async fn main() -> ExitCode {
     let notifier = Notifier::with_config(Config::default().backplane(backplane).authorize(authorize));
     // Health for load balancers: the backplane's state and this instance's sessions.
     let health = notifier.clone();
-    let router = app::router(db.clone(), notifier.clone()).route(
-        "/health",
-        get(move || async move { Json(health.health()) }).fallback(app::api::method_not_allowed),
-    );
+    let router = app::router(db.clone(), notifier.clone())
+        .route(
+            "/health",
+            get(move || async move { Json(health.health()) }).fallback(app::api::method_not_allowed),
+        )
+        // For Prometheus to scrape (in production, on an internal port).
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())).fallback(app::api::method_not_allowed),
+        );
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -205,6 +205,12 @@ enum Stage {
     Closing,
 }
 
+/// The client's address, when the server provides it: [`serve`] does, as
+/// does axum's `into_make_service_with_connect_info`.
+pub(crate) fn peer(parts: &http::request::Parts) -> Option<SocketAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
+}
+
 /// Serves one connection until it ends, or until the server closes it.
 async fn connection(
     io: TokioIo<WriteDeadline>,

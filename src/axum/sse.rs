@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, admit};
 use crate::Notifier;
-use crate::hub::{Frame, ServerFrame, Session};
+use crate::hub::{Connection, Frame, ServerFrame, Session};
+use crate::metrics::{self, Transport};
 
 /// The handler behind the SSE route.
 pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -> Response {
@@ -36,7 +37,7 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
     let (parts, _body) = request.into_parts();
     let Admission { identity, subscriptions, cursor } = match admit(&hub, &parts).await {
         Ok(admission) => admission,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return metrics::refused(Transport::Sse, rejection).into_response(),
     };
     // The browser sends Last-Event-ID when it reconnects by itself; it is
     // newer than the cursor in the URL it first connected with.
@@ -45,7 +46,8 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
     let keep_alive = KeepAlive::new().interval(hub.config.ping_interval).text("");
     let closing = hub.closing();
     hub.wait_ready().await;
-    let (session, first) = Session::open(hub, identity, subscriptions, resume.as_deref());
+    let connection = Connection { transport: Transport::Sse, peer: super::serve::peer(&parts) };
+    let (session, first) = Session::open(hub, connection, identity, subscriptions, resume.as_deref());
     let mut response =
         Sse::new(stream(session, first.into(), closing)).keep_alive(keep_alive).into_response();
     // Proxies such as nginx would otherwise buffer the stream.
@@ -84,6 +86,7 @@ fn stream(
     futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(frame) = state.pending.pop_front() {
+                state.session.written(1);
                 return Some((Ok(event(&frame)), state));
             }
             if state.ending {

@@ -33,7 +33,8 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, error::ProtocolError};
 
 use super::admission::{Admission, admit};
-use crate::hub::{ClientFrame, ErrorCode, Frame, Hub, ServerFrame, Session};
+use crate::hub::{ClientFrame, Connection, ErrorCode, Frame, Hub, ServerFrame, Session};
+use crate::metrics::{self, Transport};
 use crate::{Notifier, Rejection};
 
 /// How many commands the reader may queue for the writer. A client that
@@ -61,16 +62,17 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
     let (mut parts, _body) = request.into_parts();
     let accept = match handshake(&parts) {
         Ok(accept) => accept,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return metrics::refused(Transport::WebSocket, rejection).into_response(),
     };
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
-        return not_websocket(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded")
-            .into_response();
+        let rejection = not_websocket(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
+        return metrics::refused(Transport::WebSocket, rejection).into_response();
     };
     let admission = match admit(&hub, &parts).await {
         Ok(admission) => admission,
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => return metrics::refused(Transport::WebSocket, rejection).into_response(),
     };
+    let connection = Connection { transport: Transport::WebSocket, peer: super::serve::peer(&parts) };
     let config = WebSocketConfig::default()
         .read_buffer_size(hub.config.read_buffer_size)
         .write_buffer_size(hub.config.write_buffer_size)
@@ -83,7 +85,7 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
         let Admission { identity, subscriptions, cursor } = admission;
         hub.wait_ready().await;
-        let (session, first) = Session::open(hub, identity, subscriptions, cursor.as_deref());
+        let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
         run(socket, session, first).await;
     });
     let mut response = Response::new(Body::empty());
@@ -365,24 +367,38 @@ impl Writer {
     /// flushes once: `Stop` when the socket fails or is stuck.
     async fn catch_up(&mut self) -> Flow {
         let limit = self.session.hub().config.write_timeout;
-        let mut unflushed = false;
+        let mut unflushed = 0;
         loop {
             let caught_up = self.session.pull(&mut self.frames);
             if !self.frames.is_empty() {
-                if feed_all(&mut self.sink, &mut self.frames, limit).await.is_err() {
-                    return Flow::Stop;
+                unflushed += self.frames.len();
+                match feed_all(&mut self.sink, &mut self.frames, limit).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return Flow::Stop,
+                    None => return self.stuck(),
                 }
-                unflushed = true;
             } else if caught_up {
                 // (Not caught up with nothing to send: everything read was
                 // filtered out, and more is stored.)
                 break;
             }
         }
-        if unflushed && !matches!(within(limit, self.sink.flush()).await, Some(Ok(()))) {
-            return Flow::Stop;
+        if unflushed > 0 {
+            match within(limit, self.sink.flush()).await {
+                Some(Ok(())) => self.session.written(unflushed),
+                Some(Err(_)) => return Flow::Stop,
+                None => return self.stuck(),
+            }
         }
         Flow::Continue
+    }
+
+    /// The client did not take its frames within the write timeout: the
+    /// session ends (it would only fall further behind).
+    fn stuck(&self) -> Flow {
+        metrics::slow_reader_closed();
+        tracing::info!(parent: self.session.span(), "tidings: closing a slow reader (write timeout)");
+        Flow::Stop
     }
 
     /// Carries out what the reader asked; `None`: the reader is gone.
@@ -441,19 +457,20 @@ fn text(frame: Utf8Bytes) -> Message {
 }
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket
-/// whenever it holds `write_buffer_size` bytes. Fails when the socket errors
-/// or does not take the frames within `limit` (a stuck client).
-async fn feed_all(sink: &mut Sink, frames: &mut Vec<Utf8Bytes>, limit: Duration) -> Result<(), ()> {
+/// whenever it holds `write_buffer_size` bytes. `None` when the socket does
+/// not take the frames within `limit` (a stuck client).
+async fn feed_all(
+    sink: &mut Sink,
+    frames: &mut Vec<Utf8Bytes>,
+    limit: Duration,
+) -> Option<Result<(), tungstenite::Error>> {
     let feed = async {
         for frame in frames.drain(..) {
             sink.feed(text(frame)).await?;
         }
         Ok::<_, tungstenite::Error>(())
     };
-    match within(limit, feed).await {
-        Some(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
+    within(limit, feed).await
 }
 
 /// `fut`'s output, or `None` if it takes longer than `limit`. Writes to a

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::envelope::decode;
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
@@ -178,14 +179,20 @@ async fn publish(
             fits.iter().flat_map(|out| out.payloads.iter().map(String::as_str)).collect();
         // unnest yields the payloads in array order, and pg_notify queues
         // them in the order it is called.
+        let span = tracing::debug_span!(
+            "tidings.backplane.publish",
+            backplane = "postgres",
+            notifications = payloads.len()
+        );
         let result = sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
             .bind(&channel)
             .bind(&payloads)
             .execute(&pool)
+            .instrument(span)
             .await
             .map(|_| ())
             .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}")));
-        report_publisher(&hub, &result);
+        report_publisher(&hub, "postgres", &result);
         fits.into_iter().for_each(|out| out.finish(result.clone()));
     }
 }
@@ -193,11 +200,15 @@ async fn publish(
 async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiver>) {
     let listener_options = connect.application_name(&listener_name(&channel));
     let mut backoff = Backoff::new();
+    let mut connected_before = false;
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let mut listener = match open(&listener_options, &channel).await {
+        let span =
+            tracing::info_span!("tidings.backplane.connect", backplane = "postgres", channel = %channel);
+        let mut listener = match open(&listener_options, &channel).instrument(span).await {
             Ok(l) => l,
             Err(e) => {
+                crate::metrics::backplane_error("postgres", "listen");
                 strong.degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
                 drop(strong);
                 backoff.wait().await;
@@ -210,6 +221,9 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
         // with a cursor handed out before this point (a page rendered then).
         strong.interrupt(None);
         strong.degraded(Part::Listener, None);
+        if std::mem::replace(&mut connected_before, true) {
+            crate::metrics::backplane_reconnected("postgres");
+        }
         backoff.reset();
         drop(strong);
 
@@ -246,6 +260,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
                 }
             }
         };
+        crate::metrics::backplane_error("postgres", "listen");
         let Some(strong) = hub.upgrade() else { return };
         strong.degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
         drop(strong);

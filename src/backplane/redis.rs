@@ -17,6 +17,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, InfoDict, Value};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::envelope::decode;
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
@@ -145,7 +146,12 @@ async fn publish(
             }
             return;
         }
-        let result = publisher.send(&batch).await;
+        let span = tracing::debug_span!(
+            "tidings.backplane.publish",
+            backplane = "redis",
+            publications = batch.len()
+        );
+        let result = publisher.send(&batch).instrument(span).await;
         report(&hub, &result, &mut backoff);
         batch.drain(..).for_each(|o| o.finish(result.clone()));
     }
@@ -155,7 +161,7 @@ fn report(hub: &Weak<dyn Receiver>, result: &Result<(), PublishError>, backoff: 
     if result.is_ok() {
         backoff.reset();
     }
-    report_publisher(hub, result);
+    report_publisher(hub, "redis", result);
 }
 
 /// The publishing side: one connection, replaced whenever it fails.
@@ -282,21 +288,27 @@ async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
         .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
     let mut position: Option<Position> = None;
     let mut backoff = Backoff::new();
+    let mut connected_before = false;
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let connected = client.get_multiplexed_async_connection_with_config(&config).await;
+        let span = tracing::info_span!("tidings.backplane.connect", backplane = "redis", key = %options.key);
+        let connected =
+            client.get_multiplexed_async_connection_with_config(&config).instrument(span.clone()).await;
         let mut connection = match connected {
             Ok(c) => c,
             Err(e) => {
+                crate::metrics::backplane_error("redis", "listen");
                 strong.degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
                 drop(strong);
                 backoff.wait().await;
                 continue;
             }
         };
-        let current = match prepare(&mut connection, &options, &strong, &mut position).await {
+        let prepared = prepare(&mut connection, &options, &strong, &mut position).instrument(span).await;
+        let current = match prepared {
             Ok(current) => current,
             Err(e) => {
+                crate::metrics::backplane_error("redis", "listen");
                 strong.degraded(Part::Listener, Some(format!("Redis: {e}")));
                 drop(strong);
                 backoff.wait().await;
@@ -304,10 +316,14 @@ async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
             }
         };
         strong.degraded(Part::Listener, None);
+        if std::mem::replace(&mut connected_before, true) {
+            crate::metrics::backplane_reconnected("redis");
+        }
         backoff.reset();
         drop(strong);
 
         let error = read(&mut connection, &options, &hub, current).await;
+        crate::metrics::backplane_error("redis", "listen");
         let Some(strong) = hub.upgrade() else { return };
         strong.degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
         drop(strong);

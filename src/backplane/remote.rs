@@ -46,8 +46,16 @@ impl Queue {
     }
 }
 
-/// Reports how the last publication went as the publisher's health.
-pub(crate) fn report_publisher(hub: &Weak<dyn Receiver>, result: &Result<(), PublishError>) {
+/// Reports how the last publication went as the publisher's health, and
+/// counts a failure in the `backplane`'s metrics.
+pub(crate) fn report_publisher(
+    hub: &Weak<dyn Receiver>,
+    backplane: &'static str,
+    result: &Result<(), PublishError>,
+) {
+    if result.is_err() {
+        crate::metrics::backplane_error(backplane, "publish");
+    }
     if let Some(hub) = hub.upgrade() {
         hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
     }

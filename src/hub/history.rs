@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use super::filter::Fields;
 use super::frame::{Frame, OpenFrame, Outbox};
@@ -33,6 +34,8 @@ pub(crate) struct Entry {
     /// `None` when the data is not an object (then no filter can hold it
     /// back).
     pub(crate) fields: Option<Box<Fields>>,
+    /// When it was appended: where the delivery latency is measured from.
+    pub(crate) emitted: Instant,
 }
 
 impl Entry {
@@ -54,6 +57,7 @@ struct Prepared {
     skip: Option<SessionId>,
     given: Option<Cursor>,
     fields: Option<Box<Fields>>,
+    emitted: Instant,
 }
 
 impl Prepared {
@@ -65,7 +69,10 @@ impl Prepared {
         } else {
             None
         };
-        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, fields }
+        // One clock read per notification, outside the lock; sessions read
+        // it back once per written batch (see `crate::metrics`).
+        let emitted = Instant::now();
+        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, fields, emitted }
     }
 }
 
@@ -88,6 +95,9 @@ struct Ring {
     next_seq: u64,
     /// The cursor of the last notification, kept when entries are cleared.
     head: Cursor,
+    /// The last sequence number before the latest interruption: a reader
+    /// that lags from before it lags because of the interruption.
+    interrupted_through: u64,
     /// For stream cursors: the newest id that is no longer held (evicted,
     /// or older than what was loaded). Resuming from before it is a gap.
     floor: Option<Cursor>,
@@ -255,8 +265,9 @@ pub(crate) enum Read {
     /// more is stored after `next` yet.
     Read { next: u64, caught_up: bool },
     /// Entries the reader had not seen were evicted: it must resync and read
-    /// on from `next`, which is `head.seq() + 1`.
-    Lagged { head: Cursor, next: u64 },
+    /// on from `next`, which is `head.seq() + 1`. `interrupted`: they were
+    /// dropped by an interruption of the backplane, not for room.
+    Lagged { head: Cursor, next: u64, interrupted: bool },
 }
 
 impl History {
@@ -281,6 +292,7 @@ impl History {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
                 next_seq: 1,
                 head,
+                interrupted_through: 0,
                 floor: None,
                 loaded,
                 changes: Changes::new(Position { seq: 0, cursor: head }),
@@ -337,7 +349,7 @@ impl History {
     /// Assigns the cursor, closes the frame and stores it; returns the
     /// entry evicted to make room, to be dropped unlocked.
     fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Entry> {
-        let Prepared { frame, n, skip, given, fields } = p;
+        let Prepared { frame, n, skip, given, fields, emitted } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
@@ -350,7 +362,8 @@ impl History {
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor());
         }
-        let entry = Entry { seq, frame, collection: n.collection, audience: n.audience, skip, fields };
+        let entry =
+            Entry { seq, frame, collection: n.collection, audience: n.audience, skip, fields, emitted };
         ring.entries.push_back(entry);
         evicted
     }
@@ -396,6 +409,7 @@ impl History {
         let old = std::mem::take(&mut ring.entries);
         // Every reader's position is now before the first entry: it lags.
         ring.next_seq += 1;
+        ring.interrupted_through = ring.next_seq - 1;
         ring.head = at;
         ring.floor = Some(at);
         ring.changes.forget_before(Position { seq: ring.next_seq - 1, cursor: at });
@@ -550,7 +564,8 @@ impl History {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
         if next < first {
-            return Read::Lagged { head: ring.head, next: ring.next_seq };
+            let interrupted = next <= ring.interrupted_through;
+            return Read::Lagged { head: ring.head, next: ring.next_seq, interrupted };
         }
         let start = (next - first) as usize;
         let mut last = next;
@@ -604,9 +619,10 @@ mod tests {
             h.append_new(Notification::new("a", Op::Update));
         }
         match collect(&h, 1).1 {
-            Read::Lagged { head, next } => {
+            Read::Lagged { head, next, interrupted } => {
                 assert_eq!(head.seq(), 3);
                 assert_eq!(next, 4);
+                assert!(!interrupted, "evicted for room");
             }
             Read::Read { .. } => panic!("reader at 1 must lag once 1 is evicted"),
         }
@@ -655,13 +671,27 @@ mod tests {
         h.append_new(Notification::new("a", Op::Update));
         h.interrupt();
         let mut out: Vec<Frame> = Vec::new();
-        assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, .. }));
+        assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, interrupted: true, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
         assert_eq!(h.resume_from(h.head()), Some((3, None)), "is resumable");
         h.append_new(Notification::new("a", Op::Update));
         assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4, caught_up: true }));
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_reader_lagging_after_an_interruption_lags_for_room() {
+        let h = History::new(1, 2);
+        h.append_new(Notification::new("a", Op::Update));
+        h.interrupt();
+        let after = h.head().seq() + 1;
+        for _ in 0..3 {
+            h.append_new(Notification::new("a", Op::Update));
+        }
+        let mut out: Vec<Frame> = Vec::new();
+        assert!(matches!(h.read(after, 10, |_| true, &mut out), Read::Lagged { interrupted: false, .. }));
+        assert!(matches!(h.read(1, 10, |_| true, &mut out), Read::Lagged { interrupted: true, .. }));
     }
 
     #[test]
@@ -675,7 +705,9 @@ mod tests {
         h.interrupt_at(id(5));
         let mut out: Vec<Frame> = Vec::new();
         match h.read(3, 10, |_| true, &mut out) {
-            Read::Lagged { head, next } => assert_eq!((head, next), (id(5), 4), "resync with the fence"),
+            Read::Lagged { head, next, interrupted } => {
+                assert_eq!((head, next, interrupted), (id(5), 4, true), "resync with the fence")
+            }
             Read::Read { .. } => panic!("a reader from before the interruption must lag"),
         }
         assert_eq!(h.resume_from(id(2)), None, "the last id read before the loss");

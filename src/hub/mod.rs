@@ -32,10 +32,11 @@ pub use filter::Where;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
 pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
-pub(crate) use session::Session;
+pub(crate) use session::{Connection, Session};
 pub(crate) use subscriptions::Subscriptions;
 
 use crate::backplane::{Link, Part, Publication, PublishError, Receiver};
+use crate::metrics::Metrics;
 use crate::{Config, Cursor, Identity, Notification, SessionId, SessionToken};
 
 /// How long a session opening at start-up waits for the backplane to load
@@ -70,6 +71,8 @@ pub(crate) struct Hub {
     ready: watch::Sender<bool>,
     /// Why the backplane is degraded, if it is, part by part.
     degraded: Mutex<Degraded>,
+    /// The handles this notifier records its metrics through.
+    pub(crate) metrics: Metrics,
 }
 
 /// What the hub keeps of a live session: how to wake it, how to tell it to
@@ -110,6 +113,7 @@ impl Hub {
             started: Instant::now(),
             ready: watch::Sender::new(!streamed),
             degraded: Mutex::new(Degraded::default()),
+            metrics: Metrics::register(),
         });
         tokio::spawn(wake(Arc::downgrade(&hub), hub.waker.clone()));
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&hub) as Weak<Hub>;
@@ -123,6 +127,7 @@ impl Hub {
     /// Publishes through the backplane, which brings the notifications back
     /// to every instance's hub, this one included.
     pub(crate) fn publish(&self, publication: Publication) {
+        self.metrics.emitted(publication.notifications().len());
         self.link.get().expect("the link is set at start").publish(self, publication);
     }
 

@@ -2,16 +2,20 @@
 //! subscriptions and its position in the shared history.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::field;
 
 use super::Hub;
 use super::frame::{Frame, Outbox};
 use super::history::{Entry, Read, Seen};
 use super::protocol::ServerFrame;
 use super::subscriptions::{Refusal, Subscriptions};
+use crate::metrics::{ResyncCause, SessionMetrics, Transport};
 use crate::{Cursor, Identity, SessionId, SessionToken};
 
 /// How many log entries a session reads per batch: bounds how long the
@@ -37,6 +41,19 @@ pub(crate) struct Session {
     reauthenticate: CancellationToken,
     /// Whether the history counts this session among those with a filter.
     counted_filtered: bool,
+    metrics: SessionMetrics,
+    /// When the oldest notification pulled since the last write entered the
+    /// history: the delivery latency is sampled once per written batch.
+    oldest_unwritten: Option<Instant>,
+    /// Lives as long as the connection: its fields name the session.
+    span: tracing::Span,
+}
+
+/// What the transport knows about a connection, for metrics and traces.
+pub(crate) struct Connection {
+    pub(crate) transport: Transport,
+    /// The client's address, when the server provides it (`ConnectInfo`).
+    pub(crate) peer: Option<SocketAddr>,
 }
 
 impl Session {
@@ -45,6 +62,7 @@ impl Session {
     /// the collections that changed since it, when the history can tell).
     pub(crate) fn open(
         hub: Arc<Hub>,
+        connection: Connection,
         identity: Identity,
         subscriptions: Subscriptions,
         resume: Option<&str>,
@@ -59,6 +77,9 @@ impl Session {
             hub.history.count_filtered_session(true);
         }
         let (token, wake, reauthenticate) = hub.register(identity.clone());
+        let metrics = hub.metrics.session(connection.transport);
+        metrics.opened();
+        let span = span(token.id(), &connection, &identity);
         let (head, fresh) = hub.history.position();
         // `Some(None)`: a resume was asked for with something not a cursor.
         let resume: Option<Option<Cursor>> = resume.map(|raw| raw.parse().ok());
@@ -77,7 +98,9 @@ impl Session {
                 hub.history.changed_since(Seen::Cursor(c), |c, a| may_see(&identity, &subscriptions, c, a))
             });
             first.push(ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
+            resynced(&hub, &span, ResyncCause::Resume);
         }
+        tracing::debug!(parent: &span, "tidings: session opened");
         let session = Session {
             token,
             hub,
@@ -88,6 +111,9 @@ impl Session {
             wake,
             reauthenticate,
             counted_filtered,
+            metrics,
+            oldest_unwritten: None,
+            span,
         };
         (session, first)
     }
@@ -98,6 +124,20 @@ impl Session {
 
     pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The connection's span: the parent of every event about the session.
+    /// (Events name it as their parent rather than the writer entering it
+    /// at every wake-up, which would cost a subscriber's bookkeeping per
+    /// session per notification.)
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Counts `frames` written to the socket and samples the delivery
+    /// latency of the notifications among them.
+    pub(crate) fn written(&mut self, frames: usize) {
+        self.metrics.written(frames, self.oldest_unwritten.take());
     }
 
     /// The signal the waker uses to wake this session.
@@ -185,22 +225,26 @@ impl Session {
     /// can yield no frame (all filtered out) without having caught up: the
     /// caller must pull again before it sleeps.
     pub(crate) fn pull(&mut self, out: &mut impl Outbox) -> bool {
-        let Session { token, identity, subscriptions, seen_through, .. } = self;
+        let Session { token, identity, subscriptions, seen_through, oldest_unwritten, .. } = self;
         let id = token.id();
         let wanted = |e: &Entry| {
-            e.skip != Some(id)
+            let wanted = e.skip != Some(id)
                 && seen_through
                     .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 // The subscription first: with filters, most entries stop here.
                 && subscriptions.wants(&e.collection, e.fields.as_deref())
-                && identity_may_see(identity, &e.collection, e.audience.as_deref())
+                && identity_may_see(identity, &e.collection, e.audience.as_deref());
+            if wanted && oldest_unwritten.is_none() {
+                *oldest_unwritten = Some(e.emitted);
+            }
+            wanted
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
             Read::Read { next, caught_up } => {
                 self.next = next;
                 caught_up
             }
-            Read::Lagged { head, next } => {
+            Read::Lagged { head, next, interrupted } => {
                 // Everything from `self.next` on is skipped, what is still
                 // in the ring included: the index names what changed since.
                 let Session { identity, subscriptions, .. } = &*self;
@@ -208,11 +252,38 @@ impl Session {
                 let changed =
                     self.hub.history.changed_since(seen, |c, a| may_see(identity, subscriptions, c, a));
                 out.put(&ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
+                let cause = if interrupted { ResyncCause::Interrupted } else { ResyncCause::Lagged };
+                resynced(&self.hub, &self.span, cause);
                 self.next = next;
                 false
             }
         }
     }
+}
+
+/// The span of a connection's lifetime: recorded by subscribers that want
+/// it (free otherwise); every event about the session is its child.
+fn span(id: SessionId, connection: &Connection, identity: &Identity) -> tracing::Span {
+    let span = tracing::info_span!(
+        "tidings.session",
+        session = %id,
+        transport = connection.transport.label(),
+        peer = field::Empty,
+        subject = field::Empty,
+    );
+    if let Some(peer) = connection.peer {
+        span.record("peer", field::display(peer));
+    }
+    if let Some(subject) = identity.user_id() {
+        span.record("subject", subject);
+    }
+    span
+}
+
+/// Counts and logs a `resync` sent to a session.
+fn resynced(hub: &Hub, span: &tracing::Span, cause: ResyncCause) {
+    hub.metrics.resync(cause);
+    tracing::debug!(parent: span, cause = cause.label(), "tidings: resync");
 }
 
 /// Whether a session with this identity and these subscriptions receives
@@ -239,5 +310,7 @@ impl Drop for Session {
             self.hub.history.count_filtered_session(false);
         }
         self.hub.unregister(self.token.id());
+        self.metrics.closed();
+        tracing::debug!(parent: &self.span, "tidings: session closed");
     }
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Publication, PublishError, Receiver};
@@ -352,7 +353,10 @@ async fn write(
         if payloads.is_empty() {
             continue;
         }
+        let span =
+            tracing::debug_span!("tidings.backplane.publish", backplane = "outbox", rows = payloads.len());
         let result = schema::insert_all(&shared.db, &shared.names, &payloads)
+            .instrument(span)
             .await
             .map_err(|e| PublishError::Backplane(format!("outbox insert failed: {e}")));
         // Health: reported when inserts start failing and when they work
@@ -360,13 +364,13 @@ async fn write(
         match &result {
             Ok(()) => {
                 if owed_gap.take().is_some() {
-                    report_publisher(&hub, &result);
+                    report_publisher(&hub, "outbox", &result);
                 }
                 backoff.reset();
                 shared.wake_relay.notify_one();
             }
             Err(e) => {
-                report_publisher(&hub, &result);
+                report_publisher(&hub, "outbox", &result);
                 owed_gap = Some(e.to_string());
             }
         }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 
 use sea_orm::DbBackend;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::Shared;
 use super::schema::{self, Relayed};
@@ -28,10 +29,12 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
     let mut backoff = Backoff::new();
     // Load the tail; until the database answers, health says why.
     let (log, mut last) = loop {
-        match load(&shared, &hub).await {
+        let span = tracing::info_span!("tidings.backplane.load", backplane = "outbox");
+        match load(&shared, &hub).instrument(span).await {
             Ok(Some(loaded)) => break loaded,
             Ok(None) => return,
             Err(e) => {
+                crate::metrics::backplane_error("outbox", "read");
                 report(&hub, Some(format!("cannot read the outbox: {e}")));
                 backoff.wait().await;
             }
@@ -53,8 +56,10 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
         let Some(strong) = hub.upgrade() else { return };
         drop(strong);
         loop {
-            match schema::read_after(&shared.db, &shared.names, last, READ).await {
+            let span = tracing::debug_span!("tidings.backplane.read", backplane = "outbox", after = last);
+            match schema::read_after(&shared.db, &shared.names, last, READ).instrument(span).await {
                 Ok(rows) => {
+                    crate::metrics::outbox_rows("read", rows.len());
                     if failing {
                         failing = false;
                         report(&hub, None);
@@ -70,6 +75,7 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
                 }
                 Err(e) => {
                     // Nothing is lost: the next read starts at `last` again.
+                    crate::metrics::backplane_error("outbox", "read");
                     failing = true;
                     report(&hub, Some(format!("cannot read the outbox: {e}")));
                     break;
@@ -176,26 +182,30 @@ fn report(hub: &Weak<dyn Receiver>, reason: Option<String>) {
 /// down to the poll interval until it is back.
 async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
     let mut backoff = Backoff::new();
+    let mut connected_before = false;
     loop {
         if hub.strong_count() == 0 {
             return;
         }
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(mut listener) => match listener.listen(shared.names.channel()).await {
-                Ok(()) => listener,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tidings: cannot LISTEN for the outbox; polling");
-                    backoff.wait().await;
-                    continue;
-                }
-            },
+        let span = tracing::info_span!("tidings.backplane.connect", backplane = "outbox");
+        let connected = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(shared.names.channel()).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match connected.instrument(span).await {
+            Ok(listener) => listener,
             Err(e) => {
+                crate::metrics::backplane_error("outbox", "listen");
                 tracing::warn!(error = %e, "tidings: cannot LISTEN for the outbox; polling");
                 backoff.wait().await;
                 continue;
             }
         };
         listener.eager_reconnect(false);
+        if std::mem::replace(&mut connected_before, true) {
+            crate::metrics::backplane_reconnected("outbox");
+        }
         backoff.reset();
         shared.wake_reader.notify_one();
         // Ends when the connection does (or the task is cancelled with
@@ -203,6 +213,7 @@ async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>
         while let Ok(Some(_)) = listener.try_recv().await {
             shared.wake_reader.notify_one();
         }
+        crate::metrics::backplane_error("outbox", "listen");
         tracing::warn!("tidings: lost the outbox's LISTEN connection; polling until it is back");
         backoff.wait().await;
     }

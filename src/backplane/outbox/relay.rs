@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::Shared;
 use super::schema::{self, now_ms};
 use crate::backplane::{Part, Receiver};
@@ -47,8 +49,10 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
 /// Relays until nothing visible is left unrelayed (or a pass fails).
 async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
     loop {
-        match schema::relay(&shared.db, &shared.names, PASS).await {
+        let span = tracing::debug_span!("tidings.backplane.relay", backplane = "outbox");
+        match schema::relay(&shared.db, &shared.names, PASS).instrument(span).await {
             Ok(relayed) => {
+                crate::metrics::outbox_rows("relayed", relayed as usize);
                 relay_works(shared, hub);
                 if relayed > 0 {
                     shared.wake_reader.notify_one();
@@ -59,6 +63,7 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
             }
             Err(e) => {
                 // The rows stay in the table: the next pass takes them.
+                crate::metrics::backplane_error("outbox", "relay");
                 relay_fails(shared, hub, format!("outbox relay failed: {e}"));
                 return;
             }
