@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Client, LIMIT, serve};
+use common::{Client, LIMIT, serve, wait_sessions};
 use serde_json::{Value, json};
 use tidings::{Notifier, Notify, Op};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -213,4 +213,38 @@ async fn sse_sessions_filter_by_the_query() {
     notifier.notify("marker", Op::Insert);
     assert_eq!(next_sse_data(&mut events).await["data"]["id"], 2);
     assert_eq!(next_sse_data(&mut events).await["collection"], "marker");
+}
+
+fn forum_1() -> String {
+    format!("collections=posts,marker&where={}", encode(r#"{"posts":{"forum_id":1}}"#))
+}
+
+#[tokio::test]
+async fn a_replay_of_what_came_before_any_session_is_filtered() {
+    // As an instance that just started and loaded its outbox's tail: no
+    // session existed when those entries were appended.
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let start = encode(&notifier.cursor().to_string());
+    post(&notifier, Op::Insert, json!({"id": 1, "forum_id": 2}));
+    post(&notifier, Op::Insert, json!({"id": 2, "forum_id": 1}));
+    let mut client = Client::connect(addr, &format!("{}&cursor={start}", forum_1())).await;
+    assert_eq!(client.next_json().await["data"]["id"], 2, "the private forum's post was replayed");
+    expect_marker(&notifier, &mut client).await;
+}
+
+#[tokio::test]
+async fn a_replay_of_what_came_while_no_session_filtered_is_filtered() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let query = forum_1();
+    let client = Client::connect(addr, &query).await;
+    let seen = encode(&notifier.cursor().to_string());
+    drop(client);
+    wait_sessions(&notifier, 0).await;
+    post(&notifier, Op::Insert, json!({"id": 3, "forum_id": 2}));
+    post(&notifier, Op::Insert, json!({"id": 4, "forum_id": 1}));
+    let mut client = Client::connect(addr, &format!("{query}&cursor={seen}")).await;
+    assert_eq!(client.next_json().await["data"]["id"], 4, "appended while nobody filtered");
+    expect_marker(&notifier, &mut client).await;
 }

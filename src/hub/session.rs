@@ -35,8 +35,6 @@ pub(crate) struct Session {
     wake: Arc<Notify>,
     /// Cancelled when the application asks this session to re-authenticate.
     reauthenticate: CancellationToken,
-    /// Whether the history counts this session among those with a filter.
-    counted_filtered: bool,
 }
 
 impl Session {
@@ -52,12 +50,6 @@ impl Session {
         // Registered before the position is read: every notification after
         // that position then finds this session in the map and wakes it.
         let identity = Arc::new(identity);
-        // Counted before the position is read, so entries from it on are
-        // read with their fields.
-        let counted_filtered = subscriptions.filtered();
-        if counted_filtered {
-            hub.history.count_filtered_session(true);
-        }
         let (token, wake, reauthenticate) = hub.register(identity.clone());
         let (head, fresh) = hub.history.position();
         // `Some(None)`: a resume was asked for with something not a cursor.
@@ -78,17 +70,8 @@ impl Session {
             });
             first.push(ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
         }
-        let session = Session {
-            token,
-            hub,
-            identity,
-            subscriptions,
-            next,
-            seen_through,
-            wake,
-            reauthenticate,
-            counted_filtered,
-        };
+        let session =
+            Session { token, hub, identity, subscriptions, next, seen_through, wake, reauthenticate };
         (session, first)
     }
 
@@ -130,7 +113,6 @@ impl Session {
     /// an `error` when nothing changed.
     pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
         let result = self.subscriptions.subscribe(names, filter, &self.identity);
-        self.recount_filtered();
         self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
             collections,
             all,
@@ -142,21 +124,11 @@ impl Session {
     /// or an `error` when nothing changed.
     pub(crate) fn unsubscribe(&mut self, names: &[String]) -> Frame {
         let result = self.subscriptions.unsubscribe(names);
-        self.recount_filtered();
         self.reply(names, result, |collections, all, count| ServerFrame::Unsubscribed {
             collections,
             all,
             count,
         })
-    }
-
-    /// Tells the history whether this session has a filter now.
-    fn recount_filtered(&mut self) {
-        let filtered = self.subscriptions.filtered();
-        if filtered != self.counted_filtered {
-            self.hub.history.count_filtered_session(filtered);
-            self.counted_filtered = filtered;
-        }
     }
 
     /// The acknowledgement echoes the frame's own names, which were checked
@@ -192,7 +164,7 @@ impl Session {
                 && seen_through
                     .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 // The subscription first: with filters, most entries stop here.
-                && subscriptions.wants(&e.collection, e.fields.as_deref())
+                && subscriptions.wants(&e.collection, || e.data())
                 && identity_may_see(identity, &e.collection, e.audience.as_deref())
         };
         match self.hub.history.read(self.next, BATCH, wanted, out) {
@@ -235,9 +207,6 @@ fn identity_may_see(identity: &Identity, collection: &str, audience: Option<&str
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.counted_filtered {
-            self.hub.history.count_filtered_session(false);
-        }
         self.hub.unregister(self.token.id());
     }
 }
