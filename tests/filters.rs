@@ -10,8 +10,9 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{Client, LIMIT, serve, wait_sessions};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tidings::{Notifier, Notify, Op};
+use tidings::{Notification, Notifier, Notify, Op};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -247,4 +248,21 @@ async fn a_replay_of_what_came_while_no_session_filtered_is_filtered() {
     let mut client = Client::connect(addr, &format!("{query}&cursor={seen}")).await;
     assert_eq!(client.next_json().await["data"]["id"], 4, "appended while nobody filtered");
     expect_marker(&notifier, &mut client).await;
+}
+
+#[tokio::test]
+async fn data_a_filter_cannot_read_reaches_only_unfiltered_subscribers() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let filters = encode(r#"{"posts":{"forum_id":1}}"#);
+    let mut filtered = Client::connect(addr, &format!("collections=posts,marker&where={filters}")).await;
+    let mut everything = Client::connect(addr, "collections=posts,marker").await;
+    // Not an object; an object with a number no f64 holds.
+    for raw in ["[1,2]", r#""forum 1""#, "7", r#"{"forum_id":1,"size":1e400}"#] {
+        let data = RawValue::from_string(raw.to_owned()).unwrap();
+        notifier.publish(Notification::new("posts", Op::Insert).with_raw_data(data)).await.unwrap();
+        let text = everything.next_text().await;
+        assert!(text.contains(&format!(r#""data":{raw}"#)), "{text}");
+    }
+    expect_marker(&notifier, &mut filtered).await;
 }

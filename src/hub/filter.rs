@@ -99,7 +99,7 @@ pub(crate) enum Data<'a> {
     /// The fields of data that is a JSON object.
     Fields(&'a Fields),
     /// Data that is not a JSON object, or that cannot be read (such as a
-    /// number out of range).
+    /// number out of range): it passes no filter.
     Unreadable,
 }
 
@@ -260,6 +260,12 @@ impl Filter {
 /// hook sees it: one or more alternatives (any may match), each an AND of
 /// `field = value` / `field in values` conditions on top-level fields of a
 /// notification's `data`.
+///
+/// A filtered subscription receives a notification without data (such as
+/// a condensed batch's, which says only that the collection changed), but
+/// never one whose data is not a JSON object or cannot be read (such as a
+/// number out of range, `1e400`): what the filter cannot check, it holds
+/// back.
 ///
 /// ```
 /// use tidings::Identity;

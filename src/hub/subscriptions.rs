@@ -62,11 +62,14 @@ impl Subscription {
     ///
     /// Without data nothing can be checked, so it passes: a filtered
     /// subscriber never misses a change it may concern (a condensed batch
-    /// carries no data).
+    /// carries no data). Data that is present but not an object, or cannot
+    /// be read, passes no filter: a filter stands for an authorization
+    /// ([`Identity::permit`]), and what it cannot check it must not send.
     fn passes<'a>(&self, data: impl FnOnce() -> Data<'a>) -> bool {
         let Some(filters) = &self.filters else { return true };
         match data() {
-            Data::Absent | Data::Unreadable => true,
+            Data::Absent => true,
+            Data::Unreadable => false,
             Data::Fields(fields) => filters.iter().any(|f| f.matches(fields)),
         }
     }
@@ -329,6 +332,7 @@ mod tests {
         let mut s = Subscriptions::from_query(Some("posts"), Some(r#"{"posts":{"forum_id":3}}"#)).unwrap();
         assert!(s.wants("posts", forum(3)) && !s.wants("posts", forum(4)));
         assert!(s.wants("posts", || Data::Absent), "no data: cannot tell, so it is sent");
+        assert!(!s.wants("posts", || Data::Unreadable), "data no filter can read: held back");
         assert!(!s.wants("forums", || Data::Absent));
         let either = serde_json::json!([{"forum_id": 4}, {"forum_id": 5}]);
         assert!(s.subscribe(&names(&["posts"]), Some(&either), &id).is_ok());
