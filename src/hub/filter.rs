@@ -270,12 +270,15 @@ impl Filter {
 /// ```
 /// use tidings::Identity;
 ///
-/// // Only the forums the user belongs to.
-/// let id = Identity::user("7").permit(|collection, filter| {
-///     collection != "posts"
-///         || filter.and_then(|f| f.values("forum_id")).is_some_and(|v| v.iter().all(|f| f == 1 || f == 3))
+/// // Only the posts of the forums the user belongs to.
+/// let id = Identity::user("7").permit(|collection, filter| match collection {
+///     "posts" => filter.and_then(|f| f.values("forum_id")).is_some_and(|v| v.iter().all(|f| f == 1 || f == 3)),
+///     "*" => false, // every collection, unfiltered: every post too
+///     _ => true,
 /// });
-/// # let _ = id;
+/// assert!(!id.may_subscribe("*", None));
+/// assert!(!id.may_subscribe("posts", None));
+/// assert!(id.may_subscribe("forums", None));
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Where<'a> {
