@@ -174,3 +174,14 @@ async fn an_sse_session_ends_with_a_reauthenticate_frame() {
     let types: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap_or("notification")).collect();
     assert_eq!(types, ["hello", "reauthenticate"], "then the stream ends");
 }
+
+#[tokio::test]
+async fn where_without_collections_is_checked_as_those_collections_not_as_star() {
+    let notifier = notifier();
+    let addr = serve(&notifier).await;
+    let query = format!("where={}", encode(&json!({"posts": {"forum_id": 3}}).to_string()));
+    let mut client = connect(addr, &query, &[("x-user", "3")]).await.expect("not refused as `*`");
+    notifier.notify_with("posts", Op::Insert, &json!({"id": 1, "forum_id": 4})).unwrap();
+    notifier.notify_with("posts", Op::Insert, &json!({"id": 2, "forum_id": 3})).unwrap();
+    assert_eq!(client.next_json().await["data"]["id"], 2);
+}

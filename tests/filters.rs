@@ -266,3 +266,20 @@ async fn data_a_filter_cannot_read_reaches_only_unfiltered_subscribers() {
     }
     expect_marker(&notifier, &mut filtered).await;
 }
+
+#[tokio::test]
+async fn where_without_collections_subscribes_only_the_filtered_collections() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let filters = encode(r#"{"posts":{"forum_id":1}}"#);
+    let mut client = Client::connect(addr, &format!("where={filters}")).await;
+    notifier.notify("forums", Op::Insert);
+    post(&notifier, Op::Insert, json!({"id": 1, "forum_id": 2}));
+    post(&notifier, Op::Insert, json!({"id": 2, "forum_id": 1}));
+    let frame = client.next_json().await;
+    assert_eq!(
+        (frame["collection"].as_str(), frame["data"]["id"].as_i64()),
+        (Some("posts"), Some(2)),
+        "{frame}"
+    );
+}

@@ -100,7 +100,8 @@ impl Subscriptions {
     ///
     /// `filters`, the `where` query parameter, is a JSON object from
     /// collection names to a [`where`](filter::parse_where); each of those
-    /// collections is subscribed with it.
+    /// collections is subscribed with it. They count as named collections:
+    /// `where` alone subscribes them, not `*`.
     pub(crate) fn from_query(list: Option<&str>, filters: Option<&str>) -> Result<Self, String> {
         let mut subscriptions = Subscriptions { all: false, names: BTreeMap::new() };
         for name in list.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -110,7 +111,6 @@ impl Subscriptions {
                 return Err(format!("at most {} collections per session", Self::MAX_NAMES));
             }
         }
-        subscriptions.all |= subscriptions.names.is_empty();
         if let Some(filters) = filters.filter(|f| !f.trim().is_empty()) {
             let by_name: serde_json::Map<String, Value> = serde_json::from_str(filters)
                 .map_err(|_| "`where` must be a JSON object of collection names to filters".to_owned())?;
@@ -127,6 +127,9 @@ impl Subscriptions {
             }
             subscriptions.check_size().map_err(|r| r.message)?;
         }
+        // Decided after both lists: the names `where` filters are named
+        // collections too, and `*` would ignore their filters.
+        subscriptions.all |= subscriptions.names.is_empty();
         Ok(subscriptions)
     }
 
@@ -266,6 +269,9 @@ mod tests {
         assert_eq!((s.all(), s.count()), (false, 2));
         assert!(Subscriptions::from_query(Some("*,a"), None).unwrap().contains("x"));
         assert!(Subscriptions::from_query(Some("a,b c"), None).unwrap_err().contains("`b c`"));
+        let only_where = Subscriptions::from_query(None, Some(r#"{"posts":{"id":1}}"#)).unwrap();
+        assert_eq!((only_where.all(), only_where.count()), (false, 1), "`where` names its collections");
+        assert!(Subscriptions::from_query(Some(""), Some("{}")).unwrap().all(), "no names at all: `*`");
     }
 
     #[test]
