@@ -109,6 +109,16 @@ impl Session {
         }
     }
 
+    /// Whether the session must close for re-authentication now: the
+    /// application asked for it, or the identity expired. The transports
+    /// check it before every pull: [`must_reauthenticate`](Self::must_reauthenticate)
+    /// is only awaited while the writer is idle, which under steady traffic
+    /// it never is.
+    pub(crate) fn must_reauthenticate_now(&self) -> bool {
+        self.reauthenticate.is_cancelled()
+            || self.identity.expiry().is_some_and(|at| at <= std::time::Instant::now())
+    }
+
     /// Applies a `subscribe` frame and returns the reply: `subscribed`, or
     /// an `error` when nothing changed.
     pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
