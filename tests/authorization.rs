@@ -302,3 +302,72 @@ async fn a_session_under_steady_traffic_is_still_closed_with_4401() {
     assert_eq!(closed(revoked), reauthenticate, "revoked, closed within 4 s");
     assert_eq!(closed(expired), reauthenticate, "expired, closed within 3 s of its expiry");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_session_under_steady_traffic_still_ends_with_reauthenticate() {
+    let notifier = notifier_with(Config::default().replay_capacity(100_000));
+    let addr = serve(&notifier).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(32 * 1024).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET /events?collections=marker HTTP/1.0\r\nhost: {addr}\r\naccept: text/event-stream\r\nx-user: 3\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let (notifier, stop) = (notifier.clone(), stop.clone());
+        let payload = json!({ "text": "x".repeat(1024) });
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(30)
+            {
+                for _ in 0..100 {
+                    notifier.notify_with("marker", Op::Insert, &payload).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // Read at PACE until 8,000 notifications behind (more than the buffers
+    // hold), then revoke and read on until the `reauthenticate` frame.
+    let mut revoked: Option<tokio::time::Instant> = None;
+    let mut last = None;
+    let start = tokio::time::Instant::now();
+    let mut frames = 0u64;
+    for _ in 0..100_000_000u64 {
+        let deadline = revoked.map_or(start + Duration::from_secs(10), |at| at + Duration::from_secs(4));
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let Ok(line) = tokio::time::timeout_at(deadline, lines.next_line()).await else { break };
+        let Some(line) = line.unwrap() else { break };
+        let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) else { continue };
+        frames += 1;
+        if frames.is_multiple_of(PACE) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let frame: Value = serde_json::from_str(data).unwrap();
+        if frame["type"] == "reauthenticate" {
+            last = Some(frame);
+            break;
+        }
+        if revoked.is_none()
+            && let Some(cursor) = frame["cursor"].as_str().filter(|_| frame["collection"] == "marker")
+            && notifier.cursor().seq() - common::seq(cursor) > 8_000
+        {
+            assert_eq!(notifier.reauthenticate_user("3"), 1);
+            revoked = Some(tokio::time::Instant::now());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert!(revoked.is_some(), "the stream fell behind");
+    assert_eq!(
+        last.map(|f| f["type"].clone()),
+        Some(json!("reauthenticate")),
+        "within 4 s of the revocation"
+    );
+}
