@@ -12,12 +12,11 @@
 //!
 //! - `filters/notify/sessions=N`: `notify_with("posts", Op::Update, &{id,
 //!   forum_id})`, what a handler pays: with 0 sessions (the baseline) and
-//!   with the 1,000 filtered ones. The data's fields are read once here, on
-//!   the caller's side, outside the history's lock, but only while some
-//!   session has a filter: `sessions=0` does not read them, and
+//!   with the 1,000 filtered ones. The caller never reads the data's fields
+//!   (the first filtered session to read the entry does, once for all):
 //!   `filters/notify/sessions=1,filtered` (one session whose filter no post
-//!   passes) does: the difference is what reading them costs.
-//!   `TIDINGS_BENCH_WORKERS=<n>` sets the runtime's worker threads.
+//!   passes) shows what a filtered session still costs the caller, its
+//!   wake-up. `TIDINGS_BENCH_WORKERS=<n>` sets the runtime's worker threads.
 //! - `filters/dispatch/<kind>`: a burst of 1,000 notifications, then one
 //!   marker every session receives; timed until all 1,000 sessions have
 //!   read their marker, so it covers every session's pass over the burst
@@ -163,10 +162,10 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
-    // One session whose filter nothing passes: the fields are read (some
-    // session has a filter), nothing is sent. The difference with
-    // `sessions=0` (no filter anywhere: the fields are not read) is what
-    // reading them costs the caller.
+    // One session whose filter nothing passes: nothing is sent, and the
+    // fields are read on that session's side. The difference with
+    // `sessions=0` is what one filtered session costs the caller (its
+    // wake-up).
     group.bench_function("sessions=1,filtered", |b| {
         let post = Post { id: 42, forum_id: 7 };
         b.iter(|| one.notify_with(black_box("posts"), Op::Update, black_box(&post)).expect("serializes"))

@@ -87,6 +87,12 @@ impl Identity {
     /// `403 forbidden` at connect and an `error` frame with code `forbidden`
     /// after it. Checked after [`collections`](Self::collections).
     ///
+    /// A filter the hook permitted is enforced on every notification: one
+    /// whose `data` is not a JSON object, or cannot be read, is held back
+    /// from a filtered subscription; only a notification without data (a
+    /// condensed batch's, which names no row) passes every filter (see
+    /// [`Where`]).
+    ///
     /// ```
     /// use tidings::Identity;
     ///

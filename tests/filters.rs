@@ -9,9 +9,10 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Client, LIMIT, serve};
+use common::{Client, LIMIT, serve, wait_sessions};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tidings::{Notifier, Notify, Op};
+use tidings::{Notification, Notifier, Notify, Op};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -213,4 +214,72 @@ async fn sse_sessions_filter_by_the_query() {
     notifier.notify("marker", Op::Insert);
     assert_eq!(next_sse_data(&mut events).await["data"]["id"], 2);
     assert_eq!(next_sse_data(&mut events).await["collection"], "marker");
+}
+
+fn forum_1() -> String {
+    format!("collections=posts,marker&where={}", encode(r#"{"posts":{"forum_id":1}}"#))
+}
+
+#[tokio::test]
+async fn a_replay_of_what_came_before_any_session_is_filtered() {
+    // As an instance that just started and loaded its outbox's tail: no
+    // session existed when those entries were appended.
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let start = encode(&notifier.cursor().to_string());
+    post(&notifier, Op::Insert, json!({"id": 1, "forum_id": 2}));
+    post(&notifier, Op::Insert, json!({"id": 2, "forum_id": 1}));
+    let mut client = Client::connect(addr, &format!("{}&cursor={start}", forum_1())).await;
+    assert_eq!(client.next_json().await["data"]["id"], 2, "the private forum's post was replayed");
+    expect_marker(&notifier, &mut client).await;
+}
+
+#[tokio::test]
+async fn a_replay_of_what_came_while_no_session_filtered_is_filtered() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let query = forum_1();
+    let client = Client::connect(addr, &query).await;
+    let seen = encode(&notifier.cursor().to_string());
+    drop(client);
+    wait_sessions(&notifier, 0).await;
+    post(&notifier, Op::Insert, json!({"id": 3, "forum_id": 2}));
+    post(&notifier, Op::Insert, json!({"id": 4, "forum_id": 1}));
+    let mut client = Client::connect(addr, &format!("{query}&cursor={seen}")).await;
+    assert_eq!(client.next_json().await["data"]["id"], 4, "appended while nobody filtered");
+    expect_marker(&notifier, &mut client).await;
+}
+
+#[tokio::test]
+async fn data_a_filter_cannot_read_reaches_only_unfiltered_subscribers() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let filters = encode(r#"{"posts":{"forum_id":1}}"#);
+    let mut filtered = Client::connect(addr, &format!("collections=posts,marker&where={filters}")).await;
+    let mut everything = Client::connect(addr, "collections=posts,marker").await;
+    // Not an object; an object with a number no f64 holds.
+    for raw in ["[1,2]", r#""forum 1""#, "7", r#"{"forum_id":1,"size":1e400}"#] {
+        let data = RawValue::from_string(raw.to_owned()).unwrap();
+        notifier.publish(Notification::new("posts", Op::Insert).with_raw_data(data)).await.unwrap();
+        let text = everything.next_text().await;
+        assert!(text.contains(&format!(r#""data":{raw}"#)), "{text}");
+    }
+    expect_marker(&notifier, &mut filtered).await;
+}
+
+#[tokio::test]
+async fn where_without_collections_subscribes_only_the_filtered_collections() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let filters = encode(r#"{"posts":{"forum_id":1}}"#);
+    let mut client = Client::connect(addr, &format!("where={filters}")).await;
+    notifier.notify("forums", Op::Insert);
+    post(&notifier, Op::Insert, json!({"id": 1, "forum_id": 2}));
+    post(&notifier, Op::Insert, json!({"id": 2, "forum_id": 1}));
+    let frame = client.next_json().await;
+    assert_eq!(
+        (frame["collection"].as_str(), frame["data"]["id"].as_i64()),
+        (Some("posts"), Some(2)),
+        "{frame}"
+    );
 }

@@ -743,3 +743,67 @@ async fn the_private_forum_is_seen_by_its_members_only_and_logout_revokes() {
     assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4401, "reauthenticate"));
     db.remove().await;
 }
+
+#[tokio::test]
+async fn outsiders_cannot_change_the_private_forum_by_id() {
+    let db = TestDb::sqlite();
+    let server = Server::start(db.url()).await;
+    let http = &server.http;
+    let url = |path: String| format!("http://{}{path}", server.addr);
+    let send = |method: Method, path: String, user: Option<&str>, body: Option<Value>| {
+        let mut request = http.request(method, url(path));
+        if let Some(user) = user {
+            request = request.header("cookie", format!("user={user}"));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send()
+    };
+    let staff = server.create_forum(app::api::PRIVATE_FORUM).await;
+    let created = send(
+        Method::POST,
+        format!("/api/forums/{staff}/posts"),
+        Some("ana"),
+        Some(json!({"body": "secret"})),
+    );
+    let post = created.await.unwrap().json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+
+    // Neither a non-member nor an anonymous visitor: 404, as for the reads.
+    for user in [Some("ben"), None] {
+        let attempts = [
+            (Method::PATCH, format!("/api/posts/{post}"), Some(json!({"body": "defaced"}))),
+            (Method::DELETE, format!("/api/posts/{post}"), None),
+            (Method::PATCH, format!("/api/forums/{staff}"), Some(json!({"title": "Renamed"}))),
+            (Method::DELETE, format!("/api/forums/{staff}"), None),
+        ];
+        for (method, path, body) in attempts {
+            let response = send(method.clone(), path.clone(), user, body).await.unwrap();
+            let status = response.status();
+            let error: Value = response.json().await.unwrap();
+            assert_error(status, &error, StatusCode::NOT_FOUND, "not_found");
+            assert!(!error.to_string().contains("secret"), "{method} {path} as {user:?}: {error}");
+        }
+    }
+    // Nothing changed; a member still can.
+    let posts: Value = send(Method::GET, format!("/api/forums/{staff}/posts"), Some("ana"), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(posts[0]["body"], "secret", "{posts}");
+    let edit =
+        send(Method::PATCH, format!("/api/posts/{post}"), Some("ana"), Some(json!({"body": "edited"})));
+    assert_eq!(edit.await.unwrap().status(), StatusCode::OK);
+    let rename = send(
+        Method::PATCH,
+        format!("/api/forums/{staff}"),
+        Some("ana"),
+        Some(json!({"title": app::api::PRIVATE_FORUM})),
+    );
+    assert_eq!(rename.await.unwrap().status(), StatusCode::OK);
+    let delete = send(Method::DELETE, format!("/api/forums/{staff}"), Some("ana"), None);
+    assert_eq!(delete.await.unwrap().status(), StatusCode::NO_CONTENT);
+    db.remove().await;
+}

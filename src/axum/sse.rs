@@ -92,6 +92,13 @@ fn stream(
             if state.ending {
                 return None;
             }
+            // Checked before every pull, not only while idle: under steady
+            // traffic the stream never is.
+            if state.session.must_reauthenticate_now() {
+                state.pending.push_back(ServerFrame::Reauthenticate.to_frame());
+                state.ending = true;
+                continue;
+            }
             let wake = &state.wake;
             let notified = wake.notified();
             tokio::pin!(notified);

@@ -364,11 +364,16 @@ struct Writer {
 
 impl Writer {
     /// Feeds frames while the history has some for this session, then
-    /// flushes once: `Stop` when the socket fails or is stuck.
+    /// flushes once: `Stop` when the socket fails or is stuck, or when the
+    /// session must re-authenticate (checked before every pull: a session
+    /// that always has more to send is closed all the same).
     async fn catch_up(&mut self) -> Flow {
         let limit = self.session.hub().config.write_timeout;
         let mut unflushed = 0;
         loop {
+            if self.session.must_reauthenticate_now() {
+                return self.close(super::REAUTHENTICATE, "reauthenticate".into()).await;
+            }
             let caught_up = self.session.pull(&mut self.frames);
             if !self.frames.is_empty() {
                 unflushed += self.frames.len();

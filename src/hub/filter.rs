@@ -3,9 +3,11 @@
 //!
 //! A filter is an AND of conditions, each `field = value` or
 //! `field in [values]`. Both sides are prepared once: a filter when the
-//! client subscribes, a notification's fields ([`Fields`]) when it is
-//! appended to the history, outside its lock. Matching is then a few
-//! comparisons per session, with no JSON read or written per client.
+//! client subscribes, a notification's fields ([`Fields`]) the first time a
+//! filtered session reads its entry in the history (once for all of them;
+//! never on the caller's `notify` path, and never when nobody filters).
+//! Matching is then a few comparisons per session, with no JSON read or
+//! written per client.
 //!
 //! Moves and deletes: an update whose `data` carries a `before` object
 //! (the old values of the fields that changed) matches a filter that either
@@ -88,11 +90,21 @@ pub(crate) struct Fields {
     before: Vec<(Box<str>, Scalar)>,
 }
 
+/// What filters see of a notification's data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Data<'a> {
+    /// No data (such as a condensed batch's): nothing to check, so it
+    /// passes every filter. A page must not miss a change it may show.
+    Absent,
+    /// The fields of data that is a JSON object.
+    Fields(&'a Fields),
+    /// Data that is not a JSON object, or that cannot be read (such as a
+    /// number out of range): it passes no filter.
+    Unreadable,
+}
+
 impl Fields {
-    /// Reads `data` once. `None` when it is not a JSON object: such a
-    /// notification (or one without data, such as a condensed batch's)
-    /// says nothing filters can check, so it reaches every subscriber of
-    /// its collection.
+    /// Reads `data`. `None` when it is not a JSON object, or cannot be read.
     ///
     /// A streaming read (no `serde_json::Value` tree): nested arrays and
     /// objects other than `before` are skipped, not built.
@@ -249,15 +261,24 @@ impl Filter {
 /// `field = value` / `field in values` conditions on top-level fields of a
 /// notification's `data`.
 ///
+/// A filtered subscription receives a notification without data (such as
+/// a condensed batch's, which says only that the collection changed), but
+/// never one whose data is not a JSON object or cannot be read (such as a
+/// number out of range, `1e400`): what the filter cannot check, it holds
+/// back.
+///
 /// ```
 /// use tidings::Identity;
 ///
-/// // Only the forums the user belongs to.
-/// let id = Identity::user("7").permit(|collection, filter| {
-///     collection != "posts"
-///         || filter.and_then(|f| f.values("forum_id")).is_some_and(|v| v.iter().all(|f| f == 1 || f == 3))
+/// // Only the posts of the forums the user belongs to.
+/// let id = Identity::user("7").permit(|collection, filter| match collection {
+///     "posts" => filter.and_then(|f| f.values("forum_id")).is_some_and(|v| v.iter().all(|f| f == 1 || f == 3)),
+///     "*" => false, // every collection, unfiltered: every post too
+///     _ => true,
 /// });
-/// # let _ = id;
+/// assert!(!id.may_subscribe("*", None));
+/// assert!(!id.may_subscribe("posts", None));
+/// assert!(id.may_subscribe("forums", None));
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Where<'a> {

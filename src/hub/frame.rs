@@ -7,6 +7,8 @@
 //! text, so a transport that needs it (SSE's event id) reads it back
 //! without looking into the text.
 
+use std::ops::Range;
+
 use tungstenite::Utf8Bytes;
 
 use crate::{Cursor, Notification};
@@ -65,7 +67,11 @@ impl Outbox for Vec<Frame> {
 
 /// A notification's frame without its cursor:
 /// `{"collection":…,"op":…[,"data":…][,"origin":…],"cursor":"`.
-pub(crate) struct OpenFrame(String);
+pub(crate) struct OpenFrame {
+    text: String,
+    /// Where `data` sits in `text`, copied verbatim: filters read it there.
+    data: Option<Range<usize>>,
+}
 
 impl OpenFrame {
     /// Writes everything but the cursor, allocating once.
@@ -80,22 +86,30 @@ impl OpenFrame {
         out.push_str(r#","op":""#);
         out.push_str(n.op.as_str());
         out.push('"');
-        if let Some(data) = &n.data {
+        let data = n.data.as_ref().map(|data| {
             out.push_str(r#","data":"#);
+            let start = out.len();
             out.push_str(data.get());
-        }
+            start..out.len()
+        });
         if let Some(origin) = n.originator() {
             out.push_str(r#","origin":""#);
             origin.push_to(&mut out);
             out.push('"');
         }
         out.push_str(r#","cursor":""#);
-        OpenFrame(out)
+        OpenFrame { text: out, data }
+    }
+
+    /// Where the notification's `data` sits in the frame's text, if it has
+    /// any (the closed frame keeps it there).
+    pub(crate) fn data(&self) -> Option<Range<usize>> {
+        self.data.clone()
     }
 
     /// Appends the cursor and closes the object.
     pub(crate) fn close(self, cursor: Cursor) -> Frame {
-        let OpenFrame(mut text) = self;
+        let OpenFrame { mut text, .. } = self;
         cursor.push_to(&mut text);
         text.push_str("\"}");
         Frame::new(text, Some(cursor))
@@ -145,6 +159,15 @@ mod tests {
     }
 
     #[test]
+    fn the_data_is_found_where_the_frame_holds_it() {
+        let n = Notification::new("posts", Op::Insert).with_data(&serde_json::json!({"id": 3})).unwrap();
+        let open = OpenFrame::new(&n);
+        let range = open.data().unwrap();
+        assert_eq!(&open.close(Cursor::new(1, 1)).as_str()[range], r#"{"id":3}"#);
+        assert!(OpenFrame::new(&Notification::new("posts", Op::Delete)).data().is_none());
+    }
+
+    #[test]
     fn collection_names_are_escaped() {
         let n = Notification::new("we\"ird\n", Op::Update);
         let v: serde_json::Value = serde_json::from_str(frame(&n).as_str()).unwrap();
@@ -158,7 +181,7 @@ mod tests {
             .unwrap()
             .from_session(SessionToken::generate());
         let open = OpenFrame::new(&n);
-        let capacity = open.0.capacity();
+        let capacity = open.text.capacity();
         let closed = open.close(Cursor::stream(u64::MAX, u64::MAX));
         assert!(closed.as_str().len() <= capacity, "{} > {capacity}", closed.as_str().len());
     }

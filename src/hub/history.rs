@@ -11,11 +11,11 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Arc, RwLock};
+use std::ops::Range;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
-use super::filter::Fields;
+use super::filter::{Data, Fields};
 use super::frame::{Frame, OpenFrame, Outbox};
 use crate::cursor::Kind;
 use crate::{Cursor, Notification, SessionId};
@@ -30,15 +30,28 @@ pub(crate) struct Entry {
     pub(crate) audience: Option<Arc<str>>,
     /// The public id of the session that must not receive it.
     pub(crate) skip: Option<SessionId>,
-    /// The fields of its `data`, read once for every session's filters;
-    /// `None` when the data is not an object (then no filter can hold it
-    /// back).
-    pub(crate) fields: Option<Box<Fields>>,
+    /// Where its `data` sits in the frame's text; `None`: it has none.
+    data: Option<Range<usize>>,
+    /// The fields of its `data`, read the first time a filtered session
+    /// reads this entry, once for all of them: the `notify` path never
+    /// parses, and an application that does not filter never does. `None`
+    /// inside: the data is not a JSON object, or cannot be read.
+    fields: OnceLock<Option<Box<Fields>>>,
     /// When it was appended: where the delivery latency is measured from.
     pub(crate) emitted: Instant,
 }
 
 impl Entry {
+    /// What filters see of the data. Whether or not anyone filtered when
+    /// the entry was appended (before any session existed, say), its
+    /// fields are there to be read.
+    pub(crate) fn data(&self) -> Data<'_> {
+        let Some(range) = &self.data else { return Data::Absent };
+        let fields =
+            self.fields.get_or_init(|| Fields::parse(&self.frame.as_str()[range.clone()]).map(Box::new));
+        fields.as_deref().map_or(Data::Unreadable, Data::Fields)
+    }
+
     /// The cursor clients see: `<epoch>-<seq>`, or a backplane's stream id.
     pub(crate) fn cursor(&self) -> Cursor {
         self.frame.cursor().expect("a notification's frame is closed with its cursor")
@@ -49,30 +62,21 @@ impl Entry {
 /// instance's clock, or Redis', may run ahead a little).
 const FUTURE_SLACK_MS: u64 = 60_000;
 
-/// A notification serialized, and its fields read, outside the lock,
-/// waiting for its cursor.
+/// A notification serialized outside the lock, waiting for its cursor.
 struct Prepared {
     frame: OpenFrame,
     n: Notification,
     skip: Option<SessionId>,
     given: Option<Cursor>,
-    fields: Option<Box<Fields>>,
     emitted: Instant,
 }
 
 impl Prepared {
-    /// `read_fields`: whether some session has a filter (else the fields
-    /// would be read for nobody).
-    fn new((n, given): (Notification, Option<Cursor>), read_fields: bool) -> Self {
-        let fields = if read_fields {
-            n.data.as_ref().and_then(|d| Fields::parse(d.get())).map(Box::new)
-        } else {
-            None
-        };
+    fn new((n, given): (Notification, Option<Cursor>)) -> Self {
         // One clock read per notification, outside the lock; sessions read
         // it back once per written batch (see `crate::metrics`).
         let emitted = Instant::now();
-        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, fields, emitted }
+        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, emitted }
     }
 }
 
@@ -80,12 +84,6 @@ pub(crate) struct History {
     epoch: u32,
     capacity: usize,
     ring: RwLock<Ring>,
-    /// How many sessions have a filter. While none has, a notification's
-    /// fields are not read: an application that does not filter pays
-    /// nothing for filters. An entry appended without its fields passes
-    /// every filter (a session that subscribes with a filter meanwhile gets
-    /// one frame too many, never one too few).
-    filtered_sessions: AtomicUsize,
 }
 
 struct Ring {
@@ -287,7 +285,6 @@ impl History {
         History {
             epoch,
             capacity,
-            filtered_sessions: AtomicUsize::new(0),
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
                 next_seq: 1,
@@ -300,19 +297,6 @@ impl History {
         }
     }
 
-    /// A session gained (`true`) or lost its last (`false`) filter.
-    pub(crate) fn count_filtered_session(&self, filtered: bool) {
-        if filtered {
-            self.filtered_sessions.fetch_add(1, AtomicOrdering::Relaxed);
-        } else {
-            self.filtered_sessions.fetch_sub(1, AtomicOrdering::Relaxed);
-        }
-    }
-
-    fn has_filtered_sessions(&self) -> bool {
-        self.filtered_sessions.load(AtomicOrdering::Relaxed) > 0
-    }
-
     /// The backplane has loaded the stream's tail: stream ids can be placed.
     pub(crate) fn mark_loaded(&self) {
         self.ring.write().unwrap_or_else(|e| e.into_inner()).loaded = true;
@@ -321,7 +305,7 @@ impl History {
     /// Appends one notification: what [`append`](Self::append) does, without
     /// an iterator, on the path of every single `notify`.
     pub(crate) fn append_one(&self, n: Notification, given: Option<Cursor>) {
-        let prepared = Prepared::new((n, given), self.has_filtered_sessions());
+        let prepared = Prepared::new((n, given));
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, prepared);
         drop(ring);
@@ -334,10 +318,9 @@ impl History {
     /// history. Serialized outside the lock, appended under one lock (a
     /// committed batch: readers see all of it or none of it).
     pub(crate) fn append(&self, items: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
-        let read_fields = self.has_filtered_sessions();
-        let Some(first) = items.next().map(|item| Prepared::new(item, read_fields)) else { return };
+        let Some(first) = items.next().map(Prepared::new) else { return };
         // Empty, and so not allocated, for a single notification.
-        let rest: Vec<Prepared> = items.map(|item| Prepared::new(item, read_fields)).collect();
+        let rest: Vec<Prepared> = items.map(Prepared::new).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, first);
         let evicted_rest: Vec<Entry> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
@@ -349,21 +332,30 @@ impl History {
     /// Assigns the cursor, closes the frame and stores it; returns the
     /// entry evicted to make room, to be dropped unlocked.
     fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Entry> {
-        let Prepared { frame, n, skip, given, fields, emitted } = p;
+        let Prepared { frame, n, skip, given, emitted } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
         ring.head = cursor;
         // Only the cursor is written under the lock: the order of the log is
         // the order of the cursors, with no re-ordering step anywhere.
+        let data = frame.data();
         let frame = frame.close(cursor);
         ring.changes.record(&n.collection, n.audience.as_ref(), Position { seq, cursor });
         let evicted = if ring.entries.len() == self.capacity { ring.entries.pop_front() } else { None };
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor());
         }
-        let entry =
-            Entry { seq, frame, collection: n.collection, audience: n.audience, skip, fields, emitted };
+        let entry = Entry {
+            seq,
+            frame,
+            collection: n.collection,
+            audience: n.audience,
+            skip,
+            data,
+            fields: OnceLock::new(),
+            emitted,
+        };
         ring.entries.push_back(entry);
         evicted
     }
@@ -806,18 +798,21 @@ mod tests {
     }
 
     #[test]
-    fn fields_are_read_only_while_some_session_has_a_filter() {
+    fn fields_are_read_once_and_only_when_a_filter_asks() {
         let h = History::new(1, 8);
-        let n =
-            || Notification::new("posts", Op::Insert).with_data(&serde_json::json!({"forum_id": 3})).unwrap();
-        h.append_one(n(), None);
-        h.count_filtered_session(true);
-        h.append_one(n(), None);
-        h.append(&mut std::iter::once((n(), None)));
-        h.count_filtered_session(false);
-        h.append_one(n(), None);
+        let with = |data: &str| {
+            let raw = serde_json::value::RawValue::from_string(data.to_owned()).unwrap();
+            Notification::new("posts", Op::Insert).with_raw_data(raw)
+        };
+        h.append_one(with(r#"{"forum_id":3}"#), None);
+        h.append(&mut [(with("[3]"), None), (Notification::new("posts", Op::Delete), None)].into_iter());
         let ring = h.ring.read().unwrap();
-        let read: Vec<bool> = ring.entries.iter().map(|e| e.fields.is_some()).collect();
-        assert_eq!(read, [false, true, true, false]);
+        let e = &ring.entries;
+        assert!(e.iter().all(|e| e.fields.get().is_none()), "appending reads no fields");
+        let Data::Fields(first) = e[0].data() else { panic!("an object has fields") };
+        let Data::Fields(again) = e[0].data() else { panic!("an object has fields") };
+        assert!(std::ptr::eq(first, again), "read once");
+        assert!(matches!(e[1].data(), Data::Unreadable), "not an object");
+        assert!(matches!(e[2].data(), Data::Absent), "no data");
     }
 }

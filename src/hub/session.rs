@@ -39,8 +39,6 @@ pub(crate) struct Session {
     wake: Arc<Notify>,
     /// Cancelled when the application asks this session to re-authenticate.
     reauthenticate: CancellationToken,
-    /// Whether the history counts this session among those with a filter.
-    counted_filtered: bool,
     metrics: SessionMetrics,
     /// When the oldest notification pulled since the last write entered the
     /// history: the delivery latency is sampled once per written batch.
@@ -70,12 +68,6 @@ impl Session {
         // Registered before the position is read: every notification after
         // that position then finds this session in the map and wakes it.
         let identity = Arc::new(identity);
-        // Counted before the position is read, so entries from it on are
-        // read with their fields.
-        let counted_filtered = subscriptions.filtered();
-        if counted_filtered {
-            hub.history.count_filtered_session(true);
-        }
         let (token, wake, reauthenticate) = hub.register(identity.clone());
         let metrics = hub.metrics.session(connection.transport);
         metrics.opened();
@@ -110,7 +102,6 @@ impl Session {
             seen_through,
             wake,
             reauthenticate,
-            counted_filtered,
             metrics,
             oldest_unwritten: None,
             span,
@@ -166,11 +157,20 @@ impl Session {
         }
     }
 
+    /// Whether the session must close for re-authentication now: the
+    /// application asked for it, or the identity expired. The transports
+    /// check it before every pull: [`must_reauthenticate`](Self::must_reauthenticate)
+    /// is only awaited while the writer is idle, which under steady traffic
+    /// it never is.
+    pub(crate) fn must_reauthenticate_now(&self) -> bool {
+        self.reauthenticate.is_cancelled()
+            || self.identity.expiry().is_some_and(|at| at <= std::time::Instant::now())
+    }
+
     /// Applies a `subscribe` frame and returns the reply: `subscribed`, or
     /// an `error` when nothing changed.
     pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
         let result = self.subscriptions.subscribe(names, filter, &self.identity);
-        self.recount_filtered();
         self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
             collections,
             all,
@@ -182,21 +182,11 @@ impl Session {
     /// or an `error` when nothing changed.
     pub(crate) fn unsubscribe(&mut self, names: &[String]) -> Frame {
         let result = self.subscriptions.unsubscribe(names);
-        self.recount_filtered();
         self.reply(names, result, |collections, all, count| ServerFrame::Unsubscribed {
             collections,
             all,
             count,
         })
-    }
-
-    /// Tells the history whether this session has a filter now.
-    fn recount_filtered(&mut self) {
-        let filtered = self.subscriptions.filtered();
-        if filtered != self.counted_filtered {
-            self.hub.history.count_filtered_session(filtered);
-            self.counted_filtered = filtered;
-        }
     }
 
     /// The acknowledgement echoes the frame's own names, which were checked
@@ -232,7 +222,7 @@ impl Session {
                 && seen_through
                     .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 // The subscription first: with filters, most entries stop here.
-                && subscriptions.wants(&e.collection, e.fields.as_deref())
+                && subscriptions.wants(&e.collection, || e.data())
                 && identity_may_see(identity, &e.collection, e.audience.as_deref());
             if wanted && oldest_unwritten.is_none() {
                 *oldest_unwritten = Some(e.emitted);
@@ -306,9 +296,6 @@ fn identity_may_see(identity: &Identity, collection: &str, audience: Option<&str
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if self.counted_filtered {
-            self.hub.history.count_filtered_session(false);
-        }
         self.hub.unregister(self.token.id());
         self.metrics.closed();
         tracing::debug!(parent: &self.span, "tidings: session closed");

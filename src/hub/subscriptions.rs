@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::filter::{self, Fields, Filter, FilterError, Where};
+use super::filter::{self, Data, Filter, FilterError, Where};
 use super::protocol::ErrorCode;
 use crate::Identity;
 
@@ -57,14 +57,20 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// Whether a notification with these fields (`None`: data that is not
-    /// an object, or none) passes. Without fields nothing can be checked,
-    /// so it passes: a filtered subscriber never misses a change it may
-    /// concern (a condensed batch carries no data).
-    fn passes(&self, fields: Option<&Fields>) -> bool {
-        match (&self.filters, fields) {
-            (Some(filters), Some(fields)) => filters.iter().any(|f| f.matches(fields)),
-            _ => true,
+    /// Whether a notification with this data passes. `data` is called only
+    /// when there are filters: reading the fields is left to them.
+    ///
+    /// Without data nothing can be checked, so it passes: a filtered
+    /// subscriber never misses a change it may concern (a condensed batch
+    /// carries no data). Data that is present but not an object, or cannot
+    /// be read, passes no filter: a filter stands for an authorization
+    /// ([`Identity::permit`]), and what it cannot check it must not send.
+    fn passes<'a>(&self, data: impl FnOnce() -> Data<'a>) -> bool {
+        let Some(filters) = &self.filters else { return true };
+        match data() {
+            Data::Absent => true,
+            Data::Unreadable => false,
+            Data::Fields(fields) => filters.iter().any(|f| f.matches(fields)),
         }
     }
 
@@ -94,7 +100,8 @@ impl Subscriptions {
     ///
     /// `filters`, the `where` query parameter, is a JSON object from
     /// collection names to a [`where`](filter::parse_where); each of those
-    /// collections is subscribed with it.
+    /// collections is subscribed with it. They count as named collections:
+    /// `where` alone subscribes them, not `*`.
     pub(crate) fn from_query(list: Option<&str>, filters: Option<&str>) -> Result<Self, String> {
         let mut subscriptions = Subscriptions { all: false, names: BTreeMap::new() };
         for name in list.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -104,7 +111,6 @@ impl Subscriptions {
                 return Err(format!("at most {} collections per session", Self::MAX_NAMES));
             }
         }
-        subscriptions.all |= subscriptions.names.is_empty();
         if let Some(filters) = filters.filter(|f| !f.trim().is_empty()) {
             let by_name: serde_json::Map<String, Value> = serde_json::from_str(filters)
                 .map_err(|_| "`where` must be a JSON object of collection names to filters".to_owned())?;
@@ -121,6 +127,9 @@ impl Subscriptions {
             }
             subscriptions.check_size().map_err(|r| r.message)?;
         }
+        // Decided after both lists: the names `where` filters are named
+        // collections too, and `*` would ignore their filters.
+        subscriptions.all |= subscriptions.names.is_empty();
         Ok(subscriptions)
     }
 
@@ -225,15 +234,10 @@ impl Subscriptions {
     }
 
     /// Whether the session receives a notification of `collection` with
-    /// these fields: subscribed to `*`, or to the collection with a filter
-    /// it passes. One lookup, no JSON.
-    pub(crate) fn wants(&self, collection: &str, fields: Option<&Fields>) -> bool {
-        self.all || self.names.get(collection).is_some_and(|s| s.passes(fields))
-    }
-
-    /// Whether any collection is subscribed with a filter.
-    pub(crate) fn filtered(&self) -> bool {
-        self.names.values().any(|s| s.filters.is_some())
+    /// this data: subscribed to `*`, or to the collection with a filter it
+    /// passes. One lookup; `data` is called only to check a filter.
+    pub(crate) fn wants<'a>(&self, collection: &str, data: impl FnOnce() -> Data<'a>) -> bool {
+        self.all || self.names.get(collection).is_some_and(|s| s.passes(data))
     }
 
     /// Whether `*` is subscribed.
@@ -250,6 +254,7 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::filter::Fields;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|n| n.to_string()).collect()
@@ -264,6 +269,9 @@ mod tests {
         assert_eq!((s.all(), s.count()), (false, 2));
         assert!(Subscriptions::from_query(Some("*,a"), None).unwrap().contains("x"));
         assert!(Subscriptions::from_query(Some("a,b c"), None).unwrap_err().contains("`b c`"));
+        let only_where = Subscriptions::from_query(None, Some(r#"{"posts":{"id":1}}"#)).unwrap();
+        assert_eq!((only_where.all(), only_where.count()), (false, 1), "`where` names its collections");
+        assert!(Subscriptions::from_query(Some(""), Some("{}")).unwrap().all(), "no names at all: `*`");
     }
 
     #[test]
@@ -323,16 +331,20 @@ mod tests {
     #[test]
     fn filters_narrow_a_collection_and_a_resubscribe_replaces_them() {
         let id = Identity::anonymous();
-        let forum = |n: u32| Fields::parse(&format!(r#"{{"forum_id":{n}}}"#));
+        let forums: Vec<Fields> =
+            (0..6).map(|n| Fields::parse(&format!(r#"{{"forum_id":{n}}}"#)).unwrap()).collect();
+        let forums = &forums;
+        let forum = move |n: usize| move || Data::Fields(&forums[n]);
         let mut s = Subscriptions::from_query(Some("posts"), Some(r#"{"posts":{"forum_id":3}}"#)).unwrap();
-        assert!(s.wants("posts", forum(3).as_ref()) && !s.wants("posts", forum(4).as_ref()));
-        assert!(s.wants("posts", None), "no data: cannot tell, so it is sent");
-        assert!(!s.wants("forums", None));
+        assert!(s.wants("posts", forum(3)) && !s.wants("posts", forum(4)));
+        assert!(s.wants("posts", || Data::Absent), "no data: cannot tell, so it is sent");
+        assert!(!s.wants("posts", || Data::Unreadable), "data no filter can read: held back");
+        assert!(!s.wants("forums", || Data::Absent));
         let either = serde_json::json!([{"forum_id": 4}, {"forum_id": 5}]);
         assert!(s.subscribe(&names(&["posts"]), Some(&either), &id).is_ok());
-        assert!(!s.wants("posts", forum(3).as_ref()) && s.wants("posts", forum(5).as_ref()));
+        assert!(!s.wants("posts", forum(3)) && s.wants("posts", forum(5)));
         assert!(s.subscribe(&names(&["posts"]), None, &id).is_ok());
-        assert!(s.wants("posts", forum(3).as_ref()), "without a filter: everything");
+        assert!(s.wants("posts", || -> Data { panic!("no filter: the data is not read") }));
     }
 
     #[test]

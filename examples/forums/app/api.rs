@@ -71,6 +71,16 @@ impl User {
             false => Err(repository::Error::NotFound("forum", forum.id).into()),
         }
     }
+
+    /// The 404 a post in a forum this user may not see is answered with:
+    /// the same as for a post that does not exist.
+    async fn check_post(&self, repo: &repository::Repository, id: i32) -> Result<(), ApiError> {
+        let post = repo.post(id).await?;
+        match self.sees(&repo.forum(post.forum_id).await?) {
+            true => Ok(()),
+            false => Err(repository::Error::NotFound("post", id).into()),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for User {
@@ -308,19 +318,29 @@ async fn create_forum(
     Ok((StatusCode::CREATED, Json(forum)))
 }
 
+// Writes by id check the user like reads do: a forum (or a post in one)
+// the user may not see answers 404, whoever knows its id.
 async fn rename_forum(
     State(app): State<AppState>,
     batch: Batch,
+    user: User,
     Id(id): Id,
     ApiJson(input): ApiJson<ForumInput>,
 ) -> ApiResult<Json<forum::Model>> {
+    user.check(&app.repo.forum(id).await?)?;
     let title = required("title", input.title, MAX_TITLE)?;
     let forum = app.repo.rename_forum(&batch, id, title).await?;
     recheck_outsiders(&app, &forum);
     Ok(Json(forum))
 }
 
-async fn delete_forum(State(app): State<AppState>, batch: Batch, Id(id): Id) -> ApiResult<StatusCode> {
+async fn delete_forum(
+    State(app): State<AppState>,
+    batch: Batch,
+    user: User,
+    Id(id): Id,
+) -> ApiResult<StatusCode> {
+    user.check(&app.repo.forum(id).await?)?;
     app.repo.delete_forum(&batch, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -351,14 +371,22 @@ async fn create_post(
 async fn edit_post(
     State(app): State<AppState>,
     batch: Batch,
+    user: User,
     Id(id): Id,
     ApiJson(input): ApiJson<PostInput>,
 ) -> ApiResult<Json<post::Model>> {
+    user.check_post(&app.repo, id).await?;
     let body = required("body", input.body, MAX_BODY)?;
     Ok(Json(app.repo.edit_post(&batch, id, body).await?))
 }
 
-async fn delete_post(State(app): State<AppState>, batch: Batch, Id(id): Id) -> ApiResult<StatusCode> {
+async fn delete_post(
+    State(app): State<AppState>,
+    batch: Batch,
+    user: User,
+    Id(id): Id,
+) -> ApiResult<StatusCode> {
+    user.check_post(&app.repo, id).await?;
     app.repo.delete_post(&batch, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -124,6 +124,10 @@ impl Repository {
     // ---- posts -----------------------------------------------------------
 
     /// The forum's posts, oldest first; `NotFound` if the forum does not exist.
+    pub async fn post(&self, id: i32) -> Result<post::Model, Error> {
+        post::Entity::find_by_id(id).one(&self.db).await?.ok_or(Error::NotFound("post", id))
+    }
+
     pub async fn posts(&self, forum_id: i32) -> Result<Vec<post::Model>, Error> {
         self.forum(forum_id).await?;
         Ok(post::Entity::find()
