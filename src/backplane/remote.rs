@@ -56,17 +56,21 @@ pub(crate) fn report_publisher(
     if result.is_err() {
         crate::metrics::backplane_error(backplane, "publish");
     }
+    report(hub, Part::Publisher, result.as_ref().err().map(ToString::to_string));
+}
+
+/// Reports the state of one part of the engine to its hub, if the hub is
+/// still there: `Some(reason)` while it is broken, `None` once it works.
+pub(crate) fn report(hub: &Weak<dyn Receiver>, part: Part, reason: Option<String>) {
     if let Some(hub) = hub.upgrade() {
-        hub.degraded(Part::Publisher, result.as_ref().err().map(ToString::to_string));
+        hub.degraded(part, reason);
     }
 }
 
 /// Until its listener is connected, an engine is degraded: health says so
 /// from the start.
 pub(crate) fn connecting(hub: &Weak<dyn Receiver>) {
-    if let Some(hub) = hub.upgrade() {
-        hub.degraded(Part::Listener, Some("connecting to the backplane".to_owned()));
-    }
+    report(hub, Part::Listener, Some("connecting to the backplane".to_owned()));
 }
 
 /// For a backplane that cannot even start (a malformed URL): health says

@@ -205,15 +205,16 @@ impl Backplane for Outbox {
         connecting(&hub);
         let (queue, outgoing) = Queue::new();
         let backend = sea_orm::ConnectionTrait::get_database_backend(&self.db);
+        let stopped = CancellationToken::new();
         let names = match &self.names {
             Ok(names) if schema::supported(backend) => names.clone(),
-            Ok(_) => {
-                unusable(format!("the outbox runs on SQLite or PostgreSQL, not {backend:?}"), outgoing, hub);
-                return Box::new(OutboxLink { queue, shared: None, stopped: CancellationToken::new() });
-            }
-            Err(e) => {
-                unusable(e.clone(), outgoing, hub);
-                return Box::new(OutboxLink { queue, shared: None, stopped: CancellationToken::new() });
+            unsupported => {
+                let reason = match unsupported {
+                    Err(e) => e.clone(),
+                    Ok(_) => format!("the outbox runs on SQLite or PostgreSQL, not {backend:?}"),
+                };
+                unusable(reason, outgoing, hub);
+                return Box::new(OutboxLink { queue, shared: None, stopped });
             }
         };
         let keep = match self.keep {
@@ -234,7 +235,6 @@ impl Backplane for Outbox {
         // The writer ends by itself once the link (and so its queue) is
         // dropped, after inserting what was queued; relay and reader (and
         // the reader's LISTEN connection) end as the link is dropped.
-        let stopped = CancellationToken::new();
         tokio::spawn(write(shared.clone(), outgoing, hub.clone()));
         if self.relay {
             tokio::spawn(stopped.clone().run_until_cancelled_owned(relay::run(shared.clone(), hub.clone())));

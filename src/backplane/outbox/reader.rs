@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::Shared;
 use super::schema::{self, Relayed};
 use crate::backplane::envelope::decode;
-use crate::backplane::remote::Backoff;
+use crate::backplane::remote::{Backoff, report};
 use crate::backplane::{Part, Receiver};
 use crate::{Cursor, Notification};
 
@@ -35,12 +35,12 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
             Ok(None) => return,
             Err(e) => {
                 crate::metrics::backplane_error("outbox", "read");
-                report(&hub, Some(format!("cannot read the outbox: {e}")));
+                report(&hub, Part::Listener, Some(format!("cannot read the outbox: {e}")));
                 backoff.wait().await;
             }
         }
     };
-    report(&hub, None);
+    report(&hub, Part::Listener, None);
     if shared.db.get_database_backend() == DbBackend::Postgres {
         let pool = shared.db.get_postgres_connection_pool().clone();
         tokio::spawn(stopped.run_until_cancelled_owned(listen(pool, shared.clone(), hub.clone())));
@@ -62,7 +62,7 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
                     crate::metrics::outbox_rows("read", rows.len());
                     if failing {
                         failing = false;
-                        report(&hub, None);
+                        report(&hub, Part::Listener, None);
                     }
                     let Some(newest) = rows.last().map(|r| r.position) else { break };
                     let full = rows.len() == READ;
@@ -77,7 +77,7 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
                     // Nothing is lost: the next read starts at `last` again.
                     crate::metrics::backplane_error("outbox", "read");
                     failing = true;
-                    report(&hub, Some(format!("cannot read the outbox: {e}")));
+                    report(&hub, Part::Listener, Some(format!("cannot read the outbox: {e}")));
                     break;
                 }
             }
@@ -167,12 +167,6 @@ fn entry(log: u64, row: Relayed) -> Option<(Notification, Option<Cursor>)> {
 
 fn is_gap(payload: &str) -> bool {
     payload.starts_with(r#"{"gap":"#)
-}
-
-fn report(hub: &Weak<dyn Receiver>, reason: Option<String>) {
-    if let Some(hub) = hub.upgrade() {
-        hub.degraded(Part::Listener, reason);
-    }
 }
 
 /// On PostgreSQL: wakes the reader on every relay pass's `NOTIFY`, and

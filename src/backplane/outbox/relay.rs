@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::schema::{self, now_ms};
+use crate::backplane::remote::report;
 use crate::backplane::{Part, Receiver};
 
 /// How many rows one relay pass positions; a pass that fills it is
@@ -75,12 +76,12 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
 /// clears only what it reported (the writer reports its own failures).
 fn relay_fails(shared: &Shared, hub: &Weak<dyn Receiver>, reason: String) {
     shared.relay_failing.store(true, Ordering::Relaxed);
-    report(hub, Some(reason));
+    report(hub, Part::Publisher, Some(reason));
 }
 
 fn relay_works(shared: &Shared, hub: &Weak<dyn Receiver>) {
     if shared.relay_failing.swap(false, Ordering::Relaxed) {
-        report(hub, None);
+        report(hub, Part::Publisher, None);
     }
 }
 
@@ -101,11 +102,5 @@ async fn prune(shared: &Shared) {
         Ok(0) => {}
         Ok(deleted) => tracing::debug!(deleted, table = %shared.names.table, "tidings: pruned the outbox"),
         Err(e) => tracing::warn!(error = %e, "tidings: pruning the outbox failed"),
-    }
-}
-
-fn report(hub: &Weak<dyn Receiver>, reason: Option<String>) {
-    if let Some(hub) = hub.upgrade() {
-        hub.degraded(Part::Publisher, reason);
     }
 }
