@@ -23,12 +23,11 @@ use axum::extract::{Request, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::admission::{Admission, admit};
 use crate::Notifier;
-use crate::hub::{Connection, Frame, ServerFrame, Session};
+use crate::hub::{Connection, Frame, Mailbox, ServerFrame, Session};
 use crate::metrics::{self, Transport};
 
 /// The handler behind the SSE route.
@@ -65,7 +64,7 @@ fn stream(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct State {
         session: Session,
-        wake: Arc<Notify>,
+        wake: Arc<Mailbox>,
         pending: VecDeque<Frame>,
         scratch: Vec<Frame>,
         closing: CancellationToken,
@@ -75,7 +74,7 @@ fn stream(
         ending: bool,
     }
     let state = State {
-        wake: session.wake_signal(),
+        wake: session.mailbox(),
         reauthenticate: Box::pin(session.must_reauthenticate()),
         session,
         pending,

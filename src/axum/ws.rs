@@ -306,7 +306,7 @@ async fn write_loop(
     alive: Arc<AtomicU64>,
 ) -> Sink {
     let hub = session.hub().clone();
-    let wake = session.wake_signal();
+    let wake = session.mailbox();
     let closing = hub.closing();
     let interval = hub.config.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);

@@ -41,7 +41,8 @@ pub(crate) const BEFORE: &str = "before";
 
 /// A JSON scalar, in a form compared without parsing: numbers that are
 /// integers compare as integers whatever their spelling (`3`, `3.0`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Equal scalars hash alike, so the fan-out's index can look one up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Scalar {
     Null,
     Bool(bool),
@@ -117,6 +118,13 @@ impl Fields {
         let fields = deserializer.deserialize_map(FieldsVisitor { nested: false }).ok()?;
         deserializer.end().ok()?;
         Some(fields)
+    }
+
+    /// Every field with its value: the new ones, then the old ones from
+    /// `before` (the fan-out looks both up, so a row that moves reaches the
+    /// subscribers of either side).
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &Scalar)> {
+        self.now.iter().chain(&self.before).map(|(name, value)| (&**name, value))
     }
 
     fn now(&self, field: &str) -> Option<&Scalar> {
@@ -248,6 +256,14 @@ impl Filter {
             })
         };
         passes(false) || (!fields.before.is_empty() && passes(true))
+    }
+
+    /// The condition the fan-out's index files this filter under: the one
+    /// with the fewest values (a notification can pass the filter only if
+    /// its field takes one of them, new or old).
+    pub(crate) fn indexed(&self) -> (&str, &[Scalar]) {
+        let c = self.conditions.iter().min_by_key(|c| c.values.len()).expect("a filter has a condition");
+        (&c.field, &c.values)
     }
 
     /// How many values the filter holds (what [`MAX_SESSION_VALUES`] counts).

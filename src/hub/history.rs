@@ -2,11 +2,19 @@
 //! once the replay buffer and every session's outbound queue.
 //!
 //! Each notification is serialized once, into a frame that already carries
-//! its cursor, and stored here. A session is only a position in this log, so
-//! fan-out costs no copy and no allocation per client, a reconnecting client
-//! resumes by reading from its cursor, and a session that falls further
-//! behind than the log is long has, by construction, lost frames: it gets a
-//! `resync` instead of a silent gap or an unbounded queue.
+//! its cursor, and stored here. A session holds only the sequence numbers of
+//! the entries handed to it (its [`Mailbox`](super::mailbox::Mailbox)) and
+//! reads the frames from this log, so fan-out costs no copy and no
+//! allocation per client, a reconnecting client resumes by reading from its
+//! cursor, and a session whose entries left the log before it read them
+//! has, by construction, lost frames: it gets a `resync` instead of a
+//! silent gap or an unbounded queue.
+//!
+//! Each appended entry is also queued for the fan-out task, under the same
+//! lock. That queue is bounded like the log: if the task falls so far
+//! behind that it overflows, every session is told it may have lagged
+//! (and resyncs if anything it may see changed), so no entry is ever
+//! dropped unseen.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -32,13 +40,16 @@ pub(crate) struct Entry {
     pub(crate) skip: Option<SessionId>,
     /// Where its `data` sits in the frame's text; `None`: it has none.
     data: Option<Range<usize>>,
-    /// The fields of its `data`, read the first time a filtered session
-    /// reads this entry, once for all of them: the `notify` path never
-    /// parses, and an application that does not filter never does. `None`
-    /// inside: the data is not a JSON object, or cannot be read.
+    /// The fields of its `data`, read once for every session: by the
+    /// fan-out task when a filtered session subscribes to its collection
+    /// (before waking any), else by the first filtered reader. The `notify`
+    /// path never parses, and an application that does not filter never
+    /// does. `None` inside: the data is not a JSON object, or cannot be
+    /// read.
     fields: OnceLock<Option<Box<Fields>>>,
-    /// When it was appended: where the delivery latency is measured from.
-    pub(crate) emitted: Instant,
+    /// When the fan-out task took it: where the delivery latency is
+    /// measured from (one clock read per batch, off the caller's path).
+    emitted: OnceLock<Instant>,
 }
 
 impl Entry {
@@ -56,6 +67,16 @@ impl Entry {
     pub(crate) fn cursor(&self) -> Cursor {
         self.frame.cursor().expect("a notification's frame is closed with its cursor")
     }
+
+    /// Records when the fan-out task took the entry (the first time only).
+    pub(crate) fn stamp(&self, now: Instant) {
+        let _ = self.emitted.set(now);
+    }
+
+    /// When the fan-out task took the entry, if it has.
+    pub(crate) fn emitted(&self) -> Option<Instant> {
+        self.emitted.get().copied()
+    }
 }
 
 /// How far ahead of this machine's clock a stream id may be (another
@@ -68,15 +89,11 @@ struct Prepared {
     n: Notification,
     skip: Option<SessionId>,
     given: Option<Cursor>,
-    emitted: Instant,
 }
 
 impl Prepared {
     fn new((n, given): (Notification, Option<Cursor>)) -> Self {
-        // One clock read per notification, outside the lock; sessions read
-        // it back once per written batch (see `crate::metrics`).
-        let emitted = Instant::now();
-        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given, emitted }
+        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given }
     }
 }
 
@@ -87,7 +104,14 @@ pub(crate) struct History {
 }
 
 struct Ring {
-    entries: VecDeque<Entry>,
+    /// Shared with the fan-out task, which reads them out of the lock.
+    entries: VecDeque<Arc<Entry>>,
+    /// The entries appended since the fan-out task last took them, at most
+    /// `capacity`.
+    unfanned: VecDeque<Arc<Entry>>,
+    /// Entries were appended while `unfanned` was full: the fan-out task
+    /// never saw them, so every session must be told it may have lagged.
+    overflowed: bool,
     /// The sequence number the next notification gets; the first is 1, so
     /// cursor `<epoch>-0` means "before everything".
     next_seq: u64,
@@ -257,11 +281,11 @@ impl Changes {
 }
 
 /// What reading the log produced.
+#[derive(Debug)]
 pub(crate) enum Read {
     /// Frames were appended to the output (possibly none, when every entry
-    /// read was filtered out); read on from `next`. `caught_up`: nothing
-    /// more is stored after `next` yet.
-    Read { next: u64, caught_up: bool },
+    /// read was filtered out).
+    Read,
     /// Entries the reader had not seen were evicted: it must resync and read
     /// on from `next`, which is `head.seq() + 1`. `interrupted`: they were
     /// dropped by an interruption of the backplane, not for room.
@@ -287,6 +311,8 @@ impl History {
             capacity,
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
+                unfanned: VecDeque::new(),
+                overflowed: false,
                 next_seq: 1,
                 head,
                 interrupted_through: 0,
@@ -323,7 +349,7 @@ impl History {
         let rest: Vec<Prepared> = items.map(Prepared::new).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, first);
-        let evicted_rest: Vec<Entry> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
+        let evicted_rest: Vec<Arc<Entry>> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
         drop(ring);
         // Freed outside the lock.
         drop((evicted, evicted_rest));
@@ -331,8 +357,8 @@ impl History {
 
     /// Assigns the cursor, closes the frame and stores it; returns the
     /// entry evicted to make room, to be dropped unlocked.
-    fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Entry> {
-        let Prepared { frame, n, skip, given, emitted } = p;
+    fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Arc<Entry>> {
+        let Prepared { frame, n, skip, given } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let cursor = given.unwrap_or(Cursor::new(self.epoch, seq));
@@ -346,7 +372,7 @@ impl History {
         if let Some(gone) = &evicted {
             ring.floor = Some(gone.cursor());
         }
-        let entry = Entry {
+        let entry = Arc::new(Entry {
             seq,
             frame,
             collection: n.collection,
@@ -354,11 +380,45 @@ impl History {
             skip,
             data,
             fields: OnceLock::new(),
-            emitted,
-        };
+            emitted: OnceLock::new(),
+        });
+        if ring.unfanned.len() == self.capacity {
+            // The fan-out task is a whole log behind: what it has not taken
+            // is as good as lost to the sessions that wanted it.
+            ring.unfanned.clear();
+            ring.overflowed = true;
+        }
+        ring.unfanned.push_back(entry.clone());
         ring.entries.push_back(entry);
         evicted
     }
+
+    /// Moves the entries appended since the last call into `into` (which
+    /// must be empty; the two queues swap their storage, so this allocates
+    /// nothing in the steady state). Returns true if some were appended
+    /// that the fan-out task will never see (see [`Ring::overflowed`]).
+    pub(crate) fn take_unfanned(&self, into: &mut VecDeque<Arc<Entry>>) -> bool {
+        debug_assert!(into.is_empty(), "take only into an empty queue");
+        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut ring.unfanned, into);
+        std::mem::take(&mut ring.overflowed)
+    }
+
+    /// Reads the fields of the entries numbered in `range` (for a filtered
+    /// replay), outside the lock: a filtered reader then finds them read.
+    pub(crate) fn read_fields(&self, range: Range<u64>) {
+        let entries: Vec<Arc<Entry>> = {
+            let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+            let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+            let from = range.start.saturating_sub(first) as usize;
+            let to = range.end.saturating_sub(first) as usize;
+            ring.entries.range(from.min(ring.entries.len())..to.min(ring.entries.len())).cloned().collect()
+        };
+        for entry in &entries {
+            entry.data();
+        }
+    }
+
 
     /// Declares that notifications may have been lost (the backplane
     /// connection broke): every session gets a `resync`, and no cursor from
@@ -397,7 +457,7 @@ impl History {
 
     /// Empties the log and makes `at` both its head and its floor; returns
     /// the old entries, to be dropped unlocked.
-    fn restart_at(ring: &mut Ring, at: Cursor) -> VecDeque<Entry> {
+    fn restart_at(ring: &mut Ring, at: Cursor) -> VecDeque<Arc<Entry>> {
         let old = std::mem::take(&mut ring.entries);
         // Every reader's position is now before the first entry: it lags.
         ring.next_seq += 1;
@@ -467,7 +527,7 @@ impl History {
                 // Before the oldest id held, only the floor itself (the id
                 // just before it, or the newest trimmed one) leaves no gap;
                 // with no floor, only the stream's beginning, 0-0.
-                let oldest = ring.entries.front().map_or(ring.head, Entry::cursor);
+                let oldest = ring.entries.front().map_or(ring.head, |e| e.cursor());
                 let floor = ring.floor.unwrap_or(Cursor::stream(0, 0));
                 if cursor.stream_cmp(&oldest) == Some(Ordering::Less) && cursor != floor {
                     return None;
@@ -544,32 +604,63 @@ impl History {
         Some(changed.into_iter().map(str::to_owned).collect())
     }
 
-    /// Appends to `out` the frames of up to `max` entries from `next` on that
-    /// pass `wanted`.
+    /// Reads the entries numbered in `runs`, up to `max` of them, from
+    /// `*next` on (numbers before it were read already), and appends to
+    /// `out` the frames of those that pass `wanted`. Moves `*next` past what
+    /// it read and takes it out of `runs`.
+    ///
+    /// `Lagged` when an entry to read has left the log: the reader lost it.
     pub(crate) fn read(
         &self,
-        next: u64,
+        next: &mut u64,
+        runs: &mut VecDeque<Range<u64>>,
         max: usize,
         mut wanted: impl FnMut(&Entry) -> bool,
         out: &mut impl Outbox,
     ) -> Read {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
-        if next < first {
-            let interrupted = next <= ring.interrupted_through;
-            return Read::Lagged { head: ring.head, next: ring.next_seq, interrupted };
-        }
-        let start = (next - first) as usize;
-        let mut last = next;
-        for entry in ring.entries.range(start.min(ring.entries.len())..).take(max) {
-            last = entry.seq + 1;
-            if wanted(entry) {
-                // A reference-count bump: the frame is shared, never copied.
-                out.put(&entry.frame);
+        let mut budget = max;
+        while let Some(run) = runs.front_mut() {
+            run.start = run.start.max(*next);
+            // Never past what is stored (a run is only ever handed out
+            // after its entries were appended).
+            run.end = run.end.min(ring.next_seq);
+            if run.is_empty() {
+                runs.pop_front();
+                continue;
             }
+            if budget == 0 {
+                break;
+            }
+            if run.start < first {
+                let interrupted = run.start <= ring.interrupted_through;
+                return Read::Lagged { head: ring.head, next: ring.next_seq, interrupted };
+            }
+            let from = (run.start - first) as usize;
+            let count = ((run.end - run.start) as usize).min(budget);
+            for entry in ring.entries.range(from..from + count) {
+                if wanted(entry) {
+                    // A reference-count bump: the frame is shared, never copied.
+                    out.put(&entry.frame);
+                }
+            }
+            run.start += count as u64;
+            *next = run.start;
+            budget -= count;
         }
-        Read::Read { next: last, caught_up: last == ring.next_seq }
+        Read::Read
     }
+
+    /// Where a reader that lagged (its mailbox overflowed, or the backplane
+    /// was interrupted) resyncs: the head, the position after it, and
+    /// whether the reader, whose next entry was `next`, lost entries to an
+    /// interruption.
+    pub(crate) fn lag_point(&self, next: u64) -> (Cursor, u64, bool) {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        (ring.head, ring.next_seq, next <= ring.interrupted_through)
+    }
+
 }
 
 #[cfg(test)]
@@ -587,12 +678,21 @@ mod tests {
             self.append_one(n, Some(cursor));
             self.head()
         }
+
+        /// Reads up to `max` entries from `next` on, as a session whose
+        /// mailbox holds everything does; returns where it reads on.
+        fn read_from(&self, next: u64, max: usize, out: &mut Vec<Frame>) -> (Read, u64) {
+            let mut next = next;
+            let mut runs = VecDeque::from([next..u64::MAX]);
+            let read = self.read(&mut next, &mut runs, max, |_| true, out);
+            (read, next)
+        }
     }
 
-    fn collect(h: &History, next: u64) -> (Vec<String>, Read) {
+    fn collect(h: &History, next: u64) -> (Vec<String>, Read, u64) {
         let mut out: Vec<Frame> = Vec::new();
-        let r = h.read(next, 100, |_| true, &mut out);
-        (out.into_iter().map(|f| f.as_str().to_owned()).collect(), r)
+        let (r, next) = h.read_from(next, 100, &mut out);
+        (out.into_iter().map(|f| f.as_str().to_owned()).collect(), r, next)
     }
 
     #[test]
@@ -600,7 +700,7 @@ mod tests {
         let h = History::new(0xabc, 4);
         let c = h.append_new(Notification::new("forums", Op::Insert));
         assert_eq!(c.seq(), 1);
-        let (frames, _) = collect(&h, 1);
+        let (frames, ..) = collect(&h, 1);
         assert_eq!(frames, [r#"{"collection":"forums","op":"insert","cursor":"00000abc-1"}"#]);
     }
 
@@ -616,11 +716,12 @@ mod tests {
                 assert_eq!(next, 4);
                 assert!(!interrupted, "evicted for room");
             }
-            Read::Read { .. } => panic!("reader at 1 must lag once 1 is evicted"),
+            Read::Read => panic!("reader at 1 must lag once 1 is evicted"),
         }
-        let (frames, r) = collect(&h, 2);
+        let (frames, r, next) = collect(&h, 2);
         assert_eq!(frames.len(), 2);
-        assert!(matches!(r, Read::Read { next: 4, caught_up: true }));
+        assert!(matches!(r, Read::Read));
+        assert_eq!(next, 4);
     }
 
     #[test]
@@ -663,12 +764,12 @@ mod tests {
         h.append_new(Notification::new("a", Op::Update));
         h.interrupt();
         let mut out: Vec<Frame> = Vec::new();
-        assert!(matches!(h.read(2, 10, |_| true, &mut out), Read::Lagged { next: 3, interrupted: true, .. }));
+        assert!(matches!(h.read_from(2, 10, &mut out).0, Read::Lagged { next: 3, interrupted: true, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
         assert_eq!(h.resume_from(h.head()), Some((3, None)), "is resumable");
         h.append_new(Notification::new("a", Op::Update));
-        assert!(matches!(h.read(3, 10, |_| true, &mut out), Read::Read { next: 4, caught_up: true }));
+        assert!(matches!(h.read_from(3, 10, &mut out), (Read::Read, 4)));
         assert_eq!(out.len(), 1);
     }
 
@@ -682,8 +783,8 @@ mod tests {
             h.append_new(Notification::new("a", Op::Update));
         }
         let mut out: Vec<Frame> = Vec::new();
-        assert!(matches!(h.read(after, 10, |_| true, &mut out), Read::Lagged { interrupted: false, .. }));
-        assert!(matches!(h.read(1, 10, |_| true, &mut out), Read::Lagged { interrupted: true, .. }));
+        assert!(matches!(h.read_from(after, 10, &mut out).0, Read::Lagged { interrupted: false, .. }));
+        assert!(matches!(h.read_from(1, 10, &mut out).0, Read::Lagged { interrupted: true, .. }));
     }
 
     #[test]
@@ -696,11 +797,11 @@ mod tests {
         }
         h.interrupt_at(id(5));
         let mut out: Vec<Frame> = Vec::new();
-        match h.read(3, 10, |_| true, &mut out) {
+        match h.read_from(3, 10, &mut out).0 {
             Read::Lagged { head, next, interrupted } => {
                 assert_eq!((head, next, interrupted), (id(5), 4, true), "resync with the fence")
             }
-            Read::Read { .. } => panic!("a reader from before the interruption must lag"),
+            Read::Read => panic!("a reader from before the interruption must lag"),
         }
         assert_eq!(h.resume_from(id(2)), None, "the last id read before the loss");
         assert_eq!(h.resume_from(id(4)), None);
@@ -712,6 +813,43 @@ mod tests {
         h.interrupt_at(id(3));
         assert_eq!(h.head(), id(6), "a fence behind the head does not move it back");
         assert_eq!(h.resume_from(id(5)), None);
+    }
+
+    #[test]
+    fn the_fan_out_queue_holds_what_it_has_not_taken_and_says_when_it_overflowed() {
+        let h = History::new(1, 2);
+        let seqs = |q: &VecDeque<Arc<Entry>>| q.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let mut queue = VecDeque::new();
+        h.append_new(Notification::new("a", Op::Update));
+        h.append_new(Notification::new("a", Op::Update));
+        assert!(!h.take_unfanned(&mut queue));
+        assert_eq!(seqs(&queue), [1, 2]);
+        queue.clear();
+        for _ in 0..3 {
+            h.append_new(Notification::new("a", Op::Update));
+        }
+        assert!(h.take_unfanned(&mut queue), "three appended, two fit: the task must say so");
+        assert_eq!(seqs(&queue), [5]);
+        queue.clear();
+        assert!(!h.take_unfanned(&mut queue), "said once");
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_reader_reads_only_the_runs_handed_to_it() {
+        let h = History::new(1, 16);
+        for i in 0..6 {
+            h.append_new(Notification::new(if i % 2 == 0 { "even" } else { "odd" }, Op::Update));
+        }
+        let mut out: Vec<Frame> = Vec::new();
+        let mut next = 1;
+        let mut runs = VecDeque::from([1..2, 3..4, 5..7]);
+        assert!(matches!(h.read(&mut next, &mut runs, 2, |_| true, &mut out), Read::Read));
+        assert_eq!((out.len(), next), (2, 4), "two entries read, up to the budget");
+        assert!(matches!(h.read(&mut next, &mut runs, 10, |_| true, &mut out), Read::Read));
+        assert_eq!((out.len(), next), (4, 7));
+        assert!(runs.is_empty());
+        assert!(out.iter().all(|f| f.as_str().contains("even") || f.cursor().unwrap().seq() == 6));
     }
 
     fn everything(_: &str, _: Option<&str>) -> bool {

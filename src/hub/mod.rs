@@ -1,19 +1,24 @@
-//! The hub: the shared history, the registry of live sessions, and the task
-//! that wakes them.
+//! The hub: the shared history, the registry of live sessions, and the
+//! fan-out task that hands each notification to the sessions that may
+//! receive it.
 //!
 //! The caller of `notify` only publishes; with the in-process backplane that
-//! is an append to the history and a poke of one waker task. Waking N
-//! sessions happens on that task, off the caller's path, so the caller's
-//! cost does not grow with the number of clients. Each session then pulls
-//! its frames from the history itself.
+//! is an append to the history and a poke of the fan-out task. The fan-out
+//! happens on that task, off the caller's path, so the caller's cost does
+//! not grow with the number of clients; and it finds the sessions through
+//! an index of their subscriptions, so its own cost grows with the number
+//! of receivers, not of sessions. Each woken session then pulls its frames
+//! from the history itself.
 //!
 //! The hub is a [`Receiver`]: whatever the backplane brings back arrives
 //! here, and only here.
 
 mod control;
+mod fanout;
 mod filter;
 mod frame;
 mod history;
+mod mailbox;
 mod protocol;
 mod session;
 mod subscriptions;
@@ -31,6 +36,7 @@ pub(crate) use control::{Reauthenticate, Who};
 pub use filter::Where;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
+pub(crate) use mailbox::Mailbox;
 pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
 pub(crate) use session::{Connection, Session};
 pub(crate) use subscriptions::Subscriptions;
@@ -57,8 +63,11 @@ pub(crate) struct Hub {
     link: OnceLock<Box<dyn Link>>,
     /// Each live session's signals and identity, by public id.
     sessions: DashMap<SessionId, Registration>,
-    /// Pokes the waker task after each delivery.
-    waker: Arc<Notify>,
+    /// The sessions by what they subscribed to: whom the fan-out hands
+    /// each notification.
+    index: fanout::Index,
+    /// Pokes the fan-out task after each delivery.
+    fan_out: Arc<Notify>,
     /// The number of sessions: shutdown waits on it, applications watch it.
     count: watch::Sender<usize>,
     /// Cancelled when shutdown starts: sessions close with 1001 and new ones
@@ -75,11 +84,11 @@ pub(crate) struct Hub {
     pub(crate) metrics: Metrics,
 }
 
-/// What the hub keeps of a live session: how to wake it, how to tell it to
-/// close for re-authentication, and who it is (to find it by audience or
-/// user).
+/// What the hub keeps of a live session: its mailbox (to tell it to resync
+/// when the backplane is interrupted), how to tell it to close for
+/// re-authentication, and who it is (to find it by audience or user).
 struct Registration {
-    wake: Arc<Notify>,
+    mailbox: Arc<Mailbox>,
     reauthenticate: CancellationToken,
     identity: Arc<Identity>,
 }
@@ -92,8 +101,8 @@ struct Degraded {
 }
 
 impl Hub {
-    /// Creates the hub, starts its backplane and spawns its waker on the
-    /// current tokio runtime.
+    /// Creates the hub, starts its backplane and spawns its fan-out task on
+    /// the current tokio runtime.
     pub(crate) fn start(config: Config) -> Arc<Hub> {
         let epoch = RandomState::new().hash_one(std::time::SystemTime::now()) as u32;
         let streamed = config.backplane.assigns_cursors();
@@ -107,7 +116,8 @@ impl Hub {
             config,
             link: OnceLock::new(),
             sessions: DashMap::new(),
-            waker: Arc::new(Notify::new()),
+            index: fanout::Index::default(),
+            fan_out: Arc::new(Notify::new()),
             count: watch::Sender::new(0),
             closing: CancellationToken::new(),
             started: Instant::now(),
@@ -115,7 +125,7 @@ impl Hub {
             degraded: Mutex::new(Degraded::default()),
             metrics: Metrics::register(),
         });
-        tokio::spawn(wake(Arc::downgrade(&hub), hub.waker.clone()));
+        tokio::spawn(fanout::run(Arc::downgrade(&hub), hub.fan_out.clone()));
         let receiver: Weak<dyn Receiver> = Arc::downgrade(&hub) as Weak<Hub>;
         let link = hub.config.backplane.start(receiver);
         if hub.link.set(link).is_err() {
@@ -167,22 +177,28 @@ impl Hub {
         degraded.listener.clone().or_else(|| degraded.publisher.clone())
     }
 
-    /// Adds a session; it is woken for every notification delivered from
-    /// now on. Returns the session's new secret token (it is registered
-    /// under the token's public id), its wake-up signal, and the token
+    /// Adds a session and files it under `subscriptions`: every
+    /// notification delivered from now on that it may receive is handed to
+    /// its mailbox. Returns the session's new secret token (it is
+    /// registered under the token's public id), its mailbox, and the token
     /// cancelled when it must re-authenticate.
-    pub(crate) fn register(&self, identity: Arc<Identity>) -> (SessionToken, Arc<Notify>, CancellationToken) {
-        let wake = Arc::new(Notify::new());
+    pub(crate) fn register(
+        &self,
+        identity: Arc<Identity>,
+        subscriptions: &Subscriptions,
+    ) -> (SessionToken, Arc<Mailbox>, CancellationToken) {
+        let mailbox = Arc::new(Mailbox::new(self.config.replay_capacity));
         let reauthenticate = CancellationToken::new();
         loop {
             // Two tokens whose ids collide (2^-64 per pair) only cost a retry.
             let token = SessionToken::generate();
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(token.id()) {
                 let registration =
-                    Registration { wake: wake.clone(), reauthenticate: reauthenticate.clone(), identity };
+                    Registration { mailbox: mailbox.clone(), reauthenticate: reauthenticate.clone(), identity };
                 slot.insert(registration);
+                self.index.add(token.id(), &mailbox, subscriptions);
                 self.count.send_modify(|n| *n += 1);
-                return (token, wake, reauthenticate);
+                return (token, mailbox, reauthenticate);
             }
         }
     }
@@ -266,9 +282,11 @@ impl Hub {
         }
     }
 
-    fn wake_sessions(&self) {
+    /// Tells every session it may have lost notifications: it resyncs
+    /// before it reads on.
+    fn lag_every_session(&self, why: mailbox::Lag) {
         for session in self.sessions.iter() {
-            session.wake.notify_one();
+            session.mailbox.lag(why);
         }
     }
 }
@@ -276,7 +294,7 @@ impl Hub {
 impl Receiver for Hub {
     fn deliver(&self, notifications: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>) {
         self.history.append(&mut notifications.filter(|(n, _)| !self.obey(n)));
-        self.waker.notify_one();
+        self.fan_out.notify_one();
     }
 
     fn deliver_one(&self, notification: Notification, cursor: Option<Cursor>) {
@@ -284,7 +302,7 @@ impl Receiver for Hub {
             return;
         }
         self.history.append_one(notification, cursor);
-        self.waker.notify_one();
+        self.fan_out.notify_one();
     }
 
     fn interrupt(&self, at: Option<Cursor>) {
@@ -298,7 +316,7 @@ impl Receiver for Hub {
                 self.history.interrupt();
             }
         }
-        self.waker.notify_one();
+        self.lag_every_session(mailbox::Lag::Interrupted);
     }
 
     fn ready(&self, floor: Option<Cursor>) {
@@ -331,20 +349,7 @@ impl Receiver for Hub {
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        // Lets the waker notice the hub is gone and end.
-        self.waker.notify_one();
-    }
-}
-
-/// Wakes the sessions after each burst of delivered notifications. A burst
-/// of any length costs one pass over the sessions, since `notify_one` keeps
-/// at most one pending wake-up.
-async fn wake(hub: Weak<Hub>, signal: Arc<Notify>) {
-    loop {
-        signal.notified().await;
-        match hub.upgrade() {
-            Some(hub) => hub.wake_sessions(),
-            None => return,
-        }
+        // Lets the fan-out task notice the hub is gone and end.
+        self.fan_out.notify_one();
     }
 }

@@ -1,18 +1,20 @@
 //! One connected client, whatever carries its frames: its identity, its
 //! subscriptions and its position in the shared history.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::field;
 
 use super::Hub;
 use super::frame::{Frame, Outbox};
 use super::history::{Entry, Read, Seen};
+use super::mailbox::{Lag, Mailbox, Taken};
 use super::protocol::ServerFrame;
 use super::subscriptions::{Refusal, Subscriptions};
 use crate::metrics::{ResyncCause, SessionMetrics, Transport};
@@ -30,13 +32,19 @@ pub(crate) struct Session {
     hub: Arc<Hub>,
     identity: Arc<Identity>,
     subscriptions: Subscriptions,
-    /// The sequence number of the next notification to read.
+    /// The sequence number of the next notification to read: everything
+    /// before it was read (or skipped by a resync).
     next: u64,
+    /// The entries handed to this session and not read yet, as runs of
+    /// sequence numbers: taken from the mailbox when this queue is empty
+    /// (at first, the replay of a resumed session).
+    runs: VecDeque<Range<u64>>,
     /// A stream id the client already saw that this instance has not read
     /// yet (it resumed here with a cursor from a faster instance): entries up
     /// to it are not sent again.
     seen_through: Option<Cursor>,
-    wake: Arc<Notify>,
+    /// Where the fan-out task hands this session its entries, and wakes it.
+    mailbox: Arc<Mailbox>,
     /// Cancelled when the application asks this session to re-authenticate.
     reauthenticate: CancellationToken,
     metrics: SessionMetrics,
@@ -65,10 +73,11 @@ impl Session {
         subscriptions: Subscriptions,
         resume: Option<&str>,
     ) -> (Session, Vec<Frame>) {
-        // Registered before the position is read: every notification after
-        // that position then finds this session in the map and wakes it.
+        // Registered (and filed in the fan-out's index) before the position
+        // is read: every notification after that position is then handed
+        // to this session's mailbox.
         let identity = Arc::new(identity);
-        let (token, wake, reauthenticate) = hub.register(identity.clone());
+        let (token, mailbox, reauthenticate) = hub.register(identity.clone(), &subscriptions);
         let metrics = hub.metrics.session(connection.transport);
         metrics.opened();
         let span = span(token.id(), &connection, &identity);
@@ -92,6 +101,17 @@ impl Session {
             first.push(ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
             resynced(&hub, &span, ResyncCause::Resume);
         }
+        // What the history holds after the resume point is replayed first;
+        // the mailbox has what came after the position was read.
+        let mut runs = VecDeque::new();
+        if next < fresh {
+            runs.push_back(next..fresh);
+            if subscriptions.each().any(|(_, filters)| filters.is_some()) {
+                // Its fields may never have been read (nobody filtered when
+                // it was appended): read them now, not under the lock.
+                hub.history.read_fields(next..fresh);
+            }
+        }
         tracing::debug!(parent: &span, "tidings: session opened");
         let session = Session {
             token,
@@ -99,8 +119,9 @@ impl Session {
             identity,
             subscriptions,
             next,
+            runs,
             seen_through,
-            wake,
+            mailbox,
             reauthenticate,
             metrics,
             oldest_unwritten: None,
@@ -131,9 +152,10 @@ impl Session {
         self.metrics.written(frames, self.oldest_unwritten.take());
     }
 
-    /// The signal the waker uses to wake this session.
-    pub(crate) fn wake_signal(&self) -> Arc<Notify> {
-        self.wake.clone()
+    /// The session's mailbox: its writer sleeps on
+    /// [`notified`](Mailbox::notified) until something is handed to it.
+    pub(crate) fn mailbox(&self) -> Arc<Mailbox> {
+        self.mailbox.clone()
     }
 
     /// Resolves when the session must close for re-authentication: the
@@ -170,7 +192,11 @@ impl Session {
     /// Applies a `subscribe` frame and returns the reply: `subscribed`, or
     /// an `error` when nothing changed.
     pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
+        let before = self.subscriptions.clone();
         let result = self.subscriptions.subscribe(names, filter, &self.identity);
+        if result.is_ok() {
+            self.hub.index.replace(self.id(), &self.mailbox, &before, &self.subscriptions);
+        }
         self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
             collections,
             all,
@@ -181,7 +207,11 @@ impl Session {
     /// Applies an `unsubscribe` frame and returns the reply: `unsubscribed`,
     /// or an `error` when nothing changed.
     pub(crate) fn unsubscribe(&mut self, names: &[String]) -> Frame {
+        let before = self.subscriptions.clone();
         let result = self.subscriptions.unsubscribe(names);
+        if result.is_ok() {
+            self.hub.index.replace(self.id(), &self.mailbox, &before, &self.subscriptions);
+        }
         self.reply(names, result, |collections, all, count| ServerFrame::Unsubscribed {
             collections,
             all,
@@ -208,14 +238,31 @@ impl Session {
     }
 
     /// Appends to `out` the next frames for this session: those of up to
-    /// one batch of notifications that it may see, or one `resync` when it
-    /// fell so far behind that the history no longer holds what it missed.
+    /// one batch of the entries handed to it that it may see, or one
+    /// `resync` when it lost some (they left the history before it read
+    /// them, too many waited, or the backplane was interrupted).
     ///
-    /// Returns whether the session has caught up with the history. A batch
-    /// can yield no frame (all filtered out) without having caught up: the
-    /// caller must pull again before it sleeps.
+    /// Returns whether the session has caught up: nothing was waiting. A
+    /// pull that yields no frame (all filtered out) may not have caught up:
+    /// the caller must pull again before it sleeps.
     pub(crate) fn pull(&mut self, out: &mut impl Outbox) -> bool {
-        let Session { token, identity, subscriptions, seen_through, oldest_unwritten, .. } = self;
+        if self.runs.is_empty() {
+            match self.mailbox.take(&mut self.runs) {
+                Taken::Runs if self.runs.is_empty() => return true,
+                Taken::Runs => {}
+                Taken::Lagged(lag) => {
+                    let (head, next, interrupted) = self.hub.history.lag_point(self.next);
+                    // Opened after the interruption: it lost nothing.
+                    if lag == Lag::Overflow || interrupted {
+                        let cause = if interrupted { ResyncCause::Interrupted } else { ResyncCause::Lagged };
+                        self.resync(head, next, cause, out);
+                    }
+                    return false;
+                }
+            }
+        }
+        let Session { token, identity, subscriptions, seen_through, oldest_unwritten, hub, next, runs, .. } =
+            self;
         let id = token.id();
         let wanted = |e: &Entry| {
             let wanted = e.skip != Some(id)
@@ -225,29 +272,36 @@ impl Session {
                 && subscriptions.wants(&e.collection, || e.data())
                 && identity_may_see(identity, &e.collection, e.audience.as_deref());
             if wanted && oldest_unwritten.is_none() {
-                *oldest_unwritten = Some(e.emitted);
+                *oldest_unwritten = e.emitted();
             }
             wanted
         };
-        match self.hub.history.read(self.next, BATCH, wanted, out) {
-            Read::Read { next, caught_up } => {
-                self.next = next;
-                caught_up
-            }
+        match hub.history.read(next, runs, BATCH, wanted, out) {
+            Read::Read => {}
             Read::Lagged { head, next, interrupted } => {
-                // Everything from `self.next` on is skipped, what is still
-                // in the ring included: the index names what changed since.
-                let Session { identity, subscriptions, .. } = &*self;
-                let seen = Seen::Seq(self.next.saturating_sub(1));
-                let changed =
-                    self.hub.history.changed_since(seen, |c, a| may_see(identity, subscriptions, c, a));
-                out.put(&ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
                 let cause = if interrupted { ResyncCause::Interrupted } else { ResyncCause::Lagged };
-                resynced(&self.hub, &self.span, cause);
-                self.next = next;
-                false
+                self.resync(head, next, cause, out);
             }
         }
+        false
+    }
+
+    /// Sends a `resync` to `head` naming what changed since what the
+    /// session read, and reads on from `next` (the position after `head`).
+    ///
+    /// When the history can tell that nothing the session may see changed
+    /// since then, it lost nothing: it reads on without a frame. A page on
+    /// a quiet room is never told to reload because other rooms were busy.
+    fn resync(&mut self, head: Cursor, next: u64, cause: ResyncCause, out: &mut impl Outbox) {
+        let Session { identity, subscriptions, .. } = &*self;
+        let seen = Seen::Seq(self.next.saturating_sub(1));
+        let changed = self.hub.history.changed_since(seen, |c, a| may_see(identity, subscriptions, c, a));
+        if changed.as_ref().is_none_or(|c| !c.is_empty()) {
+            out.put(&ServerFrame::Resync { cursor: head, collections: changed.as_deref() }.to_frame());
+            resynced(&self.hub, &self.span, cause);
+        }
+        self.next = next;
+        self.runs.clear();
     }
 }
 
@@ -296,6 +350,7 @@ fn identity_may_see(identity: &Identity, collection: &str, audience: Option<&str
 
 impl Drop for Session {
     fn drop(&mut self) {
+        self.hub.index.remove(self.token.id(), &self.subscriptions);
         self.hub.unregister(self.token.id());
         self.metrics.closed();
         tracing::debug!(parent: &self.span, "tidings: session closed");

@@ -240,6 +240,12 @@ impl Subscriptions {
         self.all || self.names.get(collection).is_some_and(|s| s.passes(data))
     }
 
+    /// Each collection subscribed by name, with its filters (`None`:
+    /// every notification of it).
+    pub(crate) fn each(&self) -> impl Iterator<Item = (&str, Option<&[Filter]>)> {
+        self.names.iter().map(|(name, s)| (&**name, s.filters.as_deref()))
+    }
+
     /// Whether `*` is subscribed.
     pub(crate) fn all(&self) -> bool {
         self.all
