@@ -271,7 +271,9 @@ pub(crate) async fn run(hub: Weak<Hub>, signal: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::History;
     use crate::hub::mailbox::Taken;
+    use crate::{Notification, Op};
     use std::collections::VecDeque;
     use std::ops::Range;
 
@@ -289,7 +291,11 @@ mod tests {
     fn a_session_is_filed_under_one_condition_per_alternative() {
         let s = subscribed("posts,forums", Some(r#"{"posts":[{"forum_id":[1,2],"kind":"q"},{"id":9}]}"#));
         let keys = keys(&s);
-        let value = |field: &str, value: Scalar| Key::Value { collection: "posts".into(), field: field.into(), value };
+        let value = |field: &str, value: Scalar| Key::Value {
+            collection: "posts".into(),
+            field: field.into(),
+            value,
+        };
         let expected: HashSet<Key> = [
             Key::Whole("forums".into()),
             Key::Filtered("posts".into()),
@@ -299,6 +305,52 @@ mod tests {
         .into();
         assert_eq!(keys, expected);
         assert_eq!(super::keys(&subscribed("*,posts", None)), [Key::Everything].into());
+    }
+
+    fn entries(notifications: Vec<Notification>) -> Vec<Arc<Entry>> {
+        let history = History::new(1, 64);
+        notifications.into_iter().for_each(|n| history.append_one(n, None));
+        let mut queue = VecDeque::new();
+        history.take_unfanned(&mut queue);
+        queue.into()
+    }
+
+    fn post(data: &str) -> Notification {
+        let raw = serde_json::value::RawValue::from_string(data.to_owned()).unwrap();
+        Notification::new("posts", Op::Update).with_raw_data(raw)
+    }
+
+    #[test]
+    fn an_entry_reaches_only_the_sessions_that_may_want_it() {
+        let index = Index::default();
+        let mut ids = 0;
+        let mut session = |collections: &str, filters: Option<&str>| {
+            ids += 1;
+            let mailbox = Arc::new(Mailbox::new(64));
+            index.add(SessionId::from_raw(ids), &mailbox, &subscribed(collections, filters));
+            mailbox
+        };
+        let forum_3 = session("posts", Some(r#"{"posts":{"forum_id":3}}"#));
+        let forum_5_or_6 = session("posts", Some(r#"{"posts":[{"forum_id":[5,6]},{"id":99,"forum_id":1}]}"#));
+        let forum_4 = session("posts", Some(r#"{"posts":{"forum_id":4}}"#));
+        let every_post = session("posts", None);
+        let forums = session("forums", None);
+        let everything = session("*", None);
+        let entries = entries(vec![
+            post(r#"{"id":1,"forum_id":3}"#),
+            post(r#"{"id":1,"forum_id":5,"before":{"forum_id":3}}"#),
+            Notification::new("posts", Op::Delete),
+            post("[1]"),
+            Notification::new("forums", Op::Insert),
+            post(r#"{"id":99,"forum_id":1}"#),
+        ]);
+        entries.iter().for_each(|e| index.deliver(e));
+        assert_eq!(taken(&forum_3), [1..4], "its row, the row that moved out, and data-less");
+        assert_eq!(taken(&forum_5_or_6), [2..4, 6..7], "moved in, data-less, and the `id` alternative's key");
+        assert_eq!(taken(&forum_4), [3..4], "only the data-less one");
+        assert_eq!(taken(&every_post), [1..5, 6..7], "every post, unreadable data included");
+        assert_eq!(taken(&forums), [5..6]);
+        assert_eq!(taken(&everything), [], "`*` is handed whole batches by the task, not per entry");
     }
 
     #[test]

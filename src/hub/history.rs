@@ -11,10 +11,10 @@
 //! silent gap or an unbounded queue.
 //!
 //! Each appended entry is also queued for the fan-out task, under the same
-//! lock. That queue is bounded like the log: if the task falls so far
-//! behind that it overflows, every session is told it may have lagged
-//! (and resyncs if anything it may see changed), so no entry is ever
-//! dropped unseen.
+//! lock. That queue is bounded (by [`FAN_OUT_QUEUE`], or the log's capacity
+//! if larger): if the task falls so far behind that it overflows, every
+//! session is told it may have lagged (and resyncs if anything it may see
+//! changed), so no entry is ever dropped unseen.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -79,6 +79,12 @@ impl Entry {
     }
 }
 
+/// How many entries the fan-out task may fall behind (at least): more than
+/// the log holds, so that a burst from a caller that never yields (the task
+/// cannot run meanwhile) still reaches exactly the sessions that want it,
+/// and a quiet session does not resync for others' traffic.
+pub(crate) const FAN_OUT_QUEUE: usize = 1 << 16;
+
 /// How far ahead of this machine's clock a stream id may be (another
 /// instance's clock, or Redis', may run ahead a little).
 const FUTURE_SLACK_MS: u64 = 60_000;
@@ -107,7 +113,7 @@ struct Ring {
     /// Shared with the fan-out task, which reads them out of the lock.
     entries: VecDeque<Arc<Entry>>,
     /// The entries appended since the fan-out task last took them, at most
-    /// `capacity`.
+    /// [`FAN_OUT_QUEUE`] (or the log's capacity, if larger).
     unfanned: VecDeque<Arc<Entry>>,
     /// Entries were appended while `unfanned` was full: the fan-out task
     /// never saw them, so every session must be told it may have lagged.
@@ -349,7 +355,8 @@ impl History {
         let rest: Vec<Prepared> = items.map(Prepared::new).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
         let evicted = self.push(&mut ring, first);
-        let evicted_rest: Vec<Arc<Entry>> = rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
+        let evicted_rest: Vec<Arc<Entry>> =
+            rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
         drop(ring);
         // Freed outside the lock.
         drop((evicted, evicted_rest));
@@ -382,7 +389,7 @@ impl History {
             fields: OnceLock::new(),
             emitted: OnceLock::new(),
         });
-        if ring.unfanned.len() == self.capacity {
+        if ring.unfanned.len() >= self.capacity.max(FAN_OUT_QUEUE) {
             // The fan-out task is a whole log behind: what it has not taken
             // is as good as lost to the sessions that wanted it.
             ring.unfanned.clear();
@@ -418,7 +425,6 @@ impl History {
             entry.data();
         }
     }
-
 
     /// Declares that notifications may have been lost (the backplane
     /// connection broke): every session gets a `resync`, and no cursor from
@@ -660,7 +666,6 @@ impl History {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         (ring.head, ring.next_seq, next <= ring.interrupted_through)
     }
-
 }
 
 #[cfg(test)]
@@ -816,20 +821,21 @@ mod tests {
     }
 
     #[test]
-    fn the_fan_out_queue_holds_what_it_has_not_taken_and_says_when_it_overflowed() {
+    fn the_fan_out_queue_holds_more_than_the_log_and_says_when_it_overflowed() {
         let h = History::new(1, 2);
         let seqs = |q: &VecDeque<Arc<Entry>>| q.iter().map(|e| e.seq).collect::<Vec<_>>();
         let mut queue = VecDeque::new();
-        h.append_new(Notification::new("a", Op::Update));
-        h.append_new(Notification::new("a", Op::Update));
-        assert!(!h.take_unfanned(&mut queue));
-        assert_eq!(seqs(&queue), [1, 2]);
-        queue.clear();
-        for _ in 0..3 {
+        for _ in 0..100 {
             h.append_new(Notification::new("a", Op::Update));
         }
-        assert!(h.take_unfanned(&mut queue), "three appended, two fit: the task must say so");
-        assert_eq!(seqs(&queue), [5]);
+        assert!(!h.take_unfanned(&mut queue));
+        assert_eq!(seqs(&queue), (1..=100).collect::<Vec<_>>(), "more than the log holds waits for the task");
+        queue.clear();
+        for _ in 0..FAN_OUT_QUEUE + 1 {
+            h.append_new(Notification::new("a", Op::Update));
+        }
+        assert!(h.take_unfanned(&mut queue), "one more than fits: the task must say so");
+        assert_eq!(seqs(&queue), [100 + FAN_OUT_QUEUE as u64 + 1], "what came after the overflow");
         queue.clear();
         assert!(!h.take_unfanned(&mut queue), "said once");
         assert!(queue.is_empty());

@@ -193,8 +193,11 @@ impl Hub {
             // Two tokens whose ids collide (2^-64 per pair) only cost a retry.
             let token = SessionToken::generate();
             if let dashmap::Entry::Vacant(slot) = self.sessions.entry(token.id()) {
-                let registration =
-                    Registration { mailbox: mailbox.clone(), reauthenticate: reauthenticate.clone(), identity };
+                let registration = Registration {
+                    mailbox: mailbox.clone(),
+                    reauthenticate: reauthenticate.clone(),
+                    identity,
+                };
                 slot.insert(registration);
                 self.index.add(token.id(), &mailbox, subscriptions);
                 self.count.send_modify(|n| *n += 1);

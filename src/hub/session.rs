@@ -261,8 +261,9 @@ impl Session {
                 }
             }
         }
-        let Session { token, identity, subscriptions, seen_through, oldest_unwritten, hub, next, runs, .. } =
-            self;
+        let Session {
+            token, identity, subscriptions, seen_through, oldest_unwritten, hub, next, runs, ..
+        } = self;
         let id = token.id();
         let wanted = |e: &Entry| {
             let wanted = e.skip != Some(id)

@@ -1,0 +1,92 @@
+//! Fan-out by subscription: a notification concerns only the sessions that
+//! may receive it, so a session on a quiet room never pays for the traffic
+//! of the others, not even with a `resync`.
+
+mod common;
+
+use common::{Client, serve};
+use serde_json::{Value, json};
+use tidings::{Config, Notifier, Notify, Op};
+
+/// The two ways a page watches one room: the room as a collection, or the
+/// rows of a shared collection filtered by a field.
+struct Shape {
+    /// The query of a client in room `k`.
+    query: fn(u32) -> String,
+    /// Notifies room `k`.
+    notify: fn(&Notifier, u32, u64),
+}
+
+const ROOMS_AS_COLLECTIONS: Shape = Shape {
+    query: |k| format!("collections=room-{k}"),
+    notify: |notifier, k, i| {
+        notifier.notify_with(format!("room-{k}"), Op::Insert, &json!({ "room": k, "i": i })).unwrap();
+    },
+};
+
+const ROOMS_AS_FILTERS: Shape = Shape {
+    query: |k| format!("collections=posts&where=%7B%22posts%22%3A%7B%22room%22%3A{k}%7D%7D"),
+    notify: |notifier, k, i| {
+        notifier.notify_with("posts", Op::Insert, &json!({ "room": k, "i": i })).unwrap();
+    },
+};
+
+/// The `i` of the notifications of a burst no page waits for.
+const BURST: u64 = 1_000_000;
+
+/// The next notification of the busy page that is not from a burst (a
+/// burst may make it lag: a `resync` is its due).
+async fn next_paced(busy: &mut Client) -> Value {
+    for _ in 0..10_000 {
+        let frame = busy.next_json().await;
+        if frame["type"] != "resync" && frame["data"]["i"].as_u64().is_some_and(|i| i < BURST) {
+            return frame;
+        }
+    }
+    panic!("the busy page never got its paced notification");
+}
+
+/// A page on room 1 stays connected while room 2 gets thousands of
+/// notifications, hundreds of times more than the history holds, both from
+/// a caller that waits for each delivery and from one that never yields.
+/// When room 1 gets one, the page receives exactly it: no `resync`, no gap.
+async fn a_quiet_room_is_never_resynced(shape: Shape) {
+    let notifier = Notifier::with_config(Config::default().replay_capacity(4));
+    let addr = serve(&notifier).await;
+    let mut quiet = Client::connect(addr, &(shape.query)(1)).await;
+    let mut busy = Client::connect(addr, &(shape.query)(2)).await;
+
+    for round in 0..3u64 {
+        // The busy page reads each one before the next is sent.
+        for i in 0..50 {
+            (shape.notify)(&notifier, 2, i);
+            assert_eq!(next_paced(&mut busy).await["data"]["i"], i);
+        }
+        // A caller that never yields: nothing else runs meanwhile (on this
+        // single-threaded runtime).
+        for i in 0..1000 {
+            (shape.notify)(&notifier, 2, BURST + i);
+        }
+        (shape.notify)(&notifier, 1, round);
+        let frame = quiet.next_json().await;
+        assert_eq!(frame["data"], json!({ "room": 1, "i": round }), "round {round}: {frame}");
+        assert_eq!(frame["cursor"], notifier.cursor().to_string(), "the newest notification");
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_room_as_a_collection_is_never_resynced() {
+    a_quiet_room_is_never_resynced(ROOMS_AS_COLLECTIONS).await;
+}
+
+#[tokio::test]
+async fn a_quiet_room_as_a_filter_is_never_resynced() {
+    a_quiet_room_is_never_resynced(ROOMS_AS_FILTERS).await;
+}
+
+/// The same on a multi-threaded runtime, where the fan-out runs beside the
+/// caller: the quiet page is still handed only its own notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_room_is_never_resynced_beside_a_busy_caller() {
+    a_quiet_room_is_never_resynced(ROOMS_AS_FILTERS).await;
+}
