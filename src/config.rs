@@ -117,8 +117,10 @@ impl Config {
     ///
     /// This is both the replay buffer (a client reconnecting with a cursor at
     /// most this many notifications old resumes without loss) and the bound
-    /// on each session's outbound queue: a session that falls further behind
-    /// has its pending notifications replaced by one `resync` frame.
+    /// on each session's outbound queue: a session with more than this many
+    /// of its own notifications waiting, or whose waiting ones left the
+    /// history, has them replaced by one `resync` frame. Notifications a
+    /// session does not receive never count against it.
     pub fn replay_capacity(mut self, notifications: usize) -> Self {
         self.replay_capacity = notifications.max(1);
         self

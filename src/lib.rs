@@ -41,7 +41,7 @@
 //! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | hub, backplane |
 //! | `config`, `identity` | [`Config`], [`Identity`] and [`Rejection`] | backplane |
 //! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Outbox` (in the application's database), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | data only |
-//! | `hub` | the history (every session's queue), the session registry and the waker, a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
+//! | `hub` | the history (the frames every session reads), the session registry, the fan-out (an index of sessions by subscription, the task that hands each entry to the mailboxes of those that may receive it), a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
 //! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, snapshot cursors, `serve` | hub |
 //! | [`sea_orm`] | transaction-scoped notifications | handles, backplane |
 //! | [`metrics`] | every metric's name and description, and the handles the hot paths record through | — |

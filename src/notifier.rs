@@ -35,7 +35,7 @@ use crate::{Batch, Config, Cursor, Notification, Notify, SessionToken};
 /// # }
 /// ```
 ///
-/// Must be created inside a tokio runtime (it spawns its waker task), and
+/// Must be created inside a tokio runtime (it spawns its fan-out task), and
 /// after the application's [`metrics`](crate::metrics) recorder, if any, is
 /// installed.
 #[derive(Clone)]
@@ -203,8 +203,8 @@ impl Notifier {
 
 impl Notify for Notifier {
     /// Publishes the notification now: serialized once, appended to the
-    /// history (or handed to the backplane), and the sessions woken off the
-    /// caller's path.
+    /// history (or handed to the backplane), and handed to the sessions that
+    /// may receive it off the caller's path.
     fn push(&self, notification: Notification) {
         self.hub.publish(Publication::one(notification));
     }

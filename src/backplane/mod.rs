@@ -120,7 +120,7 @@ pub trait Link: Send + Sync {
 pub trait Receiver: Send + Sync {
     /// Notifications that arrived, in order, each with the cursor the
     /// engine gave it (`None`: the hub numbers it). They are appended to the
-    /// history and every session is woken once.
+    /// history, and each is handed to the sessions that may receive it.
     fn deliver(&self, notifications: &mut dyn Iterator<Item = (Notification, Option<Cursor>)>);
 
     /// One notification that arrived, with its cursor if the engine gave it
