@@ -341,8 +341,8 @@ mod tests {
         assert_eq!((a.imp, a.clients, a.messages, a.size), (Impls::Both, 1000, 1000, 100));
         assert_eq!((a.mode, a.pace_us, a.subscribed), (Mode::Burst, 10_000, Subscribed::All));
         assert_eq!((a.driver_threads, a.client_read_buffer, a.instances), (1, 8192, 1));
-        assert_eq!((a.hub.replay, a.hub.nodelay, a.hub.backplane), (1024, Switch::On, None));
         assert_eq!((a.rooms, a.room_count(), a.shape), (None, 0, Shape::Collections));
+        assert_eq!((a.hub.replay, a.hub.nodelay, a.hub.backplane), (1024, Switch::On, None));
         let Ok(Command::Run(a)) = parse(&["run", "--rooms", "0", "--shape", "filter"]) else { panic!("run") };
         assert_eq!((a.rooms, a.shape), (Some(1), Shape::Filter));
         let Ok(Command::Run(a)) =
