@@ -12,7 +12,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use crate::machine::unix_nanos;
 
 /// End-to-end load tool: real WebSocket clients against a real server,
-/// tidings versus the obvious hand-written broadcast handler.
+/// tidings versus a careful hand-written broadcast handler.
 #[derive(Parser, Debug)]
 #[command(
     name = "load",
@@ -102,6 +102,14 @@ pub struct RunArgs {
     /// Clients that subscribe to the emitted collection: all, or every tenth
     #[arg(long, value_enum, default_value_t = Subscribed::All)]
     pub subscribed: Subscribed,
+    /// Rooms: client n joins room n % R and notification i goes to room i % R only
+    /// (clamped to 1..=100000) [default: no rooms, every client gets every notification]
+    #[arg(long, value_name = "R", value_parser = clamped::<usize>(1, 100_000))]
+    pub rooms: Option<usize>,
+    /// With --rooms, how tidings clients join a room: a collection per room (`room-K`),
+    /// or one collection `posts` with the filter `where={"posts":{"room":K}}`
+    #[arg(long, value_enum, default_value_t = Shape::Collections)]
+    pub shape: Shape,
     /// Driver runtime threads; 1 = a current-thread runtime, cheapest per frame
     #[arg(long, default_value_t = 1)]
     pub driver_threads: usize,
@@ -122,6 +130,11 @@ impl RunArgs {
 
     pub fn ten_pct(&self) -> bool {
         self.subscribed == Subscribed::TenPct
+    }
+
+    /// The number of rooms, 0 without `--rooms`.
+    pub fn room_count(&self) -> usize {
+        self.rooms.unwrap_or(0)
     }
 }
 
@@ -188,6 +201,39 @@ pub enum Subscribed {
     TenPct,
 }
 
+/// How tidings clients join a room (`--shape`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// A collection per room: `?collections=room-K`, notified as `room-K`.
+    Collections,
+    /// One collection, filtered: `?collections=posts&where={"posts":{"room":K}}`.
+    Filter,
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Collections => "collections",
+            Shape::Filter => "filter",
+        }
+    }
+
+    /// The collection notification `i`'s frame carries in room `room`
+    /// (both implementations write the same frames).
+    pub fn collection(self, room: usize) -> String {
+        match self {
+            Shape::Collections => format!("room-{room}"),
+            Shape::Filter => "posts".to_owned(),
+        }
+    }
+}
+
+/// The room of notification `i` with `rooms` rooms (round robin, so each
+/// room gets every R-th notification and the driver knows which).
+pub fn room_of(i: usize, rooms: usize) -> usize {
+    i % rooms.max(1)
+}
+
 /// `on` / `off` (also `true` / `false`, as the tool always accepted).
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Switch {
@@ -237,6 +283,9 @@ impl Command {
         let (tidings_only, hub) = match self {
             Command::Server(a) => (a.imp == Impl::Tidings, &a.hub),
             Command::Run(a) => {
+                if a.rooms.is_some() && a.ten_pct() {
+                    return Err("--rooms and --subscribed 10pct do not combine (rooms choose who gets what)");
+                }
                 if a.instances > 1 && a.hub.backplane.is_none() {
                     return Err(
                         "--instances 2 or more needs --backplane URL (instances share nothing otherwise)",
@@ -271,7 +320,7 @@ fn without_trailing_slash(s: &str) -> Result<String, Infallible> {
 mod tests {
     use clap::Parser;
 
-    use super::{Cli, Command, Impl, Impls, Mode, Subscribed, Switch};
+    use super::{Cli, Command, Impl, Impls, Mode, Shape, Subscribed, Switch, room_of};
 
     fn parse(line: &[&str]) -> Result<Command, String> {
         let cli = Cli::try_parse_from(std::iter::once("load").chain(line.iter().copied()))
@@ -292,7 +341,10 @@ mod tests {
         assert_eq!((a.imp, a.clients, a.messages, a.size), (Impls::Both, 1000, 1000, 100));
         assert_eq!((a.mode, a.pace_us, a.subscribed), (Mode::Burst, 10_000, Subscribed::All));
         assert_eq!((a.driver_threads, a.client_read_buffer, a.instances), (1, 8192, 1));
+        assert_eq!((a.rooms, a.room_count(), a.shape), (None, 0, Shape::Collections));
         assert_eq!((a.hub.replay, a.hub.nodelay, a.hub.backplane), (1024, Switch::On, None));
+        let Ok(Command::Run(a)) = parse(&["run", "--rooms", "0", "--shape", "filter"]) else { panic!("run") };
+        assert_eq!((a.rooms, a.shape), (Some(1), Shape::Filter));
         let Ok(Command::Run(a)) =
             parse(&["run", "--clients", "0", "--messages", "2000000", "--subscribed", "10pct"])
         else {
@@ -323,8 +375,19 @@ mod tests {
         assert!(e.contains("--impl tidings"));
         assert!(parse(&["server"]).is_err(), "server needs --impl");
         assert!(parse(&["run", "--mode", "fast"]).is_err());
+        assert!(parse(&["run", "--rooms", "4", "--subscribed", "10pct"]).unwrap_err().contains("--rooms"));
         let Ok(Command::Server(s)) = parse(&["server", "--impl", "tidings"]) else { panic!("server") };
         assert_eq!((s.addr.as_str(), s.imp), ("127.0.0.1:0", Impl::Tidings));
+    }
+
+    #[test]
+    fn rooms_round_robin() {
+        assert_eq!((0..5).map(|i| room_of(i, 2)).collect::<Vec<_>>(), [0, 1, 0, 1, 0]);
+        assert_eq!(room_of(7, 0), 0);
+        assert_eq!(
+            (Shape::Collections.collection(3), Shape::Filter.collection(3)),
+            ("room-3".into(), "posts".into())
+        );
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use crate::Error;
-use crate::args::{Impl, RunArgs};
-use crate::client::{ClientSpec, Shared, client};
+use crate::args::{Impl, RunArgs, Shape};
+use crate::client::{ClientSpec, Expect, Shared, client};
 use crate::instances::{
     drop_stream, http_json, instance_name, spawn_server, stats_all, stop_server, total, warm_up,
 };
-use crate::machine::{cpu_ms, engine_cpu_ms, machine_ticks, nofile_soft_limit};
+use crate::machine::{cpu_ms, cpu_ns, engine_cpu_ms, machine_ticks, nofile_soft_limit};
 use crate::report::{Row, Snapshots, print_rows, summarize};
 use crate::server::EmitReport;
 use crate::transactional::Setup;
@@ -42,12 +42,16 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         );
     }
     println!(
-        "clients={} messages={} size={}B mode={} subscribed={} replay={} cpus={} driver-threads={} client-read-buffer={}B server-nodelay={} backplane={} instances={}",
+        "clients={} messages={} size={}B mode={} subscribed={} rooms={} replay={} cpus={} driver-threads={} client-read-buffer={}B server-nodelay={} backplane={} instances={}",
         args.clients,
         args.messages,
         args.size,
         if args.paced() { format!("paced({}us)", args.pace_us) } else { "burst".into() },
         if args.ten_pct() { "10pct" } else { "all" },
+        match args.rooms {
+            Some(r) => format!("{r}({})", args.shape.name()),
+            None => "none".into(),
+        },
         args.hub.replay,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         args.driver_threads.max(1),
@@ -142,7 +146,6 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
     let before = total(&stats_all(addrs, ctl).await?);
 
     let shared = Arc::new(Shared {
-        messages: args.messages,
         read_buffer: args.client_read_buffer,
         done: AtomicUsize::new(0),
         ready: AtomicUsize::new(0),
@@ -152,12 +155,24 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
     let connect = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = Vec::with_capacity(args.clients);
     let mut wanted_clients = 0usize;
+    let rooms = args.room_count();
     for n in 0..args.clients {
         let hot = !args.ten_pct() || n % 10 == 0;
         // Clients alternate between the instances: half on A, half on B.
         let instance = n % addrs.len();
         let addr = &addrs[instance];
-        let url = if !args.ten_pct() {
+        // Rooms: client n joins room n % R.
+        let room = n % rooms.max(1);
+        let url = if rooms > 0 {
+            match (tidings, args.shape) {
+                (false, _) => format!("ws://{addr}/ws?room={room}"),
+                (true, Shape::Collections) => format!("ws://{addr}/ws?collections=room-{room}"),
+                (true, Shape::Filter) => {
+                    let filter = format!(r#"{{"posts":{{"room":{room}}}}}"#);
+                    format!("ws://{addr}/ws?collections=posts&where={}", percent_encode(&filter))
+                }
+            }
+        } else if !args.ten_pct() {
             format!("ws://{addr}/ws")
         } else if tidings {
             let c = if hot { "hot" } else { "cold" };
@@ -168,7 +183,12 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
             format!("ws://{addr}/ws")
         };
         wanted_clients += hot as usize;
-        let spec = ClientSpec { url, tidings, wanted: hot, instance };
+        let (expect, collection) = if rooms > 0 {
+            (Expect::room(room, rooms, args.messages), args.shape.collection(room))
+        } else {
+            (Expect::all(args.messages), "hot".to_owned())
+        };
+        let spec = ClientSpec { url, tidings, wanted: hot, instance, expect, collection, rooms: rooms > 0 };
         tasks.push(tokio::spawn(client(spec, shared.clone(), connect.clone(), stop_rx.clone())));
     }
     // Wait until every client is connected and the servers count them all.
@@ -195,6 +215,7 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
     let idle_each = stats_all(addrs, ctl).await?;
     let idle = total(&idle_each);
     let driver_cpu_before = cpu_ms();
+    let driver_ns_before = cpu_ns();
     let machine_before = machine_ticks();
     let engine_before = engine_cpu_ms();
     let ready = shared.ready.load(Ordering::SeqCst);
@@ -214,7 +235,11 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
 
     // Emit, on instance A only.
     let pace_us = if args.paced() { args.pace_us } else { 0 };
-    let path = format!("/emit?count={}&size={}&collection=hot&pace_us={}", args.messages, args.size, pace_us);
+    let mut path =
+        format!("/emit?count={}&size={}&collection=hot&pace_us={}", args.messages, args.size, pace_us);
+    if rooms > 0 {
+        path.push_str(&format!("&rooms={rooms}&shape={}", args.shape.name()));
+    }
     let emit_limit = deadline.saturating_duration_since(Instant::now());
     let emit =
         tokio::spawn(async move { http_json::<EmitReport>(&emitter, "POST", &path, emit_limit).await });
@@ -255,6 +280,7 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
     let after_each = stats_all(addrs, ctl).await.unwrap_or_default();
     let after = total(&after_each);
     let driver_cpu = cpu_ms().saturating_sub(driver_cpu_before);
+    let driver_ns = cpu_ns().saturating_sub(driver_ns_before);
     let machine_after = machine_ticks();
     let engine_cpu = engine_cpu_ms().saturating_sub(engine_before);
     let _ = stop_tx.send(true);
@@ -276,6 +302,7 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
     let snapshots = Snapshots { before, idle, after, idle_each, after_each };
     let mut row = summarize(&label, args, &results, &emit, &snapshots);
     row.driver_cpu_ms = driver_cpu;
+    row.driver_cpu_ns = driver_ns;
     row.engine_cpu_ms = engine_cpu;
     // Busy CPU time of the whole machine over the same span, in ms: what is
     // neither server nor driver (nor the backplane engine) is someone
@@ -284,4 +311,29 @@ async fn drive(args: &RunArgs, imp: Impl, addrs: &[String], deadline: Instant) -
     row.machine_total_ms = machine_after.1.saturating_sub(machine_before.1) * 10;
     row.emit_span_ms = emit.last_emit_ns.saturating_sub(emit.first_emit_ns) as f64 / 1e6;
     Ok(row)
+}
+
+/// `s` percent-encoded for a query string: every byte but the unreserved
+/// ones (`A-Za-z0-9-._~`) as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_encodes_a_filter() {
+        assert_eq!(
+            super::percent_encode(r#"{"posts":{"room":7}}"#),
+            "%7B%22posts%22%3A%7B%22room%22%3A7%7D%7D"
+        );
+    }
 }

@@ -108,6 +108,7 @@ pub fn total(all: &[Stats]) -> Stats {
         rss_kib: all.iter().map(|s| s.rss_kib).sum(),
         sessions: all.iter().map(|s| s.sessions).sum(),
         cpu_ms: all.iter().map(|s| s.cpu_ms).sum(),
+        cpu_ns: all.iter().map(|s| s.cpu_ns).sum(),
         cursor: String::new(),
         status: all.first().map(|s| s.status.clone()).unwrap_or_default(),
     }

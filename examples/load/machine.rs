@@ -1,5 +1,5 @@
 //! Readings of the clock and of `/proc`: wall time in ns, CPU time of this
-//! process, of the backplane engines and of the whole machine, RSS, and the
+//! process (10 ms ticks, and ns from schedstat), of the backplane engines and of the whole machine, RSS, and the
 //! open-file limit.
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,6 +17,20 @@ pub fn cpu_ms() -> u64 {
     };
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     cpu_ticks(rest) * 10
+}
+
+/// CPU time of all the live threads of this process, in ns: the first field
+/// of each `/proc/self/task/<tid>/schedstat` (time on CPU, ns precision),
+/// summed. Threads that exited are not counted (the servers and the driver
+/// keep theirs for the whole run). 0 where the kernel has no schedstat.
+pub fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()))
+        .sum()
 }
 
 /// utime + stime, in clock ticks (100 per second), from the fields of a

@@ -1,10 +1,16 @@
 //! End-to-end load tool: real WebSocket clients against a real server, tidings
-//! versus the obvious hand-written broadcast handler.
+//! versus a careful hand-written broadcast handler (per room with `--rooms`).
 //!
 //! ```text
 //! cargo run --release --example load -- run --clients 1000 --messages 1000 --impl both
 //! cargo run --release --example load -- run --mode paced --messages 200
 //! cargo run --release --example load -- run --subscribed 10pct
+//! # rooms: client n joins room n % R, notification i goes to room i % R only
+//! # (server CPU per notification, latency until the whole room has it):
+//! cargo run --release --example load -- run --impl both --clients 200 --rooms 20 \
+//!     --messages 200 --mode paced --pace-us 2000                  # a collection per room
+//! cargo run --release --example load -- run --impl both --clients 200 --rooms 20 \
+//!     --messages 200 --mode paced --pace-us 2000 --shape filter   # one collection, `where` filters
 //! cargo run --release --example load -- server --addr 127.0.0.1:0 --impl tidings
 //! # write throughput of a running forums example (`cargo run --release --example forums`):
 //! cargo run --release --example load -- writes --url http://127.0.0.1:3000 --concurrency 8 --seconds 10

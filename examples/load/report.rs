@@ -34,9 +34,13 @@ pub struct Row {
     pub rss_idle_kib: u64,
     pub rss_per_session_kib: f64,
     pub rss_after_kib: u64,
-    /// Server CPU during emit + delivery, and the driver's (clients').
+    /// Server CPU during emit + delivery, and the driver's (clients'), in
+    /// 10 ms ticks (`/proc/self/stat`).
     pub server_cpu_ms: u64,
     pub driver_cpu_ms: u64,
+    /// The same, in ns, from every thread's schedstat.
+    pub server_cpu_ns: u64,
+    pub driver_cpu_ns: u64,
     /// Busy and total (busy + idle) CPU time of the machine, all cores.
     pub machine_busy_ms: u64,
     pub machine_total_ms: u64,
@@ -48,6 +52,11 @@ pub struct Row {
     pub resyncs: u64,
     pub unwanted: u64,
     pub duplicates: u64,
+    /// Rooms: notifications received by a client not in their room.
+    pub misdelivered: u64,
+    /// Rooms (0: none) and how tidings clients joined them.
+    pub rooms: usize,
+    pub shape: &'static str,
     /// CPU of the local `redis-server` / `postgres` processes over the span.
     pub engine_cpu_ms: u64,
     pub cursor_forms: u8,
@@ -67,18 +76,19 @@ pub struct Snapshots {
 }
 
 /// Fan-out latencies (ns, sorted) of the notifications received by any of
-/// `results`: latest receipt over those clients − emit time; and the latest
-/// receipt of all.
+/// `results`: latest receipt over those clients that expect it − emit time
+/// (with rooms: until the whole room has it); and the latest receipt of all.
 pub fn fan_out<'a>(results: impl Iterator<Item = &'a ClientResult>, m: usize) -> (Vec<u64>, u64) {
     let mut last_recv = vec![0u64; m];
     let mut sent = vec![0u64; m];
     let mut max_recv = 0u64;
     for r in results.filter(|r| r.wanted && r.connected) {
-        for i in 0..m {
-            if r.recv[i] != 0 {
-                last_recv[i] = last_recv[i].max(r.recv[i]);
-                sent[i] = r.sent[i];
-                max_recv = max_recv.max(r.recv[i]);
+        for (j, (&recv, &t)) in r.recv.iter().zip(&r.sent).enumerate() {
+            let i = r.expect.index(j);
+            if recv != 0 && i < m {
+                last_recv[i] = last_recv[i].max(recv);
+                sent[i] = t;
+                max_recv = max_recv.max(recv);
             }
         }
     }
@@ -144,6 +154,8 @@ pub fn summarize(
         rss_after_kib: after.rss_kib,
         server_cpu_ms: after.cpu_ms.saturating_sub(idle.cpu_ms),
         driver_cpu_ms: 0,
+        server_cpu_ns: after.cpu_ns.saturating_sub(idle.cpu_ns),
+        driver_cpu_ns: 0,
         machine_busy_ms: 0,
         machine_total_ms: 0,
         emit_span_ms: 0.0,
@@ -153,6 +165,9 @@ pub fn summarize(
         resyncs: 0,
         unwanted: 0,
         duplicates: 0,
+        misdelivered: results.iter().map(|r| r.misdelivered).sum(),
+        rooms: args.room_count(),
+        shape: args.shape.name(),
         engine_cpu_ms: 0,
         cursor_forms: results.iter().fold(0, |f, r| f | r.cursor_forms),
         cursor_regressions: results.iter().map(|r| r.cursor_regressions).sum(),
@@ -161,13 +176,14 @@ pub fn summarize(
     // Every client that should have received the notifications counts,
     // including those that failed to connect (all lost).
     for r in results.iter().filter(|r| r.wanted) {
-        row.expected += m as u64;
+        let expected = r.expect.count as u64;
+        row.expected += expected;
         row.deliveries += r.received;
         row.resyncs += r.resyncs;
         row.unwanted += r.unwanted;
         row.duplicates += r.duplicates;
         if !r.connected {
-            row.silent += m as u64;
+            row.silent += expected;
             continue;
         }
         row.covered += r.covered;
@@ -191,7 +207,7 @@ pub fn summarize(
                 instance: k,
                 clients: mine().filter(|r| r.connected).count(),
                 deliveries: mine().filter(|r| r.wanted).map(|r| r.received).sum(),
-                expected: mine().filter(|r| r.wanted).count() as u64 * m as u64,
+                expected: mine().filter(|r| r.wanted).map(|r| r.expect.count as u64).sum(),
                 latency: Latency::of(&lat),
                 server_cpu_ms: a.cpu_ms.saturating_sub(i.cpu_ms),
             });
@@ -204,6 +220,16 @@ pub fn summarize(
 /// tidings/baseline ratios.
 pub fn print_rows(args: &RunArgs, rows: &[Row]) {
     println!();
+    if args.rooms.is_some() {
+        print_room_rows(rows);
+    } else {
+        print_broadcast_rows(rows);
+    }
+    print_notes(args, rows);
+}
+
+/// The table without rooms: every (wanted) client gets every notification.
+fn print_broadcast_rows(rows: &[Row]) {
     println!(
         "| impl | clients (connected) | deliveries / expected | deliveries/s | fan-out p50 | fan-out p99 | fan-out max | caller p50 | caller p99 | RSS base | RSS/idle session | lost (resync-covered / silent) | resyncs |"
     );
@@ -230,6 +256,53 @@ pub fn print_rows(args: &RunArgs, rows: &[Row]) {
             r.resyncs,
         );
     }
+}
+
+/// The table with rooms: what one notification costs the server when it
+/// concerns only the clients of one room.
+fn print_room_rows(rows: &[Row]) {
+    println!(
+        "| impl | clients (connected) | rooms (shape) | notifications | deliveries / expected | server CPU / notification | driver CPU / notification | room complete p50 | room complete p99 | room complete max | caller p50 | caller p99 | RSS/idle session | missing (resync-covered / silent) | misdelivered |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let per = |ns: u64| ns as f64 / 1e3 / r.messages.max(1) as f64;
+        println!(
+            "| {} | {} ({}) | {} ({}) | {} | {} / {} | {:.1} µs | {:.1} µs | {:.2} ms | {:.2} ms | {:.2} ms | {} ns | {} ns | {:.1} KiB | {} ({} / {}) | {} |",
+            r.imp,
+            r.clients,
+            r.connected,
+            r.rooms,
+            r.shape,
+            r.messages,
+            r.deliveries,
+            r.expected,
+            per(r.server_cpu_ns),
+            per(r.driver_cpu_ns),
+            r.latency.p50_us / 1e3,
+            r.latency.p99_us / 1e3,
+            r.latency.max_us / 1e3,
+            r.caller_p50_ns,
+            r.caller_p99_ns,
+            r.rss_per_session_kib,
+            r.lost,
+            r.covered,
+            r.silent,
+            r.misdelivered,
+        );
+    }
+    for r in rows {
+        if r.lost > 0 || r.misdelivered > 0 {
+            println!(
+                "{}: NOT A VALID RUN: {} missing, {} misdelivered (both must be 0)",
+                r.imp, r.lost, r.misdelivered
+            );
+        }
+    }
+}
+
+/// The notes under either table, and the tidings/baseline ratios.
+fn print_notes(args: &RunArgs, rows: &[Row]) {
     for r in rows {
         if r.unwanted > 0 || r.duplicates > 0 {
             println!(
@@ -245,22 +318,27 @@ pub fn print_rows(args: &RunArgs, rows: &[Row]) {
             );
         }
         println!(
-            "{}: server RSS after the run {:.1} MiB; {} messages per client; CPU from emit to \
-             the last delivery: server {} ms ({:.2} us/delivery), driver {} ms ({:.2} us/delivery), \
+            "{}: server RSS after the run {:.1} MiB; {} messages {}; CPU from emit to \
+             the last delivery (schedstat, all threads): server {:.1} ms ({:.2} us/delivery, \
+             {:.1} us/notification), driver {:.1} ms ({:.2} us/delivery), \
              backplane engine (redis-server/postgres processes) {} ms, \
-             whole machine {} of {} ms busy, so {} ms by other processes (10 ms ticks); \
-             emits spanned {:.1} ms",
+             whole machine {} of {} ms busy, so {} ms by other processes (10 ms ticks: \
+             server {} ms, driver {} ms); emits spanned {:.1} ms",
             r.imp,
             r.rss_after_kib as f64 / 1024.0,
             r.messages,
-            r.server_cpu_ms,
-            r.server_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
-            r.driver_cpu_ms,
-            r.driver_cpu_ms as f64 * 1e3 / r.deliveries.max(1) as f64,
+            if r.rooms > 0 { "(each to one room)" } else { "per client" },
+            r.server_cpu_ns as f64 / 1e6,
+            r.server_cpu_ns as f64 / 1e3 / r.deliveries.max(1) as f64,
+            r.server_cpu_ns as f64 / 1e3 / r.messages.max(1) as f64,
+            r.driver_cpu_ns as f64 / 1e6,
+            r.driver_cpu_ns as f64 / 1e3 / r.deliveries.max(1) as f64,
             r.engine_cpu_ms,
             r.machine_busy_ms,
             r.machine_total_ms,
             r.machine_busy_ms.saturating_sub(r.server_cpu_ms + r.driver_cpu_ms + r.engine_cpu_ms),
+            r.server_cpu_ms,
+            r.driver_cpu_ms,
             r.emit_span_ms,
         );
         if r.cursor_forms != 0 {
@@ -295,6 +373,16 @@ pub fn print_rows(args: &RunArgs, rows: &[Row]) {
     let by: HashMap<&str, &Row> = rows.iter().map(|r| (r.imp.as_str(), r)).collect();
     if let (Some(t), Some(b)) = (by.get("tidings"), by.get("baseline")) {
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+        if args.rooms.is_some() {
+            println!(
+                "ratio tidings/baseline: server CPU per notification {:.2}x, room complete p50 {:.2}x, p99 {:.2}x, RSS/session {:.2}x",
+                ratio(t.server_cpu_ns as f64, b.server_cpu_ns as f64),
+                ratio(t.latency.p50_us, b.latency.p50_us),
+                ratio(t.latency.p99_us, b.latency.p99_us),
+                ratio(t.rss_per_session_kib, b.rss_per_session_kib),
+            );
+            return;
+        }
         println!(
             "ratio tidings/baseline: deliveries/s {:.2}x, fan-out latency p50 {:.2}x, p99 {:.2}x, RSS/session {:.2}x",
             ratio(t.deliveries_per_s, b.deliveries_per_s),

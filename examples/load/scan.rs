@@ -128,6 +128,10 @@ mod tests {
         let b = scan(br#"{"collection":"cold","op":"insert","data":{"t":5,"i":0,"pad":""}}"#).unwrap();
         assert_eq!(b.collection, Some(&b"cold"[..]));
         assert_eq!(b.data.unwrap().i, 0);
+        // Rooms: `room` after `i`, the baseline's frame without a cursor.
+        let m = scan(br#"{"collection":"room-3","op":"insert","data":{"t":7,"i":23,"room":3,"pad":""}}"#)
+            .unwrap();
+        assert_eq!((m.collection, m.data.map(|d| d.i)), (Some(&b"room-3"[..]), Some(23)));
         let r = scan(br#"{"type":"resync","cursor":"00000abc-9"}"#).unwrap();
         assert_eq!(r.kind, Some(&b"resync"[..]));
         // Another field order: the JSON fallback.

@@ -1,5 +1,6 @@
-//! The two servers under test, tidings and the baseline (a hand-written
-//! broadcast handler), and the control API the driver uses on them:
+//! The two servers under test, tidings and the baseline (a careful
+//! hand-written broadcast handler: each notification serialized once, one
+//! broadcast channel for everyone or one per room), and the control API the driver uses on them:
 //! `POST /emit` (emit from inside the server, timing each call) and
 //! `GET /stats` (RSS, sessions, CPU, backplane cursor). With a
 //! transactional `--backplane` (`outbox`, `memory-txn`), every emit is a
@@ -10,12 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::ws::{Message as AxMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as AxMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use tidings::backplane::Backplane;
 use tidings::{Config, Notifier, Notify, Op};
@@ -23,35 +25,34 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 
 use crate::Error;
-use crate::args::{Impl, ServerArgs, Switch};
-use crate::machine::{cpu_ms, rss_kib, unix_nanos};
+use crate::args::{Impl, ServerArgs, Shape, Switch, room_of};
+use crate::machine::{cpu_ms, cpu_ns, rss_kib, unix_nanos};
 use crate::report::percentile;
 use crate::transactional::{self, Setup};
 
-/// Baseline broadcast channel capacity.
+/// Baseline broadcast channel capacity (each room's too).
 const BASELINE_CAPACITY: usize = 1024;
 
-/// What the baseline broadcasts: the obvious event struct, cloned into every
-/// receiver by `broadcast` and serialized per client.
-#[derive(Clone, Serialize)]
-struct Event {
-    collection: String,
+/// The frame the baseline sends, laid out as tidings' notification frames
+/// (`{"collection":..,"op":"insert","data":{..}}`, without the cursor). It
+/// is serialized once per notification, and the same shared text goes to
+/// every receiver.
+#[derive(Serialize)]
+struct Event<'a> {
+    collection: &'a str,
     op: &'static str,
-    data: EventData,
+    data: Payload<'a>,
 }
 
-#[derive(Clone, Serialize)]
-struct EventData {
-    t: u64,
-    i: u64,
-    pad: String,
-}
-
-/// The tidings payload: the same fields, borrowed.
+/// A notification's data, for both implementations: `t` (emit time, ns
+/// since the epoch), `i` (index), `room` (with rooms: a top-level field, so
+/// that tidings' filters can match it) and the padding.
 #[derive(Serialize)]
 struct Payload<'a> {
     t: u64,
     i: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<u64>,
     pad: &'a str,
 }
 
@@ -59,12 +60,12 @@ struct Payload<'a> {
 #[derive(Clone)]
 enum Hub {
     /// tidings; with `writes`, each emit is a transaction on that database.
-    Tidings {
-        notifier: Notifier,
-        writes: Option<Writes>,
-    },
+    Tidings { notifier: Notifier, writes: Option<Writes> },
     Baseline {
-        tx: broadcast::Sender<Event>,
+        /// Without rooms: one channel, every session subscribed.
+        tx: broadcast::Sender<Utf8Bytes>,
+        /// With rooms: a channel per room, created when its first member joins.
+        rooms: Arc<DashMap<u32, broadcast::Sender<Utf8Bytes>>>,
         sessions: Arc<AtomicUsize>,
     },
 }
@@ -77,7 +78,10 @@ struct Writes {
     app: String,
 }
 
-/// `POST /emit?count=M&size=B&collection=C&pace_us=P`.
+/// `POST /emit?count=M&size=B&collection=C&pace_us=P[&rooms=R&shape=S]`.
+/// With `rooms` (≥ 1), notification i goes to room i % R: collection
+/// `room-K` (`shape=collections`) or `posts` with `"room": K` in its data
+/// (`shape=filter`); `collection` is then unused.
 #[derive(Deserialize)]
 struct EmitParams {
     count: usize,
@@ -87,6 +91,17 @@ struct EmitParams {
     collection: String,
     #[serde(default)]
     pace_us: u64,
+    #[serde(default)]
+    rooms: usize,
+    #[serde(default)]
+    shape: Option<String>,
+}
+
+/// `GET /ws?room=K` on the baseline: join room K; without it, the one
+/// channel everyone shares.
+#[derive(Deserialize)]
+struct BaselineParams {
+    room: Option<u32>,
 }
 
 fn default_collection() -> String {
@@ -110,8 +125,11 @@ pub struct EmitReport {
 pub struct Stats {
     pub rss_kib: u64,
     pub sessions: usize,
-    /// User + system CPU time of the server process so far.
+    /// User + system CPU time of the server process so far (10 ms ticks).
     pub cpu_ms: u64,
+    /// CPU time of the server's threads so far, in ns (schedstat).
+    #[serde(default)]
+    pub cpu_ns: u64,
     /// tidings: `Notifier::health()`'s cursor (the last notification
     /// delivered on this instance) and status.
     #[serde(default)]
@@ -158,6 +176,7 @@ pub async fn serve(args: ServerArgs) -> Result<(), Error> {
         }
         Impl::Baseline => Hub::Baseline {
             tx: broadcast::channel(BASELINE_CAPACITY).0,
+            rooms: Arc::new(DashMap::new()),
             sessions: Arc::new(AtomicUsize::new(0)),
         },
     };
@@ -208,6 +227,11 @@ pub async fn serve(args: ServerArgs) -> Result<(), Error> {
 async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
     let count = p.count.min(1_000_000);
     let pad = "x".repeat(p.size.min(1 << 20));
+    let shape = match p.shape.as_deref() {
+        Some("filter") => Shape::Filter,
+        _ => Shape::Collections,
+    };
+    let rooms = p.rooms.min(1_000_000);
     let mut costs = Vec::with_capacity(count);
     let mut first = 0;
     let mut last = 0;
@@ -223,11 +247,17 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
                 }
             }
         }
+        // The collection and room of notification i, before any timer.
+        let (collection, room) = if rooms > 0 {
+            let k = room_of(i, rooms);
+            (shape.collection(k), Some(k as u64))
+        } else {
+            (p.collection.clone(), None)
+        };
         let (t, cost) = match &hub {
             Hub::Tidings { notifier, writes: None } => {
                 let t = unix_nanos();
-                let payload = Payload { t, i: i as u64, pad: &pad };
-                let collection = p.collection.clone();
+                let payload = Payload { t, i: i as u64, room, pad: &pad };
                 let start = Instant::now();
                 let _ = notifier.notify_with(collection, Op::Insert, &payload);
                 (t, start.elapsed())
@@ -236,10 +266,8 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
             // taken just before the commit, so latency is commit -> client.
             Hub::Tidings { notifier, writes: Some(w) } => {
                 let start = Instant::now();
-                let data = |t| Payload { t, i: i as u64, pad: &pad };
-                match transactional::write(&w.db, notifier, &w.app, p.collection.clone(), unix_nanos, data)
-                    .await
-                {
+                let data = |t| Payload { t, i: i as u64, room, pad: &pad };
+                match transactional::write(&w.db, notifier, &w.app, collection, unix_nanos, data).await {
                     Ok(t) => (t, start.elapsed()),
                     Err(e) => {
                         return (StatusCode::INTERNAL_SERVER_ERROR, format!("write {i} failed: {e}"))
@@ -247,15 +275,30 @@ async fn emit(State(hub): State<Hub>, Query(p): Query<EmitParams>) -> Response {
                     }
                 }
             }
-            Hub::Baseline { tx, .. } => {
+            // Serialized once, then the same shared text to every receiver
+            // of the room's channel (or of the one channel). The caller's
+            // cost includes the serialization, as tidings' does.
+            Hub::Baseline { tx, rooms: by_room, .. } => {
                 let t = unix_nanos();
-                let event = Event {
-                    collection: p.collection.clone(),
-                    op: "insert",
-                    data: EventData { t, i: i as u64, pad: pad.clone() },
-                };
                 let start = Instant::now();
-                let _ = tx.send(event);
+                let event = Event {
+                    collection: &collection,
+                    op: "insert",
+                    data: Payload { t, i: i as u64, room, pad: &pad },
+                };
+                if let Ok(json) = serde_json::to_string(&event) {
+                    let text = Utf8Bytes::from(json);
+                    match room {
+                        None => {
+                            let _ = tx.send(text);
+                        }
+                        Some(k) => {
+                            if let Some(tx) = by_room.get(&(k as u32)) {
+                                let _ = tx.send(text);
+                            }
+                        }
+                    }
+                }
                 (t, start.elapsed())
             }
         };
@@ -289,30 +332,40 @@ async fn stats(State(hub): State<Hub>) -> Response {
         }
         Hub::Baseline { sessions, .. } => (sessions.load(Ordering::SeqCst), String::new(), "ok".into()),
     };
-    axum::Json(Stats { rss_kib: rss_kib(), sessions, cpu_ms: cpu_ms(), cursor, status }).into_response()
+    let (cpu_ms, cpu_ns) = (cpu_ms(), cpu_ns());
+    axum::Json(Stats { rss_kib: rss_kib(), sessions, cpu_ms, cpu_ns, cursor, status }).into_response()
 }
 
-/// The baseline: one task per connection, subscribed to a broadcast channel;
-/// each event is serialized for this client and sent on its own (no batching).
-async fn baseline_ws(State(hub): State<Hub>, ws: WebSocketUpgrade) -> Response {
-    let Hub::Baseline { tx, sessions } = hub else {
+/// The baseline: one task per connection, subscribed to the broadcast
+/// channel of its room (`?room=K`, the channel created by the room's first
+/// member) or to the one channel; every received text, already serialized
+/// and shared, is sent on its own (one `send` per message, no batching).
+async fn baseline_ws(
+    State(hub): State<Hub>,
+    Query(q): Query<BaselineParams>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let Hub::Baseline { tx, rooms, sessions } = hub else {
         return axum::http::StatusCode::NOT_FOUND.into_response();
     };
-    ws.on_upgrade(move |socket| baseline_session(socket, tx.subscribe(), sessions))
+    let rx = match q.room {
+        None => tx.subscribe(),
+        Some(k) => rooms.entry(k).or_insert_with(|| broadcast::channel(BASELINE_CAPACITY).0).subscribe(),
+    };
+    ws.on_upgrade(move |socket| baseline_session(socket, rx, sessions))
 }
 
 async fn baseline_session(
     mut socket: WebSocket,
-    mut rx: broadcast::Receiver<Event>,
+    mut rx: broadcast::Receiver<Utf8Bytes>,
     sessions: Arc<AtomicUsize>,
 ) {
     sessions.fetch_add(1, Ordering::SeqCst);
     loop {
         tokio::select! {
-            event = rx.recv() => match event {
-                Ok(event) => {
-                    let Ok(json) = serde_json::to_string(&event) else { continue };
-                    if socket.send(AxMessage::Text(json.into())).await.is_err() {
+            text = rx.recv() => match text {
+                Ok(text) => {
+                    if socket.send(AxMessage::Text(text)).await.is_err() {
                         break;
                     }
                 }
