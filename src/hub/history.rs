@@ -10,8 +10,8 @@
 //! has, by construction, lost frames: it gets a `resync` instead of a
 //! silent gap or an unbounded queue.
 //!
-//! Each appended entry is also queued for the fan-out task, under the same
-//! lock. That queue is bounded (by [`FAN_OUT_QUEUE`], or the log's capacity
+//! Each appended entry is also queued for the fan-out task, in append
+//! order. That queue is bounded (by [`FAN_OUT_QUEUE`], or the log's capacity
 //! if larger): if the task falls so far behind that it overflows, every
 //! session is told it may have lagged (and resyncs if anything it may see
 //! changed), so no entry is ever dropped unseen.
@@ -20,7 +20,8 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{self, AtomicBool};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use super::filter::{Data, Fields};
@@ -107,17 +108,27 @@ pub(crate) struct History {
     epoch: u32,
     capacity: usize,
     ring: RwLock<Ring>,
+    /// The entries appended since the fan-out task last took them. Apart
+    /// from the ring, so that the task never takes the ring's write lock.
+    unfanned: Mutex<Unfanned>,
+    /// Something waits in `unfanned` (set under its lock, cleared by the
+    /// task): the task finds out there is nothing without locking.
+    waiting: AtomicBool,
+}
+
+/// What waits for the fan-out task.
+#[derive(Default)]
+struct Unfanned {
+    /// At most [`FAN_OUT_QUEUE`] (or the log's capacity, if larger).
+    entries: VecDeque<Arc<Entry>>,
+    /// Entries were appended while `entries` was full: the task never saw
+    /// them, so every session must be told it may have lagged.
+    overflowed: bool,
 }
 
 struct Ring {
     /// Shared with the fan-out task, which reads them out of the lock.
     entries: VecDeque<Arc<Entry>>,
-    /// The entries appended since the fan-out task last took them, at most
-    /// [`FAN_OUT_QUEUE`] (or the log's capacity, if larger).
-    unfanned: VecDeque<Arc<Entry>>,
-    /// Entries were appended while `unfanned` was full: the fan-out task
-    /// never saw them, so every session must be told it may have lagged.
-    overflowed: bool,
     /// The sequence number the next notification gets; the first is 1, so
     /// cursor `<epoch>-0` means "before everything".
     next_seq: u64,
@@ -315,10 +326,10 @@ impl History {
         History {
             epoch,
             capacity,
+            unfanned: Mutex::default(),
+            waiting: AtomicBool::new(false),
             ring: RwLock::new(Ring {
                 entries: VecDeque::with_capacity(capacity.min(4096)),
-                unfanned: VecDeque::new(),
-                overflowed: false,
                 next_seq: 1,
                 head,
                 interrupted_through: 0,
@@ -389,13 +400,17 @@ impl History {
             fields: OnceLock::new(),
             emitted: OnceLock::new(),
         });
-        if ring.unfanned.len() >= self.capacity.max(FAN_OUT_QUEUE) {
-            // The fan-out task is a whole log behind: what it has not taken
-            // is as good as lost to the sessions that wanted it.
-            ring.unfanned.clear();
-            ring.overflowed = true;
+        // Queued while the ring is locked: the task sees the log's order.
+        let mut unfanned = self.unfanned.lock().unwrap_or_else(|e| e.into_inner());
+        if unfanned.entries.len() >= self.capacity.max(FAN_OUT_QUEUE) {
+            // The task is that far behind: what it has not taken is as good
+            // as lost to the sessions that wanted it.
+            unfanned.entries.clear();
+            unfanned.overflowed = true;
         }
-        ring.unfanned.push_back(entry.clone());
+        unfanned.entries.push_back(entry.clone());
+        self.waiting.store(true, atomic::Ordering::Release);
+        drop(unfanned);
         ring.entries.push_back(entry);
         evicted
     }
@@ -403,12 +418,16 @@ impl History {
     /// Moves the entries appended since the last call into `into` (which
     /// must be empty; the two queues swap their storage, so this allocates
     /// nothing in the steady state). Returns true if some were appended
-    /// that the fan-out task will never see (see [`Ring::overflowed`]).
+    /// that the fan-out task will never see (see [`Unfanned::overflowed`]).
     pub(crate) fn take_unfanned(&self, into: &mut VecDeque<Arc<Entry>>) -> bool {
         debug_assert!(into.is_empty(), "take only into an empty queue");
-        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        std::mem::swap(&mut ring.unfanned, into);
-        std::mem::take(&mut ring.overflowed)
+        if !self.waiting.load(atomic::Ordering::Acquire) {
+            return false;
+        }
+        let mut unfanned = self.unfanned.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.store(false, atomic::Ordering::Relaxed);
+        std::mem::swap(&mut unfanned.entries, into);
+        std::mem::take(&mut unfanned.overflowed)
     }
 
     /// Reads the fields of the entries numbered in `range` (for a filtered
