@@ -269,6 +269,8 @@ pub(crate) async fn run(hub: Weak<Hub>, signal: Arc<Notify>) {
 }
 
 #[cfg(test)]
+// Runs of sequence numbers are ranges: a list of one run is not a typo.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::hub::History;

@@ -688,6 +688,8 @@ impl History {
 }
 
 #[cfg(test)]
+// Runs of sequence numbers are ranges: a list of one run is not a typo.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
     use crate::Op;

@@ -151,6 +151,8 @@ impl Mailbox {
 const SPARE_RUNS: usize = 8;
 
 #[cfg(test)]
+// Runs of sequence numbers are ranges: a list of one run is not a typo.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
