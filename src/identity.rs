@@ -143,6 +143,11 @@ impl Identity {
         self.user.as_deref()
     }
 
+    /// The audiences the session belongs to.
+    pub(crate) fn audiences(&self) -> &[Arc<str>] {
+        &self.audiences
+    }
+
     /// Whether the session belongs to `audience`.
     pub fn belongs_to(&self, audience: &str) -> bool {
         self.audiences.iter().any(|a| &**a == audience)

@@ -18,6 +18,10 @@
 //! conditions, so every filter can be indexed: no subscription is matched
 //! by trying it on every notification.
 //!
+//! An entry addressed to an audience (`user:42`) is handed to the members
+//! of that audience instead, when they are fewer than the collection's
+//! subscribers: a user's own notifications wake only that user's pages.
+//!
 //! The index finds who *may* receive an entry. The session still decides
 //! with its whole rule (filters, audience, readable collections, the
 //! originator skip) when it reads the entry: the index only spares the
@@ -50,6 +54,8 @@ pub(crate) struct Index {
     everything: DashMap<SessionId, Arc<Mailbox>, Hasher>,
     /// By collection name.
     collections: DashMap<Box<str>, Subscribers, Hasher>,
+    /// By audience: the sessions whose identity belongs to it.
+    members: DashMap<Arc<str>, Sessions, Hasher>,
 }
 
 /// The subscribers of one collection.
@@ -106,6 +112,26 @@ fn keys(subscriptions: &Subscriptions) -> HashSet<Key> {
 }
 
 impl Index {
+    /// Files a session under the audiences its identity belongs to.
+    pub(crate) fn join(&self, id: SessionId, mailbox: &Arc<Mailbox>, audiences: &[Arc<str>]) {
+        for audience in audiences {
+            self.members.entry(audience.clone()).or_default().insert(id, mailbox.clone());
+        }
+    }
+
+    /// Takes a session out of its audiences (it closed).
+    pub(crate) fn leave(&self, id: SessionId, audiences: &[Arc<str>]) {
+        for audience in audiences {
+            if let Some(mut members) = self.members.get_mut(audience) {
+                members.remove(&id);
+                if members.is_empty() {
+                    drop(members);
+                    self.members.remove_if(audience, |_, m| m.is_empty());
+                }
+            }
+        }
+    }
+
     /// Files a new session under its subscriptions.
     pub(crate) fn add(&self, id: SessionId, mailbox: &Arc<Mailbox>, subscriptions: &Subscriptions) {
         for key in keys(subscriptions) {
@@ -205,6 +231,15 @@ impl Index {
     fn deliver(&self, entry: &Entry) {
         let Some(subscribers) = self.collections.get(entry.collection.as_ref()) else { return };
         let seq = entry.seq;
+        if let Some(audience) = &entry.audience {
+            // Only members may receive it: when they are fewer, they are
+            // the ones to wake (each still checks its subscription).
+            let Some(members) = self.members.get(audience) else { return };
+            if members.len() < subscribers.whole.len() + subscribers.filtered.len() {
+                members.values().for_each(|m| m.push(seq));
+                return;
+            }
+        }
         subscribers.whole.values().for_each(|m| m.push(seq));
         if subscribers.filtered.is_empty() {
             return;
@@ -353,6 +388,35 @@ mod tests {
         assert_eq!(taken(&every_post), [1..5, 6..7], "every post, unreadable data included");
         assert_eq!(taken(&forums), [5..6]);
         assert_eq!(taken(&everything), [], "`*` is handed whole batches by the task, not per entry");
+    }
+
+    #[test]
+    fn an_entry_for_an_audience_wakes_only_its_members() {
+        let index = Index::default();
+        let mut ids = 0;
+        let mut session = |audiences: &[&str], collections: &str| {
+            ids += 1;
+            let mailbox = Arc::new(Mailbox::new(64));
+            let audiences: Vec<Arc<str>> = audiences.iter().map(|&a| a.into()).collect();
+            index.join(SessionId::from_raw(ids), &mailbox, &audiences);
+            index.add(SessionId::from_raw(ids), &mailbox, &subscribed(collections, None));
+            mailbox
+        };
+        let user_1 = session(&["user:1", "staff"], "inbox");
+        let user_2 = session(&["user:2", "staff"], "inbox");
+        let user_3 = session(&["user:3"], "inbox");
+        let entries = entries(vec![
+            Notification::new("inbox", Op::Insert).to("user:1"),
+            Notification::new("inbox", Op::Insert).to("user:9"),
+            Notification::new("inbox", Op::Insert),
+            Notification::new("inbox", Op::Insert).to("staff"),
+        ]);
+        entries.iter().for_each(|e| index.deliver(e));
+        assert_eq!(taken(&user_1), [1..2, 3..5], "its own, everyone's, and staff's");
+        assert_eq!(taken(&user_2), [3..5], "everyone's and staff's");
+        assert_eq!(taken(&user_3), [3..4], "everyone's only: staff's went to its two members");
+        index.leave(SessionId::from_raw(1), &["user:1".into(), "staff".into()]);
+        assert!(!index.members.contains_key("user:1"), "an empty audience leaves the index");
     }
 
     #[test]

@@ -198,6 +198,7 @@ impl Hub {
                     reauthenticate: reauthenticate.clone(),
                     identity,
                 };
+                self.index.join(token.id(), &mailbox, registration.identity.audiences());
                 slot.insert(registration);
                 self.index.add(token.id(), &mailbox, subscriptions);
                 self.count.send_modify(|n| *n += 1);

@@ -352,6 +352,7 @@ fn identity_may_see(identity: &Identity, collection: &str, audience: Option<&str
 impl Drop for Session {
     fn drop(&mut self) {
         self.hub.index.remove(self.token.id(), &self.subscriptions);
+        self.hub.index.leave(self.token.id(), self.identity.audiences());
         self.hub.unregister(self.token.id());
         self.metrics.closed();
         tracing::debug!(parent: &self.span, "tidings: session closed");
