@@ -33,6 +33,7 @@ use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, error::ProtocolError};
 
 use super::admission::{Admission, admit};
+use super::batched::Batched;
 use crate::hub::{ClientFrame, Connection, ErrorCode, Frame, Hub, ServerFrame, Session};
 use crate::metrics::{self, Transport};
 use crate::{Notifier, Rejection};
@@ -50,8 +51,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const DRAIN_LIMIT: usize = 1 << 20;
 
 /// The upgraded connection. axum's `WebSocket` would hide the socket, which
-/// a clean close after a protocol error needs (see [`linger`]).
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// a clean close after a protocol error needs (see [`linger`]). Writes are
+/// gathered below tungstenite, in a buffer freed whenever it is flushed
+/// (see [`Batched`]).
+type Socket = WebSocketStream<Batched<TokioIo<Upgraded>>>;
 type Sink = SplitSink<Socket, Message>;
 type Source = SplitStream<Socket>;
 
@@ -73,21 +76,7 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
         Err(rejection) => return metrics::refused(Transport::WebSocket, rejection).into_response(),
     };
     let connection = Connection { transport: Transport::WebSocket, peer: super::serve::peer(&parts) };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(hub.config.read_buffer_size)
-        .write_buffer_size(hub.config.write_buffer_size)
-        .max_message_size(Some(hub.config.max_message_size))
-        .max_frame_size(Some(hub.config.max_message_size));
-    tokio::spawn(async move {
-        // Fails when the client went away before the 101 reached it.
-        let Ok(upgraded) = on_upgrade.await else { return };
-        let socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-        let Admission { identity, subscriptions, cursor } = admission;
-        hub.wait_ready().await;
-        let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
-        run(socket, session, first).await;
-    });
+    tokio::spawn(open(on_upgrade, hub, admission, connection));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -95,6 +84,26 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     response
+}
+
+/// The connection after the 101: opens the session, then hands it to a
+/// task of its own (see [`run`]), whose future holds nothing of the opening.
+async fn open(on_upgrade: OnUpgrade, hub: Arc<Hub>, admission: Admission, connection: Connection) {
+    // Fails when the client went away before the 101 reached it.
+    let Ok(io) = on_upgrade.await else { return };
+    // tungstenite writes every frame through at once (its own buffer never
+    // shrinks); `Batched` gathers them, and lets go of its buffer when flushed.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(hub.config.read_buffer_size)
+        .write_buffer_size(0)
+        .max_message_size(Some(hub.config.max_message_size))
+        .max_frame_size(Some(hub.config.max_message_size));
+    let io = Batched::new(TokioIo::new(io), hub.config.write_buffer_size);
+    let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let Admission { identity, subscriptions, cursor } = admission;
+    hub.wait_ready().await;
+    let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
+    tokio::spawn(run(socket, session, first));
 }
 
 /// Checks the headers of an upgrade request (RFC 6455, section 4.2.1) and
@@ -137,7 +146,8 @@ fn not_websocket(status: StatusCode, message: &str) -> Rejection {
     Rejection::new(status, "not_websocket", message)
 }
 
-/// What the reader asks of the writer.
+/// What the reader asks of the writer. (Boxed on the way: the channel
+/// allocates a block of 32 slots per session up front.)
 enum Command {
     Subscribe(Vec<String>, Option<serde_json::Value>),
     Unsubscribe(Vec<String>),
@@ -157,26 +167,49 @@ enum ReadEnd {
 
 /// Drives one connection until it ends, however it ends. The session is
 /// unregistered when the writer drops it, before the socket closes.
-async fn run(socket: Socket, session: Session, first: Vec<Frame>) {
+///
+/// The returned future is the reader's task, alive as long as the session:
+/// it is made of only what reading needs (the setup is done before, and what
+/// only the end needs is boxed), since a task's future is part of its
+/// allocation. (An `async fn` would keep its arguments, the whole socket and
+/// session, in its future too.)
+fn run(socket: Socket, session: Session, first: Vec<Frame>) -> impl Future<Output = ()> + Send + 'static {
     let hub = session.hub().clone();
     let (sink, mut stream) = socket.split();
     let alive = Arc::new(AtomicU64::new(hub.now_ms()));
     let (commands, inbox) = mpsc::channel(COMMAND_QUEUE);
     let mut writer = tokio::spawn(write_loop(sink, session, first, inbox, alive.clone()));
+    async move {
+        let ended = tokio::select! {
+            end = read_loop(&mut stream, &commands, &alive, &hub) => Ok(end),
+            joined = &mut writer => Err(joined.ok()),
+        };
+        Box::pin(finish(hub, stream, commands, writer, ended)).await;
+    }
+}
 
-    let mut written = None;
-    let read_end = tokio::select! {
-        end = read_loop(&mut stream, &commands, &alive, &hub) => Some(end),
-        joined = &mut writer => {
-            written = Some(joined.ok());
-            None
-        }
+/// How the reader ended the session: `Ok` with why it stopped reading, or
+/// `Err` with the sink if the writer stopped first.
+type Ended = Result<ReadEnd, Option<Sink>>;
+
+/// Ends a connection once the reader or the writer stopped: tells the
+/// writer, waits for it, and closes cleanly (see [`linger`]).
+async fn finish(
+    hub: Arc<Hub>,
+    stream: Source,
+    commands: mpsc::Sender<Box<Command>>,
+    mut writer: tokio::task::JoinHandle<Sink>,
+    ended: Ended,
+) {
+    let (read_end, written) = match ended {
+        Ok(end) => (Some(end), None),
+        Err(sink) => (None, Some(sink)),
     };
     let mut readable = true;
     if let Some(ReadEnd::Refused { code, reason, readable: still }) = read_end.as_ref() {
         readable = *still;
         // Fails only if the writer is already gone.
-        let _ = commands.send(Command::Close(*code, reason.clone())).await;
+        let _ = commands.send(Box::new(Command::Close(*code, reason.clone()))).await;
     }
     // Without a sender left, the writer flushes what it owes (such as the
     // reply to the peer's close) and stops, handing the sink back.
@@ -192,7 +225,8 @@ async fn run(socket: Socket, session: Session, first: Vec<Frame>) {
         },
     };
     if !matches!(read_end, Some(ReadEnd::Peer)) {
-        linger(stream, sink, readable).await;
+        // Boxed apart: its state holds a 4 KiB scratch buffer.
+        Box::pin(linger(stream, sink, readable)).await;
     }
 }
 
@@ -244,7 +278,7 @@ async fn linger(mut stream: Source, sink: Option<Sink>, readable: bool) {
 
 async fn read_loop(
     stream: &mut Source,
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<Box<Command>>,
     alive: &AtomicU64,
     hub: &Hub,
 ) -> ReadEnd {
@@ -269,7 +303,14 @@ async fn read_loop(
                 };
             }
         };
-        if commands.send(command).await.is_err() {
+        // Sent at once unless the queue is full: only then is the reader's
+        // state made to hold a send in progress (boxed).
+        let command = match commands.try_send(Box::new(command)) {
+            Ok(()) => continue,
+            Err(mpsc::error::TrySendError::Full(command)) => command,
+            Err(mpsc::error::TrySendError::Closed(_)) => return ReadEnd::Peer,
+        };
+        if Box::pin(commands.send(command)).await.is_err() {
             return ReadEnd::Peer;
         }
     }
@@ -298,13 +339,16 @@ fn violation(e: &tungstenite::Error, max_message_size: usize) -> Option<(u16, St
 
 /// Writes the session's frames until the connection ends, however it ends;
 /// hands the sink back for a clean close (see [`linger`]).
-async fn write_loop(
+///
+/// Like [`run`], a plain function that returns the task's future, so that
+/// the future holds the writer once, not also the arguments it is made of.
+fn write_loop(
     sink: Sink,
     session: Session,
     first: Vec<Frame>,
-    mut inbox: mpsc::Receiver<Command>,
+    mut inbox: mpsc::Receiver<Box<Command>>,
     alive: Arc<AtomicU64>,
-) -> Sink {
+) -> impl Future<Output = Sink> + Send + 'static {
     let hub = session.hub().clone();
     let wake = session.wake_signal();
     let closing = hub.closing();
@@ -312,38 +356,52 @@ async fn write_loop(
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = first.into_iter().map(Frame::into_text).collect();
-    // Made once: a timer for the identity's expiry is armed once, not at
-    // every turn of the loop.
-    let reauthenticate = session.must_reauthenticate();
-    tokio::pin!(reauthenticate);
     let mut writer = Writer { sink, session, frames };
-
-    loop {
-        if writer.catch_up().await == Flow::Stop {
-            return writer.sink;
-        }
-        // About to sleep: arm the wake-up, then look once more, so that a
-        // notification that arrived since the last pull is not missed. (A
-        // wake-up sent while unarmed is kept as a permit: at worst one spare
-        // turn of the loop.)
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if !writer.session.pull(&mut writer.frames) || !writer.frames.is_empty() {
-            continue;
-        }
-        let flow = tokio::select! {
-            biased;
-            () = closing.cancelled() => writer.close(close_code::AWAY, "server shutting down".into()).await,
-            () = &mut reauthenticate => writer.close(super::REAUTHENTICATE, "reauthenticate".into()).await,
-            command = inbox.recv() => writer.obey(command).await,
-            () = &mut notified => Flow::Continue,
-            _ = ping.tick() => writer.ping(&alive).await,
-        };
-        if flow == Flow::Stop {
-            return writer.sink;
+    async move {
+        // Made once: a timer for the identity's expiry is armed once, not at
+        // every turn of the loop. (Pinned where it is made: no second copy.)
+        let mut reauthenticate = std::pin::pin!(writer.session.must_reauthenticate());
+        loop {
+            if writer.catch_up().await == Flow::Stop {
+                return writer.sink;
+            }
+            // About to sleep: arm the wake-up, then look once more, so that a
+            // notification that arrived since the last pull is not missed. (A
+            // wake-up sent while unarmed is kept as a permit: at worst one spare
+            // turn of the loop.)
+            let mut notified = std::pin::pin!(wake.notified());
+            notified.as_mut().enable();
+            if !writer.session.pull(&mut writer.frames) || !writer.frames.is_empty() {
+                continue;
+            }
+            // Idle: the frame list a burst grew is given back (it is empty here).
+            if writer.frames.capacity() > super::IDLE_FRAMES {
+                writer.frames = Vec::new();
+            }
+            let event = tokio::select! {
+                biased;
+                () = closing.cancelled() => Event::Close(close_code::AWAY, "server shutting down"),
+                () = &mut reauthenticate => Event::Close(super::REAUTHENTICATE, "reauthenticate"),
+                command = inbox.recv() => Event::Command(command),
+                () = &mut notified => continue,
+                _ = ping.tick() => Event::Ping,
+            };
+            // Boxed: these are rare (a ping every `ping_interval`), and their
+            // state would otherwise be part of every idle session's task.
+            if Box::pin(writer.handle(event, &alive)).await == Flow::Stop {
+                return writer.sink;
+            }
         }
     }
+}
+
+/// What woke an idle writer, other than a notification.
+enum Event {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The reader's command; `None`: the reader is gone.
+    Command(Option<Box<Command>>),
+    Ping,
 }
 
 /// Whether the writer goes on.
@@ -363,6 +421,15 @@ struct Writer {
 }
 
 impl Writer {
+    /// Acts on what woke the writer while idle.
+    async fn handle(&mut self, event: Event, alive: &AtomicU64) -> Flow {
+        match event {
+            Event::Close(code, reason) => self.close(code, reason.into()).await,
+            Event::Command(command) => self.obey(command.map(|c| *c)).await,
+            Event::Ping => self.ping(alive).await,
+        }
+    }
+
     /// Feeds frames while the history has some for this session, then
     /// flushes once: `Stop` when the socket fails or is stuck, or when the
     /// session must re-authenticate (checked before every pull: a session
@@ -372,7 +439,7 @@ impl Writer {
         let mut unflushed = 0;
         loop {
             if self.session.must_reauthenticate_now() {
-                return self.close(super::REAUTHENTICATE, "reauthenticate".into()).await;
+                return Box::pin(self.close(super::REAUTHENTICATE, "reauthenticate".into())).await;
             }
             let caught_up = self.session.pull(&mut self.frames);
             if !self.frames.is_empty() {
@@ -463,30 +530,41 @@ fn text(frame: Utf8Bytes) -> Message {
 
 /// Feeds every frame to the socket's write buffer, which goes to the socket
 /// whenever it holds `write_buffer_size` bytes. `None` when the socket does
-/// not take the frames within `limit` (a stuck client).
+/// not take the frames within `limit` (a stuck client). `frames` is empty
+/// afterwards, whatever the outcome.
+///
+/// (A hand-written loop rather than an `async` block awaiting `feed`: this
+/// future is part of every writer's task, and theirs would be three times
+/// larger.)
 async fn feed_all(
     sink: &mut Sink,
     frames: &mut Vec<Utf8Bytes>,
     limit: Duration,
 ) -> Option<Result<(), tungstenite::Error>> {
-    let feed = async {
-        for frame in frames.drain(..) {
-            sink.feed(text(frame)).await?;
+    let mut fed = 0;
+    let feed = std::future::poll_fn(|cx| {
+        while fed < frames.len() {
+            std::task::ready!(sink.poll_ready_unpin(cx))?;
+            sink.start_send_unpin(text(std::mem::take(&mut frames[fed])))?;
+            fed += 1;
         }
-        Ok::<_, tungstenite::Error>(())
-    };
-    within(limit, feed).await
+        std::task::Poll::Ready(Ok(()))
+    });
+    let result = within(limit, feed).await;
+    frames.clear();
+    result
 }
 
 /// `fut`'s output, or `None` if it takes longer than `limit`. Writes to a
 /// healthy socket finish at their first poll; only those that have to wait
-/// pay for a timer.
-async fn within<F: std::future::Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+/// pay for a timer (boxed: it would otherwise make every writer's task
+/// larger).
+async fn within<F: Future + Unpin>(limit: Duration, mut fut: F) -> Option<F::Output> {
+    let first =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await;
     match first {
         std::task::Poll::Ready(output) => Some(output),
-        std::task::Poll::Pending => timeout(limit, fut).await.ok(),
+        std::task::Poll::Pending => Box::pin(timeout(limit, fut)).await.ok(),
     }
 }
 
@@ -506,6 +584,54 @@ fn close_reason(mut reason: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn size1<A, R>(_: &impl FnOnce(A) -> R) -> usize {
+        size_of::<R>()
+    }
+    fn size2<A, B, R>(_: &impl FnOnce(A, B) -> R) -> usize {
+        size_of::<R>()
+    }
+    fn size3<A, B, C, R>(_: &impl FnOnce(A, B, C) -> R) -> usize {
+        size_of::<R>()
+    }
+    fn size4<A, B, C, D, R>(_: &impl FnOnce(A, B, C, D) -> R) -> usize {
+        size_of::<R>()
+    }
+    fn size5<A, B, C, D, E, R>(_: &impl FnOnce(A, B, C, D, E) -> R) -> usize {
+        size_of::<R>()
+    }
+
+    #[test]
+    fn print_sizes() {
+        eprintln!("SIZE Command {}", size_of::<Command>());
+        eprintln!("SIZE Socket {}", size_of::<Socket>());
+        eprintln!("SIZE Sink {}", size_of::<Sink>());
+        eprintln!("SIZE Source {}", size_of::<Source>());
+        eprintln!("SIZE Session {}", size_of::<Session>());
+        eprintln!("SIZE Writer {}", size_of::<Writer>());
+        eprintln!("SIZE Subscriptions {}", size_of::<crate::hub::Subscriptions>());
+        eprintln!("SIZE Identity {}", size_of::<crate::Identity>());
+        eprintln!("SIZE run {}", size3(&run));
+        eprintln!("SIZE open {}", size4(&open));
+        eprintln!("SIZE catch_up {}", size1(&Writer::catch_up));
+        eprintln!("SIZE must_reauthenticate {}", size1(&Session::must_reauthenticate));
+        eprintln!("SIZE handle {}", size3(&Writer::handle));
+        eprintln!("SIZE feed_all {}", size3(&feed_all));
+        eprintln!(
+            "SIZE WaitForCancellation {}",
+            size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>()
+        );
+        eprintln!("SIZE linger {}", size3(&linger));
+        eprintln!("SIZE read_loop {}", size4(&read_loop));
+        eprintln!("SIZE ReadEnd {}", size_of::<ReadEnd>());
+        eprintln!("SIZE Message {}", size_of::<Message>());
+        eprintln!("SIZE TError {}", size_of::<tungstenite::Error>());
+        eprintln!("SIZE JoinHandle {}", size_of::<tokio::task::JoinHandle<Sink>>());
+        eprintln!("SIZE write_loop {}", size5(&write_loop));
+        eprintln!("SIZE Interval {}", size_of::<tokio::time::Interval>());
+        eprintln!("SIZE Sleep {}", size_of::<tokio::time::Sleep>());
+        eprintln!("SIZE Notified {}", size_of::<tokio::sync::futures::Notified<'static>>());
+    }
 
     #[test]
     fn close_reasons_fit_a_control_frame() {
