@@ -80,7 +80,7 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(5),
             max_message_size: 4096,
-            read_buffer_size: 1024,
+            read_buffer_size: 256,
             write_buffer_size: 8192,
             path: "/ws".to_owned(),
             sse_path: "/events".to_owned(),
@@ -183,10 +183,11 @@ impl Config {
         self
     }
 
-    /// The per-connection read buffer (default 1 KiB: clients only send small
-    /// control frames, and a larger frame still fits, the buffer grows up to
-    /// `max_message_size` for it). tungstenite's own default of 128 KiB would
-    /// cost over a gigabyte at 10k connections.
+    /// The per-connection read buffer (default 256 bytes: clients only send
+    /// small control frames, and a larger frame still fits, the buffer grows
+    /// up to `max_message_size` for it). Every idle WebSocket session keeps
+    /// it: tungstenite's own default of 128 KiB would cost over a gigabyte at
+    /// 10k connections, and 1 KiB was a quarter of an idle session.
     pub fn read_buffer_size(mut self, bytes: usize) -> Self {
         self.read_buffer_size = bytes;
         self

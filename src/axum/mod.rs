@@ -32,6 +32,7 @@ use http::{HeaderName, StatusCode};
 use crate::{Notifier, Rejection};
 
 mod admission;
+mod batched;
 mod client;
 mod layer;
 mod origin;
@@ -53,6 +54,10 @@ pub use snapshot::{CURSOR_HEADER, Snapshot};
 /// resumes from its cursor. Over SSE, which has no close codes, the last
 /// frame is `{"type":"reauthenticate"}`.
 pub const REAUTHENTICATE: u16 = 4401;
+
+/// How many frames a session's list of frames to send may keep room for
+/// while it is idle: a burst's longer list is given back once written.
+const IDLE_FRAMES: usize = 8;
 
 /// The header in which a client sends its session token (the `token` of its
 /// `hello` frame, a secret) with its own writes.

@@ -107,6 +107,13 @@ fn stream(
                 state.pending.extend(state.scratch.drain(..));
                 continue;
             }
+            // Idle: what a burst grew is given back (both are empty here).
+            if state.pending.capacity() > super::IDLE_FRAMES {
+                state.pending = VecDeque::new();
+            }
+            if state.scratch.capacity() > super::IDLE_FRAMES {
+                state.scratch = Vec::new();
+            }
             tokio::select! {
                 biased;
                 () = state.closing.cancelled() => return None,
