@@ -180,8 +180,17 @@ async fn the_examples_health_route_answers_json_even_to_other_methods() {
     let http = reqwest::Client::builder().no_proxy().timeout(LIMIT).build().unwrap();
     let url = format!("http://{}/health", example.addr);
 
-    let health: serde_json::Value =
-        serde_json::from_str(&http.get(&url).send().await.unwrap().text().await.unwrap()).unwrap();
+    // Right after start the backplane may still be connecting (`degraded`):
+    // the route answers JSON either way; wait, bounded, for `ok`. (The
+    // process is another one: asking is the only way to know.)
+    let mut health = serde_json::Value::Null;
+    for _ in 0..100 {
+        health = serde_json::from_str(&http.get(&url).send().await.unwrap().text().await.unwrap()).unwrap();
+        if health["status"] == "ok" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(health["status"], "ok", "{health}");
 
     for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
