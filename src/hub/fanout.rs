@@ -267,7 +267,7 @@ impl Hub {
                 // Entries went by that this task never saw: whoever wanted
                 // them must be told (a session to whom nothing it may see
                 // changed resyncs silently, see `Session::resync`).
-                tracing::warn!("tidings: the fan-out fell a whole history behind; sessions resync");
+                tracing::warn!("tidings: the fan-out queue overflowed; every session checks what it lost");
                 self.lag_every_session(Lag::Overflow);
             }
             let (Some(first), Some(last)) = (batch.front(), batch.back()) else { return };
