@@ -90,3 +90,33 @@ async fn a_quiet_room_as_a_filter_is_never_resynced() {
 async fn a_quiet_room_is_never_resynced_beside_a_busy_caller() {
     a_quiet_room_is_never_resynced(ROOMS_AS_FILTERS).await;
 }
+
+/// More notifications than the fan-out task's queue holds (65,536), from a
+/// caller that never yields: the task cannot tell who wanted the ones it
+/// never saw, so every session checks what it may have lost. A page whose
+/// collections changed gets a `resync` naming them; a page to whom nothing
+/// it may see changed gets nothing at all, and its next notification
+/// arrives as usual. Nothing is lost silently.
+#[tokio::test]
+async fn an_overflowing_fan_out_never_loses_silently() {
+    let notifier = Notifier::with_config(Config::default().replay_capacity(4));
+    let addr = serve(&notifier).await;
+    let mut changed = Client::connect(addr, "collections=a").await;
+    let mut untouched = Client::connect(addr, "collections=c").await;
+    notifier.notify("a", Op::Insert);
+    for _ in 0..70_000 {
+        notifier.notify("b", Op::Insert);
+    }
+    notifier.notify("a", Op::Update);
+    let head = notifier.cursor().to_string();
+
+    let frame = changed.next_json().await;
+    assert_eq!(frame["type"], "resync", "{frame}");
+    assert_eq!(frame["collections"], json!(["a"]), "{frame}");
+    assert_eq!(frame["cursor"], head);
+
+    notifier.notify("c", Op::Insert);
+    let frame = untouched.next_json().await;
+    assert_eq!(frame["collection"], "c", "no resync before it: {frame}");
+    assert_eq!(frame["cursor"], notifier.cursor().to_string());
+}
