@@ -63,15 +63,18 @@ export function checkWhere(where) {
  * Whether a notification passes `where`, by the rule the server applies
  * (docs/protocol.md, "Filters"): every field equals the value, or one of the
  * values of an array, in the new row, or in the old one (the row with
- * `data.before` laid over it). Data that is not an object passes: nothing
- * in it can be checked.
+ * `data.before` laid over it). A notification without data passes (such as
+ * a condensed batch's: nothing can be checked, and the page must not miss
+ * it); data that is not an object passes no filter (the server holds it
+ * back too).
  * @param {Record<string, unknown>} where
  * @param {object} frame
  * @returns {boolean}
  */
 export function matchesWhere(where, frame) {
+  if (!("data" in frame) || frame.data === undefined) return true;
   const data = frame.data;
-  if (data === null || typeof data !== "object" || Array.isArray(data)) return true;
+  if (data === null || typeof data !== "object" || Array.isArray(data)) return false;
   const passes = (row) => Object.entries(where).every(([field, value]) =>
     field in row && (Array.isArray(value) ? value : [value]).some((v) => v === row[field]));
   const before = data.before;

@@ -93,9 +93,19 @@ export interface ErrorFrame {
 }
 
 /**
+ * The last frame of a Server-Sent Events session that must re-authenticate
+ * (a WebSocket closes with 4401 instead): the stream ends after it.
+ */
+export interface ReauthenticateFrame {
+  type: "reauthenticate";
+}
+
+/**
  * Every frame the server sends, told apart by `type` (a notification has
  * none). Later servers may add types and fields, which clients ignore: a
  * frame from the wire is only known to be a JSON object.
+ * (`cargo test` checks this union against the frames the server sends and
+ * docs/protocol.md lists: `hub::protocol`'s tests.)
  */
 export type ServerFrame =
   | HelloFrame
@@ -103,7 +113,8 @@ export type ServerFrame =
   | ResyncFrame
   | SubscribedFrame
   | UnsubscribedFrame
-  | ErrorFrame;
+  | ErrorFrame
+  | ReauthenticateFrame;
 
 /** Adds collections to a live WebSocket session. */
 export interface SubscribeFrame {

@@ -112,6 +112,74 @@ mod tests {
         assert_eq!(err.to_frame().as_str(), r#"{"type":"error","code":"bad_frame","message":"x"}"#);
     }
 
+    /// One frame of every type the server sends. The `match` makes a new
+    /// variant a compile error here until it has a sample.
+    fn every_server_frame() -> Vec<ServerFrame<'static>> {
+        let token: SessionToken = "000102030405060708090a0b0c0d0e0f".parse().unwrap();
+        let frames = vec![
+            ServerFrame::Hello { session: token.id(), token, cursor: Cursor::new(2, 3) },
+            ServerFrame::Resync { cursor: Cursor::new(2, 9), collections: None },
+            ServerFrame::Subscribed { collections: vec!["a"], all: false, count: 1 },
+            ServerFrame::Unsubscribed { collections: vec!["a"], all: false, count: 0 },
+            ServerFrame::Error { code: ErrorCode::Forbidden, message: "x" },
+            ServerFrame::Reauthenticate,
+        ];
+        for frame in &frames {
+            match frame {
+                ServerFrame::Hello { .. }
+                | ServerFrame::Resync { .. }
+                | ServerFrame::Subscribed { .. }
+                | ServerFrame::Unsubscribed { .. }
+                | ServerFrame::Error { .. }
+                | ServerFrame::Reauthenticate => {}
+            }
+        }
+        frames
+    }
+
+    /// The `type` literals of the interfaces in the client's `ServerFrame`
+    /// union (`src/client/tidings.d.ts`).
+    fn declared_frame_types(declarations: &str) -> Vec<String> {
+        let union = declarations.split("export type ServerFrame =").nth(1).expect("the ServerFrame union");
+        let union = &union[..union.find(';').expect("the union ends")];
+        let names = union.split('|').map(str::trim).filter(|n| !n.is_empty());
+        let mut types = Vec::new();
+        for name in names {
+            let body = declarations
+                .split(&format!("export interface {name}"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("interface {name} is declared"));
+            let body = &body[..body.find("\n}").expect("the interface ends")];
+            if let Some(literal) = body.split("type: \"").nth(1) {
+                types.push(literal[..literal.find('"').unwrap()].to_owned());
+            }
+        }
+        types.sort();
+        types
+    }
+
+    /// The client's declarations, the wire protocol's document and the
+    /// server's frames name the same frame types: none can be added to one
+    /// and forgotten in another.
+    #[test]
+    fn the_client_and_the_protocol_document_know_every_frame_the_server_sends() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let read = |path: &str| std::fs::read_to_string(format!("{root}/{path}")).unwrap();
+        let (declarations, document) = (read("src/client/tidings.d.ts"), read("docs/protocol.md"));
+        let mut sent: Vec<String> = every_server_frame()
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value = serde_json::from_str(f.to_frame().as_str()).unwrap();
+                v["type"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        sent.sort();
+        assert_eq!(declared_frame_types(&declarations), sent, "tidings.d.ts's ServerFrame union");
+        for t in &sent {
+            assert!(document.contains(&format!(r#"{{"type":"{t}""#)), "docs/protocol.md shows no `{t}` frame");
+        }
+    }
+
     #[test]
     fn client_frames_parse() {
         let f: ClientFrame = serde_json::from_str(r#"{"type":"subscribe","collections":["a"]}"#).unwrap();

@@ -247,8 +247,18 @@ test("client: where is sent in the connect query and in subscribe frames, and ap
   assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], where: [{ forum_id: 3 }] },
     "narrowed to the filter that is left");
   // An unfiltered subscriber widens the subscription to everything.
-  live.subscribe("posts", async () => {});
+  live.subscribe("posts", async () => { seen.push("all"); });
   assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"] });
+  // Then the client filters as the server does: no data passes every
+  // filter (a condensed batch), data that is not an object passes none.
+  seen.length = 0;
+  ws.receive({ collection: "posts", op: "delete", data: 7, cursor: "e-4" });
+  await settle();
+  assert.deepEqual(seen, ["all"], "data that is not an object reaches only the unfiltered subscriber");
+  seen.length = 0;
+  ws.receive({ collection: "posts", op: "update", cursor: "e-5" });
+  await settle();
+  assert.deepEqual(seen.sort(), ["all", "three"], "no data reaches every subscriber");
   assert.throws(() => live.subscribe("posts", async () => {}, { where: { forum_id: { gt: 3 } } }), TypeError);
   assert.throws(() => live.subscribe("posts", async () => {}, { where: "forum_id=3" }), TypeError);
   live.close();

@@ -76,6 +76,8 @@ function describe(frame: ServerFrame): string {
     case "error":
       // @ts-expect-error: an error frame has no cursor
       return `${frame.code}: ${frame.message} ${frame.cursor}`;
+    case "reauthenticate":
+      return "sign in again";
     default: {
       const none: never = frame; // every type is handled
       return none;
