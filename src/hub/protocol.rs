@@ -176,7 +176,10 @@ mod tests {
         sent.sort();
         assert_eq!(declared_frame_types(&declarations), sent, "tidings.d.ts's ServerFrame union");
         for t in &sent {
-            assert!(document.contains(&format!(r#"{{"type":"{t}""#)), "docs/protocol.md shows no `{t}` frame");
+            assert!(
+                document.contains(&format!(r#"{{"type":"{t}""#)),
+                "docs/protocol.md shows no `{t}` frame"
+            );
         }
     }
 
