@@ -148,6 +148,18 @@ mod redis_backplane {
         assert_eq!(exact.next_json().await["data"]["id"], 4, "nothing was lost after entry 3");
         let mut bogus = Client::connect(addr_b, "cursor=99999999999999-0").await;
         assert_eq!(bogus.next_json().await["type"], "resync", "not an id of this stream");
+        // An id a little ahead of the stream (crafted, or from a Redis that
+        // lost data since): not honoured once this instance had time to
+        // read that far, so what comes next is not skipped.
+        let (ms, _) = ids[4].split_once('-').unwrap();
+        let ahead = format!("{}-0", ms.parse::<u64>().unwrap() + 5_000);
+        let mut beyond = Client::connect(addr_b, &format!("cursor={ahead}")).await;
+        assert_eq!(beyond.cursor, ids[4], "hello carries the head");
+        assert_eq!(beyond.next_json().await["type"], "resync", "beyond the stream");
+        a.publish(Notification::new("posts", Op::Insert).with_data(&json!({ "id": 5 })).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(beyond.next_json().await["data"]["id"], 5, "the next one arrives");
     }
 
     async fn kill_subscribers(url: &str, key: &str) -> usize {

@@ -605,3 +605,86 @@ async fn postgres_a_filtered_resume_after_a_restart_replays_only_what_passes() {
     let Some(db) = postgres().await else { return };
     filtered_resume_after_a_restart(db, &unique_table()).await;
 }
+
+/// The cursor of the `n`th notification of a log whose first has `first`.
+fn position(first: &str, n: u64) -> String {
+    let (log, _) = first.rsplit_once('-').unwrap();
+    format!("{log}-{n}")
+}
+
+/// A cursor beyond the log (crafted, or from a database restored to an
+/// earlier state) is not honoured: after a bounded wait for this instance
+/// to read that far, it gets `resync`, and the session then receives every
+/// write after its hello, the next position included. (The repro:
+/// with the cursor `L-2` before the log reached 2, writes 2 and 3 were
+/// lost.)
+#[tokio::test]
+async fn a_cursor_beyond_the_log_gets_resync_and_loses_nothing_after() {
+    let db = sqlite().await;
+    let table = unique_table();
+    let notifier = notifier(outbox(&db, &table).await);
+    wait_ready(&notifier).await;
+    let addr = serve(&notifier).await;
+    let mut first = Client::connect(addr, "").await;
+    notifier
+        .publish(Notification::new("forums", Op::Insert).with_data(&json!({"id": 1})).unwrap())
+        .await
+        .unwrap();
+    let one = first.next_json().await["cursor"].as_str().unwrap().to_owned();
+
+    for (ahead, ids) in [(position(&one, 2), [2, 3]), (position(&one, 1_000_012), [4, 5])] {
+        let head = notifier.cursor().to_string();
+        let mut client = Client::connect(addr, &format!("cursor={ahead}")).await;
+        assert_eq!(client.cursor, head, "hello carries the head, not the cursor beyond it");
+        let resync = client.next_json().await;
+        assert_eq!(resync["type"], "resync", "{ahead}: {resync}");
+        assert_eq!(resync["cursor"], head);
+        for id in ids {
+            notifier
+                .publish(Notification::new("forums", Op::Insert).with_data(&json!({"id": id})).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(
+                client.next_json().await["data"]["id"],
+                id,
+                "{ahead}: nothing after the hello is lost"
+            );
+        }
+    }
+    drop_tables(&db, &table).await;
+}
+
+/// Two instances on one SQLite log: A relays and reads at once, B only
+/// polls (every 500 ms). A client that got a cursor from A and resumes on B
+/// before B has read it is honoured once B has caught up: no `resync`, and
+/// exactly what came after.
+#[tokio::test]
+async fn a_cursor_from_an_instance_ahead_is_honoured_once_this_one_caught_up() {
+    let db = sqlite().await;
+    let table = unique_table();
+    let a = notifier(outbox(&db, &table).await);
+    let b_outbox =
+        Outbox::new(db.clone()).table(&table).relay(false).poll_interval(Duration::from_millis(500));
+    let b = notifier(b_outbox);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let (addr_a, addr_b) = (serve(&a).await, serve(&b).await);
+    let mut on_a = Client::connect(addr_a, "").await;
+    for id in 1..=3 {
+        a.publish(Notification::new("posts", Op::Insert).with_data(&json!({"id": id})).unwrap())
+            .await
+            .unwrap();
+    }
+    let mut cursors = Vec::new();
+    for _ in 1..=3 {
+        cursors.push(on_a.next_json().await["cursor"].as_str().unwrap().to_owned());
+    }
+    // B polls every 500 ms: it has most likely not read 2 yet.
+    let mut on_b = Client::connect(addr_b, &format!("cursor={}", cursors[1])).await;
+    assert_eq!(on_b.cursor, cursors[1], "resumed where the client was");
+    let frame = on_b.next_json().await;
+    assert_eq!((frame["data"]["id"].as_i64(), &frame["cursor"]), (Some(3), &json!(cursors[2])), "{frame}");
+    a.publish(Notification::new("posts", Op::Insert).with_data(&json!({"id": 4})).unwrap()).await.unwrap();
+    assert_eq!(on_b.next_json().await["data"]["id"], 4);
+    drop_tables(&db, &table).await;
+}

@@ -96,6 +96,7 @@ async fn open(on_upgrade: OnUpgrade, hub: Arc<Hub>, admission: Admission, connec
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let Admission { identity, subscriptions, cursor } = admission;
     hub.wait_ready().await;
+    hub.catch_up_to(cursor.as_deref()).await;
     let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
     tokio::spawn(run(socket, session, first));
 }

@@ -284,6 +284,7 @@ impl Hub {
             }
             self.index.everything.iter().for_each(|m| m.push_run(run.clone()));
             batch.clear();
+            self.advanced.notify_waiters();
         }
     }
 }

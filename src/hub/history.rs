@@ -90,6 +90,16 @@ pub(crate) const FAN_OUT_QUEUE: usize = 1 << 16;
 /// instance's clock, or Redis', may run ahead a little).
 const FUTURE_SLACK_MS: u64 = 60_000;
 
+/// Whether a stream id is far ahead of this machine's clock: stream ids are
+/// millisecond timestamps (Redis'), or times in the past (the outbox's log
+/// id), so such an id is not from this stream.
+fn from_the_future(cursor: Cursor) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    cursor.epoch_ms() > now_ms + FUTURE_SLACK_MS
+}
+
 /// A notification serialized outside the lock, waiting for its cursor.
 struct Prepared {
     frame: OpenFrame,
@@ -519,14 +529,20 @@ impl History {
         (ring.head, ring.next_seq)
     }
 
+    /// Whether `cursor` is a stream id beyond this instance's head: another
+    /// instance may have read further (this one catches up), or it is beyond
+    /// the log itself.
+    pub(crate) fn is_behind(&self, cursor: Cursor) -> bool {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        ring.loaded && ring.head.stream_cmp(&cursor) == Some(Ordering::Less) && !from_the_future(cursor)
+    }
+
     /// Where a client that last saw `cursor` reads on from, if the history
     /// still holds everything after it; `None` when the cursor is from another
-    /// epoch, from the future, or older than the history.
-    ///
-    /// A stream id newer than anything here (another instance already read
-    /// it, this one has not yet) resumes at the end, and the returned
-    /// cursor tells the session which arriving ids it has already seen.
-    pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<(u64, Option<Cursor>)> {
+    /// epoch, from the future, older than the history, or beyond its head
+    /// (the caller has given this instance time to catch up first: see
+    /// `Hub::catch_up_to`).
+    pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<u64> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
         match cursor.kind() {
@@ -535,18 +551,13 @@ impl History {
                     return None;
                 }
                 let next = cursor.seq().checked_add(1)?;
-                (next >= first && next <= ring.next_seq).then_some((next, None))
+                (next >= first && next <= ring.next_seq).then_some(next)
             }
             Kind::Stream => {
                 if !ring.loaded {
                     return None;
                 }
-                // Stream ids are millisecond timestamps: one far ahead of
-                // this clock is not from this stream.
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                if cursor.epoch_ms() > now_ms + FUTURE_SLACK_MS {
+                if from_the_future(cursor) {
                     return None;
                 }
                 // Before the oldest id held, only the floor itself (the id
@@ -558,15 +569,15 @@ impl History {
                     return None;
                 }
                 match ring.head.stream_cmp(&cursor) {
-                    // Nothing was read from the stream: the id cannot be placed.
-                    None => None,
-                    // Ahead of this instance: its entries will come.
-                    Some(Ordering::Less) => Some((ring.next_seq, Some(cursor))),
+                    // Nothing was read from the stream, or the id is beyond
+                    // what this instance holds: it cannot be placed, and a
+                    // gap must not be silent.
+                    None | Some(Ordering::Less) => None,
                     Some(_) => {
                         let after = ring
                             .entries
                             .partition_point(|e| e.cursor().stream_cmp(&cursor) != Some(Ordering::Greater));
-                        Some((first + after as u64, None))
+                        Some(first + after as u64)
                     }
                 }
             }
@@ -753,13 +764,13 @@ mod tests {
     #[test]
     fn resume_accepts_only_cursors_the_log_covers() {
         let h = History::new(7, 2);
-        assert_eq!(h.resume_from(Cursor::new(7, 0)), Some((1, None)));
+        assert_eq!(h.resume_from(Cursor::new(7, 0)), Some(1));
         for _ in 0..3 {
             h.append_new(Notification::new("a", Op::Update));
         }
         assert_eq!(h.resume_from(Cursor::new(7, 0)), None, "entry 1 is gone");
-        assert_eq!(h.resume_from(Cursor::new(7, 1)), Some((2, None)));
-        assert_eq!(h.resume_from(Cursor::new(7, 3)), Some((4, None)));
+        assert_eq!(h.resume_from(Cursor::new(7, 1)), Some(2));
+        assert_eq!(h.resume_from(Cursor::new(7, 3)), Some(4));
         assert_eq!(h.resume_from(Cursor::new(7, 4)), None, "from the future");
         assert_eq!(h.resume_from(Cursor::new(8, 1)), None, "foreign epoch");
     }
@@ -771,16 +782,17 @@ mod tests {
         assert_eq!(h.resume_from(id(5)), None, "the tail is not loaded yet: cannot tell");
         h.mark_loaded();
         assert_eq!(h.head(), Cursor::stream(0, 0), "an empty stream starts at 0-0");
-        assert_eq!(h.resume_from(Cursor::stream(0, 0)), Some((1, None)));
+        assert_eq!(h.resume_from(Cursor::stream(0, 0)), Some(1));
         for n in [1, 2, 3] {
             h.append_new_at(Notification::new("a", Op::Update), id(n));
         }
         assert_eq!(h.head(), id(3));
         assert_eq!(h.resume_from(id(0)), None, "1 was evicted: 0 is before the floor");
-        assert_eq!(h.resume_from(id(1)), Some((2, None)), "the floor itself was seen");
-        assert_eq!(h.resume_from(id(2)), Some((3, None)));
-        assert_eq!(h.resume_from(id(3)), Some((4, None)));
-        assert_eq!(h.resume_from(id(9)), Some((4, Some(id(9)))), "ahead of this instance");
+        assert_eq!(h.resume_from(id(1)), Some(2), "the floor itself was seen");
+        assert_eq!(h.resume_from(id(2)), Some(3));
+        assert_eq!(h.resume_from(id(3)), Some(4));
+        assert!(h.is_behind(id(9)) && !h.is_behind(id(3)));
+        assert_eq!(h.resume_from(id(9)), None, "beyond this instance's head: not placed");
         assert_eq!(h.resume_from(Cursor::new(7, 1)), None, "a local cursor means nothing here");
     }
 
@@ -793,7 +805,7 @@ mod tests {
         assert!(matches!(h.read_from(2, 10, &mut out).0, Read::Lagged { next: 3, interrupted: true, .. }));
         assert!(h.resume_from(Cursor::new(1, 1)).is_none());
         assert_eq!(h.head(), Cursor::new(1, 2), "the resync cursor");
-        assert_eq!(h.resume_from(h.head()), Some((3, None)), "is resumable");
+        assert_eq!(h.resume_from(h.head()), Some(3), "is resumable");
         h.append_new(Notification::new("a", Op::Update));
         assert!(matches!(h.read_from(3, 10, &mut out), (Read::Read, 4)));
         assert_eq!(out.len(), 1);
@@ -831,10 +843,10 @@ mod tests {
         }
         assert_eq!(h.resume_from(id(2)), None, "the last id read before the loss");
         assert_eq!(h.resume_from(id(4)), None);
-        assert_eq!(h.resume_from(id(5)), Some((4, None)), "the resync cursor resumes");
+        assert_eq!(h.resume_from(id(5)), Some(4), "the resync cursor resumes");
         h.append_new_at(Notification::new("a", Op::Update), id(6));
-        assert_eq!(h.resume_from(id(5)), Some((4, None)));
-        assert_eq!(h.resume_from(id(6)), Some((5, None)));
+        assert_eq!(h.resume_from(id(5)), Some(4));
+        assert_eq!(h.resume_from(id(6)), Some(5));
         assert_eq!(h.resume_from(id(2)), None);
         h.interrupt_at(id(3));
         assert_eq!(h.head(), id(6), "a fence behind the head does not move it back");

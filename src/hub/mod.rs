@@ -50,6 +50,12 @@ use crate::{Config, Cursor, Identity, Notification, SessionId, SessionToken};
 /// `resync`).
 const READY_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a session resuming with a stream id beyond this instance's head
+/// waits for this instance to read that far (another instance may have read
+/// it first): more than the outbox reader's default poll interval (1 s).
+/// After it, a cursor still beyond the head gets `resync`.
+const CATCH_UP_WAIT: Duration = Duration::from_millis(1500);
+
 pub(crate) struct Hub {
     /// This hub among the instances sharing a backplane, chosen at random:
     /// the sender of its orders to the others ([`control`]).
@@ -68,6 +74,9 @@ pub(crate) struct Hub {
     index: fanout::Index,
     /// Pokes the fan-out task after each delivery.
     fan_out: Arc<Notify>,
+    /// Signalled by the fan-out task after each batch: the history moved
+    /// on (what a resuming session waits on, see [`Hub::catch_up_to`]).
+    advanced: Notify,
     /// The number of sessions: shutdown waits on it, applications watch it.
     count: watch::Sender<usize>,
     /// Cancelled when shutdown starts: sessions close with 1001 and new ones
@@ -118,6 +127,7 @@ impl Hub {
             sessions: DashMap::new(),
             index: fanout::Index::default(),
             fan_out: Arc::new(Notify::new()),
+            advanced: Notify::new(),
             count: watch::Sender::new(0),
             closing: CancellationToken::new(),
             started: Instant::now(),
@@ -163,6 +173,28 @@ impl Hub {
         }
         let mut ready = self.ready.subscribe();
         let _ = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await;
+    }
+
+    /// Waits (a little, [`CATCH_UP_WAIT`]) until this instance has read as
+    /// far as `resume`, when it is a stream id beyond the history's head:
+    /// another instance may have read it first, and this one is about to.
+    /// After the wait a cursor still beyond the head cannot be placed, and
+    /// gets `resync`: a crafted cursor, or one from a log that was restored
+    /// to an earlier state, never skips what comes.
+    pub(crate) async fn catch_up_to(&self, resume: Option<&str>) {
+        let Some(cursor) = resume.and_then(|raw| raw.parse::<Cursor>().ok()) else { return };
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if !self.history.is_behind(cursor) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Waits, without limit, until the backplane has loaded its history.

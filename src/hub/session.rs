@@ -39,10 +39,6 @@ pub(crate) struct Session {
     /// sequence numbers: taken from the mailbox when this queue is empty
     /// (at first, the replay of a resumed session).
     runs: VecDeque<Range<u64>>,
-    /// A stream id the client already saw that this instance has not read
-    /// yet (it resumed here with a cursor from a faster instance): entries up
-    /// to it are not sent again.
-    seen_through: Option<Cursor>,
     /// Where the fan-out task hands this session its entries, and wakes it.
     mailbox: Arc<Mailbox>,
     /// Cancelled when the application asks this session to re-authenticate.
@@ -84,12 +80,11 @@ impl Session {
         let (head, fresh) = hub.history.position();
         // `Some(None)`: a resume was asked for with something not a cursor.
         let resume: Option<Option<Cursor>> = resume.map(|raw| raw.parse().ok());
-        let resumed =
-            resume.map(|c| c.and_then(|c| hub.history.resume_from(c).map(|(next, seen)| (c, next, seen))));
-        let (cursor, next, seen_through, resync) = match resumed {
-            None => (head, fresh, None, false),
-            Some(Some((cursor, next, seen))) => (cursor, next, seen, false),
-            Some(None) => (head, fresh, None, true),
+        let resumed = resume.map(|c| c.and_then(|c| hub.history.resume_from(c).map(|next| (c, next))));
+        let (cursor, next, resync) = match resumed {
+            None => (head, fresh, false),
+            Some(Some((cursor, next))) => (cursor, next, false),
+            Some(None) => (head, fresh, true),
         };
         let mut first = vec![ServerFrame::Hello { session: token.id(), token, cursor }.to_frame()];
         if resync {
@@ -120,7 +115,6 @@ impl Session {
             subscriptions,
             next,
             runs,
-            seen_through,
             mailbox,
             reauthenticate,
             metrics,
@@ -261,14 +255,10 @@ impl Session {
                 }
             }
         }
-        let Session {
-            token, identity, subscriptions, seen_through, oldest_unwritten, hub, next, runs, ..
-        } = self;
+        let Session { token, identity, subscriptions, oldest_unwritten, hub, next, runs, .. } = self;
         let id = token.id();
         let wanted = |e: &Entry| {
             let wanted = e.skip != Some(id)
-                && seen_through
-                    .is_none_or(|seen| e.cursor().stream_cmp(&seen) == Some(std::cmp::Ordering::Greater))
                 // The subscription first: with filters, most entries stop here.
                 && subscriptions.wants(&e.collection, || e.data())
                 && identity_may_see(identity, &e.collection, e.audience.as_deref());
