@@ -79,10 +79,18 @@ impl Subscribers {
 /// Where a session is filed: one place in the index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
+    /// Among the `*` subscribers.
     Everything,
-    Whole(Box<str>),
-    Filtered(Box<str>),
-    Value { collection: Box<str>, field: Box<str>, value: Scalar },
+    /// Among the subscribers of a collection, at this place.
+    In(Box<str>, Place),
+}
+
+/// A place among the subscribers of one collection ([`Subscribers`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Place {
+    Whole,
+    Filtered,
+    Value { field: Box<str>, value: Scalar },
 }
 
 /// The places in the index that `subscriptions` file a session under.
@@ -94,18 +102,17 @@ fn keys(subscriptions: &Subscriptions) -> HashSet<Key> {
         return keys;
     }
     for (collection, filters) in subscriptions.each() {
+        let at = |place| Key::In(collection.into(), place);
         let Some(filters) = filters else {
-            keys.insert(Key::Whole(collection.into()));
+            keys.insert(at(Place::Whole));
             continue;
         };
-        keys.insert(Key::Filtered(collection.into()));
+        keys.insert(at(Place::Filtered));
         for filter in filters {
             let (field, values) = filter.indexed();
-            keys.extend(values.iter().map(|value| Key::Value {
-                collection: collection.into(),
-                field: field.into(),
-                value: value.clone(),
-            }));
+            keys.extend(
+                values.iter().map(|value| at(Place::Value { field: field.into(), value: value.clone() })),
+            );
         }
     }
     keys
@@ -167,42 +174,40 @@ impl Index {
 
     fn file(&self, key: Key, id: SessionId, mailbox: &Arc<Mailbox>) {
         let mailbox = mailbox.clone();
-        let collection = match &key {
+        let (collection, place) = match key {
             Key::Everything => {
                 self.everything.insert(id, mailbox);
                 return;
             }
-            Key::Whole(c) | Key::Filtered(c) | Key::Value { collection: c, .. } => c.clone(),
+            Key::In(collection, place) => (collection, place),
         };
         let mut subscribers = self.collections.entry(collection).or_default();
-        match key {
-            Key::Everything => unreachable!("filed above"),
-            Key::Whole(_) => subscribers.whole.insert(id, mailbox),
-            Key::Filtered(_) => subscribers.filtered.insert(id, mailbox),
-            Key::Value { field, value, .. } => {
+        match place {
+            Place::Whole => subscribers.whole.insert(id, mailbox),
+            Place::Filtered => subscribers.filtered.insert(id, mailbox),
+            Place::Value { field, value } => {
                 subscribers.by_value.entry(field).or_default().entry(value).or_default().insert(id, mailbox)
             }
         };
     }
 
     fn unfile(&self, key: Key, id: SessionId) {
-        let collection = match &key {
+        let (collection, place) = match &key {
             Key::Everything => {
                 self.everything.remove(&id);
                 return;
             }
-            Key::Whole(c) | Key::Filtered(c) | Key::Value { collection: c, .. } => &**c,
+            Key::In(collection, place) => (&**collection, place),
         };
         let Some(mut subscribers) = self.collections.get_mut(collection) else { return };
-        match &key {
-            Key::Everything => unreachable!("unfiled above"),
-            Key::Whole(_) => {
+        match place {
+            Place::Whole => {
                 subscribers.whole.remove(&id);
             }
-            Key::Filtered(_) => {
+            Place::Filtered => {
                 subscribers.filtered.remove(&id);
             }
-            Key::Value { field, value, .. } => {
+            Place::Value { field, value } => {
                 if let Some(values) = subscribers.by_value.get_mut(&**field) {
                     if let Some(sessions) = values.get_mut(value) {
                         sessions.remove(&id);
@@ -329,14 +334,11 @@ mod tests {
     fn a_session_is_filed_under_one_condition_per_alternative() {
         let s = subscribed("posts,forums", Some(r#"{"posts":[{"forum_id":[1,2],"kind":"q"},{"id":9}]}"#));
         let keys = keys(&s);
-        let value = |field: &str, value: Scalar| Key::Value {
-            collection: "posts".into(),
-            field: field.into(),
-            value,
-        };
+        let value =
+            |field: &str, value: Scalar| Key::In("posts".into(), Place::Value { field: field.into(), value });
         let expected: HashSet<Key> = [
-            Key::Whole("forums".into()),
-            Key::Filtered("posts".into()),
+            Key::In("forums".into(), Place::Whole),
+            Key::In("posts".into(), Place::Filtered),
             value("kind", Scalar::Str("q".into())),
             value("id", Scalar::Int(9)),
         ]
