@@ -248,8 +248,7 @@ impl Session {
                     let (head, next, interrupted) = self.hub.history.lag_point(self.next);
                     // Opened after the interruption: it lost nothing.
                     if lag == Lag::Overflow || interrupted {
-                        let cause = if interrupted { ResyncCause::Interrupted } else { ResyncCause::Lagged };
-                        self.resync(head, next, cause, out);
+                        self.resync(head, next, interrupted, out);
                     }
                     return false;
                 }
@@ -269,21 +268,20 @@ impl Session {
         };
         match hub.history.read(next, runs, BATCH, wanted, out) {
             Read::Read => {}
-            Read::Lagged { head, next, interrupted } => {
-                let cause = if interrupted { ResyncCause::Interrupted } else { ResyncCause::Lagged };
-                self.resync(head, next, cause, out);
-            }
+            Read::Lagged { head, next, interrupted } => self.resync(head, next, interrupted, out),
         }
         false
     }
 
     /// Sends a `resync` to `head` naming what changed since what the
     /// session read, and reads on from `next` (the position after `head`).
+    /// `interrupted`: the loss is the backplane's, not the session's lag.
     ///
     /// When the history can tell that nothing the session may see changed
     /// since then, it lost nothing: it reads on without a frame. A page on
     /// a quiet room is never told to reload because other rooms were busy.
-    fn resync(&mut self, head: Cursor, next: u64, cause: ResyncCause, out: &mut impl Outbox) {
+    fn resync(&mut self, head: Cursor, next: u64, interrupted: bool, out: &mut impl Outbox) {
+        let cause = if interrupted { ResyncCause::Interrupted } else { ResyncCause::Lagged };
         let Session { identity, subscriptions, .. } = &*self;
         let seen = Seen::Seq(self.next.saturating_sub(1));
         let changed = self.hub.history.changed_since(seen, |c, a| may_see(identity, subscriptions, c, a));
