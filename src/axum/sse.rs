@@ -44,8 +44,7 @@ pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -
     let resume = last_event_id.map(str::to_owned).or(cursor);
     let keep_alive = KeepAlive::new().interval(hub.config.ping_interval).text("");
     let closing = hub.closing();
-    hub.wait_ready().await;
-    hub.catch_up_to(resume.as_deref()).await;
+    hub.wait_to_open(resume.as_deref()).await;
     let connection = Connection { transport: Transport::Sse, peer: super::serve::peer(&parts) };
     let (session, first) = Session::open(hub, connection, identity, subscriptions, resume.as_deref());
     let mut response =

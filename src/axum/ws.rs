@@ -95,8 +95,7 @@ async fn open(on_upgrade: OnUpgrade, hub: Arc<Hub>, admission: Admission, connec
     let io = Batched::new(TokioIo::new(io), hub.config.write_buffer_size);
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let Admission { identity, subscriptions, cursor } = admission;
-    hub.wait_ready().await;
-    hub.catch_up_to(cursor.as_deref()).await;
+    hub.wait_to_open(cursor.as_deref()).await;
     let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
     tokio::spawn(run(socket, session, first));
 }

@@ -360,7 +360,9 @@ impl History {
     pub(crate) fn append_one(&self, n: Notification, given: Option<Cursor>) {
         let prepared = Prepared::new((n, given));
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        let evicted = self.push(&mut ring, prepared);
+        let mut unfanned = self.lock_unfanned();
+        let evicted = self.push(&mut ring, &mut unfanned, prepared);
+        drop(unfanned);
         drop(ring);
         // Freed outside the lock.
         drop(evicted);
@@ -375,17 +377,26 @@ impl History {
         // Empty, and so not allocated, for a single notification.
         let rest: Vec<Prepared> = items.map(Prepared::new).collect();
         let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        let evicted = self.push(&mut ring, first);
+        let mut unfanned = self.lock_unfanned();
+        let evicted = self.push(&mut ring, &mut unfanned, first);
         let evicted_rest: Vec<Arc<Entry>> =
-            rest.into_iter().filter_map(|p| self.push(&mut ring, p)).collect();
+            rest.into_iter().filter_map(|p| self.push(&mut ring, &mut unfanned, p)).collect();
+        drop(unfanned);
         drop(ring);
         // Freed outside the lock.
         drop((evicted, evicted_rest));
     }
 
-    /// Assigns the cursor, closes the frame and stores it; returns the
-    /// entry evicted to make room, to be dropped unlocked.
-    fn push(&self, ring: &mut Ring, p: Prepared) -> Option<Arc<Entry>> {
+    /// The fan-out task's queue, locked (always after the ring, which its
+    /// order follows).
+    fn lock_unfanned(&self) -> std::sync::MutexGuard<'_, Unfanned> {
+        self.unfanned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Assigns the cursor, closes the frame, stores it and queues it for the
+    /// fan-out task; returns the entry evicted to make room, to be dropped
+    /// unlocked.
+    fn push(&self, ring: &mut Ring, unfanned: &mut Unfanned, p: Prepared) -> Option<Arc<Entry>> {
         let Prepared { frame, n, skip, given } = p;
         let seq = ring.next_seq;
         ring.next_seq += 1;
@@ -411,7 +422,6 @@ impl History {
             emitted: OnceLock::new(),
         });
         // Queued while the ring is locked: the task sees the log's order.
-        let mut unfanned = self.unfanned.lock().unwrap_or_else(|e| e.into_inner());
         if unfanned.entries.len() >= self.capacity.max(FAN_OUT_QUEUE) {
             // The task is that far behind: what it has not taken is as good
             // as lost to the sessions that wanted it.
@@ -420,7 +430,6 @@ impl History {
         }
         unfanned.entries.push_back(entry.clone());
         self.waiting.store(true, atomic::Ordering::Release);
-        drop(unfanned);
         ring.entries.push_back(entry);
         evicted
     }
@@ -434,7 +443,7 @@ impl History {
         if !self.waiting.load(atomic::Ordering::Acquire) {
             return false;
         }
-        let mut unfanned = self.unfanned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unfanned = self.lock_unfanned();
         self.waiting.store(false, atomic::Ordering::Relaxed);
         std::mem::swap(&mut unfanned.entries, into);
         std::mem::take(&mut unfanned.overflowed)
@@ -541,7 +550,7 @@ impl History {
     /// still holds everything after it; `None` when the cursor is from another
     /// epoch, from the future, older than the history, or beyond its head
     /// (the caller has given this instance time to catch up first: see
-    /// `Hub::catch_up_to`).
+    /// `Hub::wait_to_open`).
     pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<u64> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);

@@ -164,10 +164,19 @@ impl Hub {
         self.link.get().expect("the link is set at start").as_ref()
     }
 
+    /// What a session waits for before it opens with `resume` (its cursor,
+    /// if any): the history loaded, and this instance caught up with the
+    /// cursor. Both waits are bounded; after them an unplaceable cursor gets
+    /// `resync`.
+    pub(crate) async fn wait_to_open(&self, resume: Option<&str>) {
+        self.wait_ready().await;
+        self.catch_up_to(resume).await;
+    }
+
     /// Waits (a little) until the backplane has loaded its history, so a
     /// session that resumes right after start-up finds its cursor. After the
     /// wait it opens anyway: an unplaceable cursor then gets `resync`.
-    pub(crate) async fn wait_ready(&self) {
+    async fn wait_ready(&self) {
         if *self.ready.borrow() {
             return;
         }
@@ -181,7 +190,7 @@ impl Hub {
     /// After the wait a cursor still beyond the head cannot be placed, and
     /// gets `resync`: a crafted cursor, or one from a log that was restored
     /// to an earlier state, never skips what comes.
-    pub(crate) async fn catch_up_to(&self, resume: Option<&str>) {
+    async fn catch_up_to(&self, resume: Option<&str>) {
         let Some(cursor) = resume.and_then(|raw| raw.parse::<Cursor>().ok()) else { return };
         let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
         loop {
