@@ -54,7 +54,8 @@ pub const FRAMES_DELIVERED: &str = "tidings_frames_delivered_total";
 /// Counter: `resync` frames sent, by `cause`: `resume` (a cursor the
 /// history cannot place, at connection), `lagged` (a session fell further
 /// behind than the history holds), `interrupted` (the backplane may have
-/// lost notifications).
+/// lost notifications), `subscribe` (a `subscribe` frame's cursor the
+/// history cannot place).
 pub const RESYNCS: &str = "tidings_resyncs_total";
 /// Counter: WebSocket sessions closed because the client did not take
 /// their frames within the write timeout.
@@ -103,6 +104,7 @@ pub(crate) enum ResyncCause {
     Resume,
     Lagged,
     Interrupted,
+    Subscribe,
 }
 
 impl ResyncCause {
@@ -111,6 +113,7 @@ impl ResyncCause {
             ResyncCause::Resume => "resume",
             ResyncCause::Lagged => "lagged",
             ResyncCause::Interrupted => "interrupted",
+            ResyncCause::Subscribe => "subscribe",
         }
     }
 }
@@ -121,7 +124,7 @@ pub(crate) struct Metrics {
     ws: SessionMetrics,
     sse: SessionMetrics,
     /// By [`ResyncCause`], in declaration order.
-    resyncs: [Counter; 3],
+    resyncs: [Counter; 4],
 }
 
 impl Metrics {
@@ -133,8 +136,13 @@ impl Metrics {
             emitted: counter!(NOTIFICATIONS_EMITTED),
             ws: SessionMetrics::register(Transport::WebSocket),
             sse: SessionMetrics::register(Transport::Sse),
-            resyncs: [ResyncCause::Resume, ResyncCause::Lagged, ResyncCause::Interrupted]
-                .map(|cause| counter!(RESYNCS, "cause" => cause.label())),
+            resyncs: [
+                ResyncCause::Resume,
+                ResyncCause::Lagged,
+                ResyncCause::Interrupted,
+                ResyncCause::Subscribe,
+            ]
+            .map(|cause| counter!(RESYNCS, "cause" => cause.label())),
         }
     }
 
@@ -233,7 +241,11 @@ fn describe() {
         "Notifications published by this instance's callers."
     );
     describe_counter!(FRAMES_DELIVERED, Unit::Count, "Frames written to clients, by transport.");
-    describe_counter!(RESYNCS, Unit::Count, "Resync frames sent, by cause (resume, lagged, interrupted).");
+    describe_counter!(
+        RESYNCS,
+        Unit::Count,
+        "Resync frames sent, by cause (resume, lagged, interrupted, subscribe)."
+    );
     describe_counter!(
         SLOW_READER_CLOSES,
         Unit::Count,

@@ -142,7 +142,7 @@ fn not_websocket(status: StatusCode, message: &str) -> Rejection {
 
 /// What a client frame asks of the session.
 enum Command {
-    Subscribe(Vec<String>, Option<serde_json::Value>),
+    Subscribe { names: Vec<String>, filter: Option<serde_json::Value>, after: Option<String> },
     Unsubscribe(Vec<String>),
     Error(ErrorCode, String),
 }
@@ -335,7 +335,9 @@ impl Conn {
         self.alive = self.session.hub().now_ms();
         let command = match message {
             Ok(Message::Text(text)) => match serde_json::from_str::<ClientFrame>(&text) {
-                Ok(ClientFrame::Subscribe { collections, filter }) => Command::Subscribe(collections, filter),
+                Ok(ClientFrame::Subscribe { collections, filter, cursor }) => {
+                    Command::Subscribe { names: collections, filter, after: cursor }
+                }
                 Ok(ClientFrame::Unsubscribe { collections }) => Command::Unsubscribe(collections),
                 Err(e) => Command::Error(ErrorCode::BadFrame, format!("not a control frame: {e}")),
             },
@@ -413,11 +415,13 @@ impl Conn {
         Flow::Stop
     }
 
-    /// Carries out what a client frame asked: the reply joins the frames
-    /// to send.
+    /// Carries out what a client frame asked: the reply (after what a
+    /// `subscribe` with a cursor replays) joins the frames to send.
     fn obey(&mut self, command: Command) {
         let reply = match command {
-            Command::Subscribe(names, filter) => self.session.subscribe(&names, filter.as_ref()),
+            Command::Subscribe { names, filter, after } => {
+                return self.session.subscribe(&names, filter.as_ref(), after.as_deref(), &mut self.frames);
+            }
             Command::Unsubscribe(names) => self.session.unsubscribe(&names),
             Command::Error(code, message) => ServerFrame::Error { code, message: &message }.to_frame(),
         };

@@ -52,8 +52,9 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {() => void} open  opens a connection, unless one is open or opening
  * @property {() => void} reconnect  closes the connection (if any) and opens a new one now
  * @property {() => void} confirmed  `hello` arrived: the connection is live
- * @property {(collections: string[], filters?: Record<string, object[]>) => void} announce
- *   the page subscribes to `collections` (with these filters): sends a `subscribe` frame for
+ * @property {(collections: string[], filters?: Record<string, object[]>, cursors?: Record<string, string>) => void} announce
+ *   the page subscribes to `collections` (with these filters, from these cursors: the server
+ *   replays what came after them): sends a `subscribe` frame for
  *   those the connection lacks or has with another filter (on SSE, reconnects with them)
  * @property {(collection: string) => void} retract  the page no longer shows `collection`
  * @property {() => void} reauthenticate  the server said the session must re-authenticate
@@ -184,7 +185,7 @@ export function keepConnection(options) {
     }, options.upgradeAfter);
   }
 
-  function announce(collections, filters) {
+  function announce(collections, filters, cursors) {
     const c = current;
     if (!c || !c.gotHello || c.collections === null) return; // null: it receives all
     const changed = collections.filter((name) => c.collections.get(name) !== filterKey(filters, name));
@@ -193,12 +194,19 @@ export function keepConnection(options) {
       reconnect(); // the list is in the URL
       return;
     }
-    const unfiltered = changed.filter((name) => !filters?.[name]);
     for (const name of changed) c.collections.set(name, filterKey(filters, name));
-    if (unfiltered.length > 0) c.transport.send({ type: "subscribe", collections: unfiltered });
-    for (const name of changed.filter((n) => filters?.[n])) {
-      c.transport.send({ type: "subscribe", collections: [name], where: filters[name] });
+    /** One frame for names without filter that start at the same cursor; one per filtered name. */
+    const frame = (names, where) => {
+      const cursor = cursors?.[names[0]];
+      return { type: "subscribe", collections: names, ...(where ? { where } : {}), ...(cursor ? { cursor } : {}) };
+    };
+    const unfiltered = new Map();
+    for (const name of changed.filter((n) => !filters?.[n])) {
+      const key = cursors?.[name] ?? "";
+      unfiltered.set(key, [...(unfiltered.get(key) ?? []), name]);
     }
+    for (const names of unfiltered.values()) c.transport.send(frame(names));
+    for (const name of changed.filter((n) => filters?.[n])) c.transport.send(frame([name], filters[name]));
   }
 
   function retract(collection) {

@@ -90,6 +90,8 @@ export function matchesWhere(where, frame) {
  * @property {(frame: object) => boolean} [filter]  notifications it does not pass are
  *   skipped (a `resync` that concerns its collection reaches it whatever the filter)
  * @property {() => unknown} trigger  called for every notification and `resync` it gets
+ * @property {string|null} [cursor]  the cursor of the read behind it: a `subscribe` frame that
+ *   adds it to a live session carries it, and the server replays what came after it
  */
 
 /**
@@ -103,6 +105,8 @@ export function matchesWhere(where, frame) {
  * @property {string[]} collections  the collections with at least one subscriber (read-only)
  * @property {Record<string, object[]>} filters  for each collection whose subscribers all
  *   have a `where`, those filters (any may match): what the server is asked to send (read-only)
+ * @property {Record<string, string>} cursors  for each collection, the cursor of its newest
+ *   subscriber, if it has one (read-only)
  * @property {(collection: string, subscriber: Subscriber) => () => boolean} subscribe
  *   adds a subscriber; returns its removal, which returns true when that left
  *   the collection without subscribers (the server can stop sending it)
@@ -167,7 +171,12 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
         return "error";
       case "reauthenticate": // the last frame of an SSE session (a WebSocket closes with 4401)
         return "reauthenticate";
-      default: // "subscribed", and types added later
+      case "subscribed":
+        // After a subscribe with a cursor: the replayed notifications carried
+        // older cursors than the session's position, which this restores.
+        moveCursor(frame);
+        return "other";
+      default: // "unsubscribed", and types added later
         return "other";
     }
   }
@@ -220,6 +229,14 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
         if (collection !== "*" && wheres.every((w) => w)) filters[collection] = wheres;
       }
       return filters;
+    },
+    get cursors() {
+      const cursors = {};
+      for (const [collection, subscribers] of subscriptions) {
+        const newest = [...subscribers].at(-1);
+        if (newest?.cursor) cursors[collection] = newest.cursor;
+      }
+      return cursors;
     },
     subscribe,
     receive,

@@ -71,6 +71,11 @@ export interface SubscribedFrame {
   all: boolean;
   /** How many collections the session is subscribed to by name. */
   count: number;
+  /**
+   * Present when the `subscribe` carried a cursor: the session's position
+   * after the notifications replayed for it (which carry older cursors).
+   */
+  cursor?: string;
 }
 
 /** The answer to an `unsubscribe` frame: it was applied. */
@@ -116,10 +121,20 @@ export type ServerFrame =
   | ErrorFrame
   | ReauthenticateFrame;
 
-/** Adds collections to a live WebSocket session. */
+/** A `where` filter: field names to a value (equality) or a non-empty array of values (`in`). */
+export type Where = Record<string, Scalar | Scalar[]>;
+
+/** A value a filter compares with. */
+export type Scalar = string | number | boolean | null;
+
+/** Adds collections to a live WebSocket session (or replaces their filter). */
 export interface SubscribeFrame {
   type: "subscribe";
   collections: string[];
+  /** A filter, or a list of filters any of which may match. */
+  where?: Where | Where[];
+  /** Replays what the history holds after this cursor for the new subscription. */
+  cursor?: string;
 }
 
 /** Removes collections from a live WebSocket session. */
@@ -152,6 +167,18 @@ export interface SubscribeOptions {
    * the collection reloads it whatever the filter says.
    */
   filter?: (notification: NotificationFrame) => boolean;
+  /**
+   * The server sends only the notifications whose `data` passes: each field
+   * equals the value, or one of an array's values (docs/protocol.md, "Filters").
+   */
+  where?: Where | null;
+  /**
+   * Where a subscription made on a live connection starts: the server
+   * replays what came after this cursor. Pass the `tidings-cursor` of the
+   * read behind the subscription when it was made before `subscribe`; by
+   * default, the session's cursor when `subscribe` is called.
+   */
+  cursor?: string | null;
 }
 
 /** The object `connect` returns. */
@@ -225,6 +252,11 @@ export interface ConnectOptions {
   minReloadInterval?: number;
   /** A reload failed (default: `console.error`). */
   onError?: (error: unknown, collection: string) => void;
+  /**
+   * The server closed with 4401 (or sent `reauthenticate` over SSE):
+   * re-authorize; the client reconnects when the returned promise settles.
+   */
+  onReauthenticate?: () => unknown;
   /** false: do not connect; drive the client with `handleFrame`. */
   start?: boolean;
   // The environment, replaceable in tests.
@@ -290,7 +322,10 @@ export function createCoalescer(
 ): Coalescer;
 
 /** `base` with the tidings query (`collections`, `cursor`), empty parameters left out. */
-export function buildUrl(base: string, query?: { cursor?: string | null; collections?: Iterable<string> }): string;
+export function buildUrl(
+  base: string,
+  query?: { cursor?: string | null; collections?: Iterable<string>; filters?: Record<string, Where[]> },
+): string;
 
 /** `url` resolved against `baseHref`, with a ws: or wss: scheme. */
 export function toWebSocketUrl(url: string, baseHref: string): string;

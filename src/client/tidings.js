@@ -31,6 +31,17 @@
  *   // array for `in`, on top-level fields of `data`, combined with AND):
  *   live.subscribe("posts", reloadPosts, { where: { forum_id: 3 } });
  *
+ *   // A subscription made on a live connection starts at a cursor: the
+ *   // server replays what came after it, so a write that lands between the
+ *   // page's read and the server's receipt of the subscription is not lost.
+ *   // By default the session's cursor when `subscribe` is called (right for
+ *   // "subscribe, then read"); after "read, then subscribe", pass the read's:
+ *   const response = await live.fetch(`/api/forums/${id}/posts`);
+ *   live.subscribe("posts", reloadPosts, {
+ *     where: { forum_id: id },
+ *     cursor: response.headers.get("tidings-cursor"),
+ *   });
+ *
  *   // Called after a notification for "forums" or a resync that names it
  *   // (or does not say what changed); returns an
  *   // unsubscribe function. Reloads are single-flight: while one runs,
@@ -144,7 +155,8 @@ export const STATES = Object.freeze(["connecting", "live", "offline"]);
  * @typedef {object} Live  the object `connect` returns
  * @property {(collection: string, reload: (collection: string) => unknown,
  *   options?: {filter?: (frame: object) => boolean,
- *     where?: Record<string, string|number|boolean|null|Array<string|number|boolean|null>>}) => () => void} subscribe
+ *     where?: Record<string, string|number|boolean|null|Array<string|number|boolean|null>>,
+ *     cursor?: string|null}) => () => void} subscribe
  * @property {(listener: (state: State) => void) => () => void} onState
  * @property {(input: RequestInfo|URL, init?: RequestInit) => Promise<Response>} fetch  window.fetch
  *   with the session header; records the response's `tidings-cursor` (see the header comment)
@@ -188,20 +200,29 @@ export function connect(options = {}) {
     if (kind !== "hello") return;
     connection.confirmed();
     state.set("live");
-    connection.announce(session.collections, session.filters);
+    connection.announce(session.collections, session.filters, session.cursors);
   }
 
   /** @type {Live["subscribe"]} */
-  function subscribe(collection, reload, { filter, where } = {}) {
+  function subscribe(collection, reload, { filter, where, cursor } = {}) {
     checkSubscription(collection, reload);
     checkWhere(where);
+    if (cursor !== undefined && cursor !== null && typeof cursor !== "string") {
+      throw new TypeError("tidings: `cursor` must be a string (a read's `tidings-cursor`)");
+    }
+    // Where the server starts this subscription: the read behind it, or
+    // else everything after what the session has seen (a read made after
+    // this call is later still).
+    const from = cursor || session.cursor;
     const coalescer = createCoalescer(() => reload(collection), {
       onError: (error) => config.onError(error, collection),
       minInterval: config.minReloadInterval,
       setTimeout: env.setTimeout,
     });
-    const remove = session.subscribe(collection, { filter, where: where ?? undefined, trigger: coalescer.trigger });
-    connection.announce(session.collections, session.filters);
+    const remove = session.subscribe(collection, {
+      filter, where: where ?? undefined, trigger: coalescer.trigger, cursor: from,
+    });
+    connection.announce(session.collections, session.filters, from ? { [collection]: from } : undefined);
     return function unsubscribe() {
       if (remove()) connection.retract(collection);
       // Another subscriber's filter may be all that is left: narrow to it.

@@ -16,9 +16,10 @@ const WEBSOCKET_OPEN = 1;
 
 /**
  * Appends the tidings query to an endpoint URL: `collections` (comma
- * separated) and `cursor`, each left out when empty.
+ * separated), `where` (the filters of listed collections, as JSON) and
+ * `cursor`, each left out when empty.
  * @param {string} base e.g. "/ws" or "/events"
- * @param {{cursor?: string|null, collections?: Iterable<string>}} [query]
+ * @param {{cursor?: string|null, collections?: Iterable<string>, filters?: Record<string, object[]>}} [query]
  * @returns {string}
  */
 export function buildUrl(base, { cursor, collections, filters } = {}) {
@@ -54,7 +55,7 @@ export function toWebSocketUrl(url, baseHref) {
  * resolves a relative URL itself).
  * @param {"websocket"|"sse"} kind
  * @param {{url: string, sseUrl: string}} endpoints
- * @param {{cursor?: string|null, collections?: Iterable<string>}} query
+ * @param {{cursor?: string|null, collections?: Iterable<string>, filters?: Record<string, object[]>}} query
  * @param {string} pageHref the page's address
  * @returns {string}
  */

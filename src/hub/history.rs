@@ -538,6 +538,26 @@ impl History {
         (ring.head, ring.next_seq)
     }
 
+    /// The cursor of a reader that read everything before `next`: that of
+    /// the entry numbered `next - 1` (the head, when nothing came after
+    /// it). A reader whose last entry left the log has lagged: it is told
+    /// the head (it resyncs there when it reads on).
+    pub(crate) fn cursor_through(&self, next: u64) -> Cursor {
+        let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+        let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+        match next {
+            _ if next >= ring.next_seq => ring.head,
+            _ if next > first => ring.entries[(next - 1 - first) as usize].cursor(),
+            // Just before the oldest entry held: the newest one gone, or the
+            // point of an interruption, or the log's beginning.
+            _ if next == first => ring.floor.unwrap_or(match ring.head.kind() {
+                Kind::Local => Cursor::new(self.epoch, next - 1),
+                Kind::Stream => Cursor::stream(0, 0),
+            }),
+            _ => ring.head,
+        }
+    }
+
     /// Whether `cursor` is a stream id beyond this instance's head: another
     /// instance may have read further (this one catches up), or it is beyond
     /// the log itself.
@@ -768,6 +788,22 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert!(matches!(r, Read::Read));
         assert_eq!(next, 4);
+    }
+
+    #[test]
+    fn the_cursor_through_a_position_is_that_of_the_entry_before_it() {
+        let h = History::new(7, 2);
+        assert_eq!(h.cursor_through(1), Cursor::new(7, 0), "nothing read yet");
+        let stream = History::for_stream(7, 2);
+        stream.mark_loaded();
+        let ids: Vec<Cursor> = (1..=3)
+            .map(|i| stream.append_new_at(Notification::new("a", Op::Update), Cursor::stream(100, i)))
+            .collect();
+        // Entries 2 and 3 are held; 1 is gone (the floor).
+        assert_eq!(stream.cursor_through(4), ids[2], "read everything: the head");
+        assert_eq!(stream.cursor_through(3), ids[1]);
+        assert_eq!(stream.cursor_through(2), ids[0], "just before the oldest held: the floor");
+        assert_eq!(stream.cursor_through(1), ids[2], "lagged: told the head");
     }
 
     #[test]

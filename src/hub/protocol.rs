@@ -14,10 +14,16 @@ use crate::{Cursor, SessionId, SessionToken};
 pub(crate) enum ClientFrame {
     /// `where`: a filter, or a list of filters any of which may match, for
     /// every collection named (see `docs/protocol.md`).
+    ///
+    /// `cursor`: the position of the read that loaded what the new
+    /// subscription keeps fresh. What the history holds after it for the new
+    /// subscription is replayed before the `subscribed` reply.
     Subscribe {
         collections: Vec<String>,
         #[serde(default, rename = "where")]
         filter: Option<serde_json::Value>,
+        #[serde(default)]
+        cursor: Option<String>,
     },
     Unsubscribe {
         collections: Vec<String>,
@@ -45,8 +51,16 @@ pub(crate) enum ServerFrame<'a> {
         collections: Option<&'a [String]>,
     },
     /// A `subscribe` was applied: the names it carried, whether `*` is
-    /// subscribed, how many collections are subscribed by name.
-    Subscribed { collections: Vec<&'a str>, all: bool, count: usize },
+    /// subscribed, how many collections are subscribed by name; and, when
+    /// it carried a cursor, the session's position after the replay (the
+    /// replayed notifications carry older cursors than the session had).
+    Subscribed {
+        collections: Vec<&'a str>,
+        all: bool,
+        count: usize,
+        #[serde(skip_serializing_if = "Option::is_none", serialize_with = "as_optional_string")]
+        cursor: Option<Cursor>,
+    },
     /// An `unsubscribe` was applied; the same fields as `Subscribed`.
     Unsubscribed { collections: Vec<&'a str>, all: bool, count: usize },
     /// A client frame was refused; the session goes on.
@@ -72,6 +86,7 @@ impl ServerFrame<'_> {
     pub(crate) fn to_frame(&self) -> Frame {
         let cursor = match self {
             ServerFrame::Hello { cursor, .. } | ServerFrame::Resync { cursor, .. } => Some(*cursor),
+            ServerFrame::Subscribed { cursor, .. } => *cursor,
             _ => None,
         };
         // Our own enums with string fields: serialization cannot fail.
@@ -81,6 +96,13 @@ impl ServerFrame<'_> {
 
 fn as_string<S: serde::Serializer>(c: &Cursor, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(c)
+}
+
+fn as_optional_string<S: serde::Serializer>(c: &Option<Cursor>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.collect_str(c),
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +130,16 @@ mod tests {
         );
         let everything = ServerFrame::Resync { cursor: Cursor::new(2, 9), collections: None };
         assert_eq!(everything.to_frame().as_str(), r#"{"type":"resync","cursor":"00000002-9"}"#);
+        let replayed = ServerFrame::Subscribed {
+            collections: vec!["a"],
+            all: false,
+            count: 1,
+            cursor: Some(Cursor::new(2, 7)),
+        };
+        assert_eq!(
+            replayed.to_frame().as_str(),
+            r#"{"type":"subscribed","collections":["a"],"all":false,"count":1,"cursor":"00000002-7"}"#
+        );
         let err = ServerFrame::Error { code: ErrorCode::BadFrame, message: "x" };
         assert_eq!(err.to_frame().as_str(), r#"{"type":"error","code":"bad_frame","message":"x"}"#);
     }
@@ -119,7 +151,7 @@ mod tests {
         let frames = vec![
             ServerFrame::Hello { session: token.id(), token, cursor: Cursor::new(2, 3) },
             ServerFrame::Resync { cursor: Cursor::new(2, 9), collections: None },
-            ServerFrame::Subscribed { collections: vec!["a"], all: false, count: 1 },
+            ServerFrame::Subscribed { collections: vec!["a"], all: false, count: 1, cursor: None },
             ServerFrame::Unsubscribed { collections: vec!["a"], all: false, count: 0 },
             ServerFrame::Error { code: ErrorCode::Forbidden, message: "x" },
             ServerFrame::Reauthenticate,
@@ -186,7 +218,13 @@ mod tests {
     #[test]
     fn client_frames_parse() {
         let f: ClientFrame = serde_json::from_str(r#"{"type":"subscribe","collections":["a"]}"#).unwrap();
-        assert!(matches!(f, ClientFrame::Subscribe { collections, filter: None } if collections == ["a"]));
+        assert!(
+            matches!(f, ClientFrame::Subscribe { collections, filter: None, cursor: None } if collections == ["a"])
+        );
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"subscribe","collections":["a"],"cursor":"00000002-3"}"#)
+                .unwrap();
+        assert!(matches!(f, ClientFrame::Subscribe { cursor: Some(c), .. } if c == "00000002-3"));
         let f: ClientFrame =
             serde_json::from_str(r#"{"type":"subscribe","collections":["a"],"where":{"id":[1,2]}}"#).unwrap();
         assert!(matches!(f, ClientFrame::Subscribe { filter: Some(w), .. } if w["id"][1] == 2));

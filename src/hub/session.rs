@@ -15,7 +15,7 @@ use super::Hub;
 use super::frame::{Frame, Outbox};
 use super::history::{Entry, Read, Seen};
 use super::mailbox::{Lag, Mailbox, Taken};
-use super::protocol::ServerFrame;
+use super::protocol::{ErrorCode, ServerFrame};
 use super::subscriptions::{Refusal, Subscriptions};
 use crate::metrics::{ResyncCause, SessionMetrics, Transport};
 use crate::{Cursor, Identity, SessionId, SessionToken};
@@ -183,19 +183,116 @@ impl Session {
             || self.identity.expiry().is_some_and(|at| at <= std::time::Instant::now())
     }
 
-    /// Applies a `subscribe` frame and returns the reply: `subscribed`, or
-    /// an `error` when nothing changed.
-    pub(crate) fn subscribe(&mut self, names: &[String], filter: Option<&serde_json::Value>) -> Frame {
+    /// Applies a `subscribe` frame and puts its reply into `out`:
+    /// `subscribed`, or an `error` when nothing changed.
+    ///
+    /// With `after` (the cursor of the read behind the new subscription),
+    /// what the new subscription wants of the history after that cursor is
+    /// put first: the notifications this session read past before it
+    /// subscribed, then (as it reads on) those handed out under its old
+    /// subscription. When the cursor cannot be placed, a `resync` names
+    /// what changed among the collections subscribed. A notification may
+    /// come twice, never not at all.
+    pub(crate) fn subscribe(
+        &mut self,
+        names: &[String],
+        filter: Option<&serde_json::Value>,
+        after: Option<&str>,
+        out: &mut impl Outbox,
+    ) {
+        let after = match after.map(str::parse::<Cursor>) {
+            None => None,
+            Some(Ok(cursor)) => Some(cursor),
+            Some(Err(e)) => {
+                let message = format!("bad `cursor`: {e}");
+                return out
+                    .put(&ServerFrame::Error { code: ErrorCode::BadFrame, message: &message }.to_frame());
+            }
+        };
         let before = self.subscriptions.clone();
         let result = self.subscriptions.subscribe(names, filter, &self.identity);
+        let mut position = None;
         if result.is_ok() {
             self.hub.index.replace(self.id(), &self.mailbox, &before, &self.subscriptions);
+            if let Some(after) = after {
+                self.replay(names, after, out);
+                position = Some(self.hub.history.cursor_through(self.next));
+            }
         }
-        self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
+        out.put(&self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
             collections,
             all,
             count,
-        })
+            cursor: position,
+        }));
+    }
+
+    /// Puts into `out` what the history holds after `after` for the
+    /// collections `names` just subscribed (with their new filters), and
+    /// makes this session read again, with its new subscription, what was
+    /// handed to it and not read yet (the fan-out sorted those by the old
+    /// one). A `resync` for those collections when `after` cannot be
+    /// placed; nothing when it lies beyond the head (everything after the
+    /// head reaches the new subscription).
+    fn replay(&mut self, names: &[String], after: Cursor, out: &mut impl Outbox) {
+        let history = &self.hub.history;
+        // Read after the index changed: from `fresh` on, the fan-out hands
+        // this session its entries by the new subscription.
+        let (_, fresh) = history.position();
+        if self.next < fresh {
+            self.runs.push_front(self.next..fresh);
+        }
+        let Some(from) = history.resume_from(after) else {
+            if !history.is_behind(after) {
+                self.resync_subscribed(names, Some(after), out);
+            }
+            return;
+        };
+        let Session { token, identity, subscriptions, .. } = &*self;
+        let id = token.id();
+        let mut wanted = |e: &Entry| {
+            e.skip != Some(id)
+                && names_include(names, &e.collection)
+                && subscriptions.wants(&e.collection, || e.data())
+                && identity_may_see(identity, &e.collection, e.audience.as_deref())
+        };
+        // One run of sequence numbers (not a list of numbers).
+        let mut runs: VecDeque<Range<u64>> = std::iter::once(from..self.next).collect();
+        let mut at = from;
+        // In batches, as a pull reads: the history's lock is never held long.
+        while !runs.is_empty() {
+            if let Read::Lagged { .. } = history.read(&mut at, &mut runs, BATCH, &mut wanted, out) {
+                // Evicted since the cursor was placed.
+                return self.resync_subscribed(names, None, out);
+            }
+        }
+    }
+
+    /// A `resync` for the collections `names` just subscribed: those of
+    /// them with a change after `after`, when the history can tell, else
+    /// all of them. Its cursor is the session's position: it moves nothing.
+    fn resync_subscribed(&self, names: &[String], after: Option<Cursor>, out: &mut impl Outbox) {
+        let Session { identity, subscriptions, hub, .. } = self;
+        let named = |collection: &str| names.iter().any(|n| n == collection || n == Subscriptions::ALL);
+        let changed = after.and_then(|after| {
+            hub.history
+                .changed_since(Seen::Cursor(after), |c, a| named(c) && may_see(identity, subscriptions, c, a))
+        });
+        if changed.as_ref().is_some_and(Vec::is_empty) {
+            return;
+        }
+        let all_named: Vec<String>;
+        let collections = match &changed {
+            Some(changed) => Some(changed.as_slice()),
+            None if names.iter().any(|n| n == Subscriptions::ALL) => None,
+            None => {
+                all_named = names.to_vec();
+                Some(all_named.as_slice())
+            }
+        };
+        let cursor = hub.history.cursor_through(self.next);
+        out.put(&ServerFrame::Resync { cursor, collections }.to_frame());
+        resynced(hub, &self.span, ResyncCause::Subscribe);
     }
 
     /// Applies an `unsubscribe` frame and returns the reply: `unsubscribed`,
@@ -330,6 +427,11 @@ fn may_see(
     audience: Option<&str>,
 ) -> bool {
     subscriptions.contains(collection) && identity_may_see(identity, collection, audience)
+}
+
+/// Whether a `subscribe` frame naming `names` subscribed `collection`.
+fn names_include(names: &[String], collection: &str) -> bool {
+    names.iter().any(|n| n == collection || n == Subscriptions::ALL)
 }
 
 /// The identity's part of [`may_see`].

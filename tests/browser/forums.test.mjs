@@ -730,3 +730,48 @@ scenario("n. a private forum: only members see it and its posts; logging out rev
   assert.equal(ana2Sockets.length, 2, "the second tab reconnected after the 4401");
   assert.doesNotMatch(ana2Sockets[1].url(), /where=/, `no filter for the private forum: ${ana2Sockets[1].url()}`);
 });
+
+scenario("o. a forum switch over a held uplink shows a post written before the subscribe reached the server", async (t) => {
+  const first = await createForum(`Forum O first ${Date.now()}`);
+  const next = await createForum(`Forum O next ${Date.now()}`);
+  const existing = await createPost(next.id, "already there");
+  const frames = [];
+  const page = await openPage(t, "switching", {
+    pathAndQuery: `/?forum=${first.id}&transport=websocket`,
+    setup: async (p) => {
+      p.on("websocket", (ws) => ws.on("framereceived", (f) => frames.push(JSON.parse(String(f.payload)))));
+      // A congested uplink: what the page sends on its WebSocket waits until
+      // the test lets it go (its HTTP reads do not).
+      await p.addInitScript(() => {
+        const send = WebSocket.prototype.send;
+        let held = null;
+        WebSocket.prototype.send = function (data) {
+          if (held) held.push([this, data]);
+          else send.call(this, data);
+        };
+        window.holdUplink = () => { held = []; };
+        window.releaseUplink = () => {
+          const frames = held ?? [];
+          held = null;
+          for (const [socket, data] of frames) send.call(socket, data);
+          return frames.map(([, data]) => JSON.parse(data));
+        };
+      });
+    },
+  });
+  await page.evaluate(() => window.holdUplink());
+  await page.click(`#forums li[data-id="${next.id}"] a.title`);
+  // The page has read the new forum's posts; its subscribe is still held.
+  await page.locator(`#posts li[data-id="${existing.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+  const written = await createPost(next.id, "written while the subscribe was on its way");
+  const released = await page.evaluate(() => window.releaseUplink());
+  const subscribe = released.find((f) => f.type === "subscribe" && f.collections.includes("posts"));
+  assert.ok(subscribe, `the held frames had the posts subscribe: ${JSON.stringify(released)}`);
+  assert.deepEqual(subscribe.where, [{ forum_id: next.id }]);
+  assert.ok(subscribe.cursor, `the subscribe carries the page's cursor: ${JSON.stringify(subscribe)}`);
+
+  await page.locator(`#posts li[data-id="${written.id}"]`).waitFor({ state: "attached", timeout: 5000 });
+  const replayed = frames.filter((f) => f.collection === "posts" && f.data?.id === written.id);
+  assert.equal(replayed.length, 1, "the post arrived as a replayed notification");
+  assert.ok(!frames.some((f) => f.type === "resync"), "no resync: nothing had to be reloaded wholesale");
+});

@@ -89,7 +89,7 @@ test("onChange: the filter option, and a listener that throws", async (t) => {
 test("onChange: subscribes on the connection and unsubscribes when stopped", async () => {
   const { live, ws } = await liveClient(["forums"]);
   const stop = onChange(live, "posts", () => {});
-  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"] });
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], cursor: "e-0" });
   stop();
   assert.deepEqual(ws.sent.at(-1), { type: "unsubscribe", collections: ["posts"] });
   live.close();
@@ -184,7 +184,7 @@ test("fromLive: an RxJS Observable of the changes; unsubscribing unsubscribes on
   const a = [];
   const b = [];
   const subA = posts$.subscribe((change) => a.push(change.cursor ?? change.type));
-  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"] });
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], cursor: "e-0" });
   const subB = posts$.subscribe((change) => b.push(change.cursor ?? change.type));
   ws.receive(note("posts", "e-1"));
   ws.receive(note("forums", "e-2"));

@@ -209,7 +209,8 @@ test("client: subscribing after connect sends a subscribe frame on a WebSocket",
   ws.receive(hello("e-1"));
   let posts = 0;
   const unsubscribe = live.subscribe("posts", async () => { posts += 1; });
-  assert.deepEqual(ws.sent, [{ type: "subscribe", collections: ["posts"] }]);
+  assert.deepEqual(ws.sent, [{ type: "subscribe", collections: ["posts"], cursor: "e-1" }],
+    "from the session's cursor: what comes after it is replayed");
   ws.receive(note("posts", "e-2"));
   await settle();
   assert.equal(posts, 1);
@@ -234,7 +235,7 @@ test("client: where is sent in the connect query and in subscribe frames, and ap
   // A second subscriber of the same collection: the server is asked for the union.
   const unsubscribe = live.subscribe("posts", async () => { seen.push("five"); }, { where: { forum_id: [5] } });
   assert.deepEqual(ws.sent, [
-    { type: "subscribe", collections: ["posts"], where: [{ forum_id: 3 }, { forum_id: [5] }] },
+    { type: "subscribe", collections: ["posts"], where: [{ forum_id: 3 }, { forum_id: [5] }], cursor: "e-1" },
   ]);
   // Each subscriber gets only what its own `where` passes; a move reaches both sides.
   ws.receive({ collection: "posts", op: "insert", data: { id: 1, forum_id: 5 }, cursor: "e-2" });
@@ -248,7 +249,7 @@ test("client: where is sent in the connect query and in subscribe frames, and ap
     "narrowed to the filter that is left");
   // An unfiltered subscriber widens the subscription to everything.
   live.subscribe("posts", async () => { seen.push("all"); });
-  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"] });
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], cursor: "e-3" });
   // Then the client filters as the server does: no data passes every
   // filter (a condensed batch), data that is not an object passes none.
   seen.length = 0;
@@ -261,6 +262,34 @@ test("client: where is sent in the connect query and in subscribe frames, and ap
   assert.deepEqual(seen.sort(), ["all", "three"], "no data reaches every subscriber");
   assert.throws(() => live.subscribe("posts", async () => {}, { where: { forum_id: { gt: 3 } } }), TypeError);
   assert.throws(() => live.subscribe("posts", async () => {}, { where: "forum_id=3" }), TypeError);
+  live.close();
+});
+
+test("client: a subscription on a live connection starts at the read's cursor; `subscribed` restores the position", async () => {
+  const env = fakeEnvironment();
+  const live = connect({ ...env.options });
+  live.subscribe("forums", async () => {});
+  await settle();
+  const [ws] = env.sockets;
+  ws.open();
+  ws.receive(hello("e-1"));
+  ws.receive(note("forums", "e-2"));
+  let posts = 0;
+  // Read, then subscribe: the read's cursor, not the session's, is where the server starts.
+  live.subscribe("posts", async () => { posts += 1; }, { where: { forum_id: 3 }, cursor: "e-1" });
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], where: [{ forum_id: 3 }], cursor: "e-1" });
+  // The server replays the post written after the read, then acknowledges
+  // with the session's position (the replayed frame's cursor is older).
+  ws.receive({ collection: "posts", op: "insert", data: { id: 9, forum_id: 3 }, cursor: "e-1a" });
+  assert.equal(live.cursor, "e-1a");
+  ws.receive({ type: "subscribed", collections: ["posts"], all: false, count: 2, cursor: "e-2" });
+  assert.equal(live.cursor, "e-2", "the position after the replay");
+  await settle();
+  assert.equal(posts, 1, "the replayed post reloads the posts");
+  // An acknowledgement without a cursor moves nothing.
+  ws.receive({ type: "subscribed", collections: ["tags"], all: false, count: 3 });
+  assert.equal(live.cursor, "e-2");
+  assert.throws(() => live.subscribe("posts", async () => {}, { cursor: 42 }), TypeError);
   live.close();
 });
 

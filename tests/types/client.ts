@@ -37,6 +37,14 @@ live.subscribe("posts", () => {}, { filter: (notification) => notification.op ==
 // @ts-expect-error: subscribe needs a reload function
 live.subscribe("posts");
 
+// A server-side filter, and the cursor of the read behind the subscription.
+const read: Response = await live.fetch("/api/forums/3/posts");
+live.subscribe("posts", () => {}, { where: { forum_id: [3, 4], hidden: false }, cursor: read.headers.get("tidings-cursor") });
+// @ts-expect-error: a filter compares with scalars only
+live.subscribe("posts", () => {}, { where: { forum_id: { gt: 3 } } });
+// @ts-expect-error: a cursor is a string
+live.subscribe("posts", () => {}, { cursor: 7 });
+
 // SubscribeOptions is an interface an application (or a later version) can extend.
 interface WithPriority extends SubscribeOptions {
   priority?: number;
