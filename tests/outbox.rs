@@ -121,9 +121,14 @@ async fn rollback_and_commit(db: DatabaseConnection, table: &str) {
         let second = client.next_json().await;
         assert_eq!(collection_and_id(&first), ("rows".to_owned(), 3), "{first}");
         assert_eq!(collection_and_id(&second), ("rows".to_owned(), 4), "{second}");
-        let (log, position) = first["cursor"].as_str().unwrap().split_once('-').unwrap();
+        let mut parts = first["cursor"].as_str().unwrap().split('-');
+        let (log, position) = (parts.next().unwrap(), parts.next().unwrap());
         assert_eq!(position, "1", "the first position of a new log");
-        assert_eq!(second["cursor"], format!("{log}-2"));
+        let next = second["cursor"].as_str().unwrap();
+        assert!(
+            next.starts_with(&format!("{log}-2-")),
+            "{next}: the next position, with its row's fingerprint"
+        );
     }
     // Exactly once: the next frame is the marker, not a repeat.
     notifier.notify("marker", Op::Insert);
@@ -533,7 +538,8 @@ async fn reauthenticating_a_user_on_one_instance_closes_its_sessions_on_another(
 
 /// A hole in the middle of the log (a row deleted out of order) is not
 /// skipped silently: after a restart a cursor from before it gets
-/// `resync`, one at its edge resumes after it.
+/// `resync`; so does one at the deleted row (nothing here can show that
+/// the client's row is the one that was deleted); one after it resumes.
 #[tokio::test]
 async fn a_hole_in_the_log_means_resync_for_cursors_before_it() {
     let db = sqlite().await;
@@ -556,8 +562,11 @@ async fn a_hole_in_the_log_means_resync_for_cursors_before_it() {
     let mut before = Client::connect(addr, &format!("cursor={}", cursors[0])).await;
     let frame = before.next_json().await;
     assert_eq!(frame["type"], "resync", "position 3 is gone: {frame}");
-    let mut edge = Client::connect(addr, &format!("cursor={}", cursors[2])).await;
-    assert_eq!(collection_and_id(&edge.next_json().await), ("rows".to_owned(), 4));
+    let mut at = Client::connect(addr, &format!("cursor={}", cursors[2])).await;
+    let frame = at.next_json().await;
+    assert_eq!(frame["type"], "resync", "position 3 cannot be vouched for: {frame}");
+    let mut after = Client::connect(addr, &format!("cursor={}", cursors[3])).await;
+    assert_eq!(collection_and_id(&after.next_json().await), ("rows".to_owned(), 5));
     drop_tables(&db, &table).await;
 }
 
@@ -608,7 +617,7 @@ async fn postgres_a_filtered_resume_after_a_restart_replays_only_what_passes() {
 
 /// The cursor of the `n`th notification of a log whose first has `first`.
 fn position(first: &str, n: u64) -> String {
-    let (log, _) = first.rsplit_once('-').unwrap();
+    let log = first.split('-').next().unwrap();
     format!("{log}-{n}")
 }
 
@@ -687,4 +696,139 @@ async fn a_cursor_from_an_instance_ahead_is_honoured_once_this_one_caught_up() {
     a.publish(Notification::new("posts", Op::Insert).with_data(&json!({"id": 4})).unwrap()).await.unwrap();
     assert_eq!(on_b.next_json().await["data"]["id"], 4);
     drop_tables(&db, &table).await;
+}
+
+/// Rolls the outbox back to `position`, as restoring a backup taken then
+/// would: later rows are gone, and the ids they had are handed out again.
+async fn restore_to(db: &DatabaseConnection, table: &str, position: i64) {
+    db.execute_unprepared(&format!("DELETE FROM {table} WHERE position > {position} OR position IS NULL"))
+        .await
+        .unwrap();
+    let rewind = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+        }
+        _ => format!("UPDATE sqlite_sequence SET seq = (SELECT max(id) FROM {table}) WHERE name = '{table}'"),
+    };
+    db.execute_unprepared(&rewind).await.unwrap();
+}
+
+/// Writes `ids` one by one, each read by `client` before the next; returns
+/// their cursors.
+async fn write_rows(
+    notifier: &Notifier,
+    client: &mut Client,
+    ids: std::ops::RangeInclusive<i64>,
+) -> Vec<String> {
+    let mut cursors = Vec::new();
+    for id in ids {
+        notifier.notify_with("rows", Op::Insert, &json!({ "id": id })).unwrap();
+        let frame = client.next_json().await;
+        assert_eq!(frame["collection"], "rows", "{frame}");
+        assert_eq!(collection_and_id(&frame), ("rows".to_owned(), id), "{frame}");
+        cursors.push(frame["cursor"].as_str().unwrap().to_owned());
+    }
+    cursors
+}
+
+/// The database is restored to an earlier state while an instance runs:
+/// its positions go back, and the next rows take positions the sessions
+/// already saw. The instance notices (the last row it read is gone or is
+/// another row), every session gets `resync`, the log gets a new id so no
+/// cursor of the old one is ever placed again, and what is written after
+/// is delivered.
+async fn a_restore_under_a_running_instance(db: DatabaseConnection, table: &str) {
+    let notifier = notifier(outbox(&db, table).await);
+    wait_ready(&notifier).await;
+    let addr = serve(&notifier).await;
+    let mut client = Client::connect(addr, "").await;
+    let cursors = write_rows(&notifier, &mut client, 1..=5).await;
+
+    restore_to(&db, table, 3).await;
+    for id in 6..=8 {
+        notifier.notify_with("rows", Op::Insert, &json!({ "id": id })).unwrap();
+    }
+    let frame = client.next_json().await;
+    assert_eq!(frame["type"], "resync", "positions 4 and 5 now hold other rows: {frame}");
+    assert!(frame.get("collections").is_none(), "nobody knows what the restore undid: {frame}");
+    let renewed = frame["cursor"].as_str().unwrap();
+    assert_ne!(renewed.split('-').next(), cursors[0].split('-').next(), "a new log id: {renewed}");
+    notifier.notify_with("rows", Op::Insert, &json!({ "id": 9 })).unwrap();
+    assert_eq!(collection_and_id(&client.next_json().await), ("rows".to_owned(), 9));
+
+    // Cursors of the old log, from before the restore point or after it.
+    for old in [&cursors[2], &cursors[4]] {
+        let mut back = Client::connect(addr, &format!("cursor={old}")).await;
+        let frame = back.next_json().await;
+        assert_eq!(frame["type"], "resync", "{old}: {frame}");
+    }
+    notifier.shutdown().await;
+    drop_tables(&db, table).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_restore_under_a_running_instance_resyncs_every_session() {
+    a_restore_under_a_running_instance(sqlite().await, &unique_table()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_restore_under_a_running_instance_resyncs_every_session() {
+    let Some(db) = postgres().await else { return };
+    a_restore_under_a_running_instance(db, &unique_table()).await;
+}
+
+/// The database is restored while the application is stopped, and new
+/// rows take the positions of the lost ones before a client comes back
+/// with a cursor from before the restore: the cursor names a row that is
+/// not the one at its position now (its fingerprint differs), so it gets
+/// `resync` instead of a replay that would skip the new rows. A cursor
+/// from before the restore point names a row the restore kept: it resumes.
+async fn a_cursor_from_before_a_restore(db: DatabaseConnection, table: &str) {
+    let first = notifier(outbox(&db, table).await);
+    wait_ready(&first).await;
+    // Served by a server the test stops: the instance must be gone, as a
+    // stopped application is (a running one would see the restore itself).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().merge(tidings::axum::routes(&first));
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let mut client = Client::connect(addr, "").await;
+    let cursors = write_rows(&first, &mut client, 1..=5).await;
+    first.shutdown().await;
+    server.abort();
+    let _ = server.await;
+    drop((first, client));
+
+    restore_to(&db, table, 3).await;
+    let second = notifier(outbox(&db, table).await);
+    wait_ready(&second).await;
+    let addr = serve(&second).await;
+    let mut watcher = Client::connect(addr, "").await;
+    let after = write_rows(&second, &mut watcher, 6..=8).await;
+    assert_eq!(
+        after.iter().map(|c| common::seq(c)).collect::<Vec<_>>(),
+        [4, 5, 6],
+        "the positions of the lost rows are handed out again"
+    );
+
+    let mut lost = Client::connect(addr, &format!("cursor={}", cursors[4])).await;
+    let frame = lost.next_json().await;
+    assert_eq!(frame["type"], "resync", "position 5 is another row now: {frame}");
+    let mut kept = Client::connect(addr, &format!("cursor={}", cursors[2])).await;
+    for id in 6..=8 {
+        assert_eq!(collection_and_id(&kept.next_json().await), ("rows".to_owned(), id));
+    }
+    second.shutdown().await;
+    drop_tables(&db, table).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_cursor_from_before_a_restore_gets_resync_after_a_restart() {
+    a_cursor_from_before_a_restore(sqlite().await, &unique_table()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_cursor_from_before_a_restore_gets_resync_after_a_restart() {
+    let Some(db) = postgres().await else { return };
+    a_cursor_from_before_a_restore(db, &unique_table()).await;
 }

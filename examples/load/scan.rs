@@ -94,7 +94,9 @@ pub fn frame_cursor(b: &[u8]) -> Option<(CursorForm, u64, u64)> {
     let body = b.strip_suffix(br#""}"#)?;
     let start = body.iter().rposition(|&c| c == b'"')? + 1;
     (start >= KEY.len() && &body[start - KEY.len()..start] == KEY).then_some(())?;
-    let (left, seq) = std::str::from_utf8(&body[start..]).ok()?.split_once('-')?;
+    // `<epoch>-<seq>`, `<ms>-<seq>`, or an outbox's `<log>-<position>-<fingerprint>`.
+    let mut parts = std::str::from_utf8(&body[start..]).ok()?.split('-');
+    let (left, seq) = (parts.next()?, parts.next()?);
     let seq = seq.parse().ok()?;
     if left.len() == 8 && left.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Some((CursorForm::Epoch, u64::from_str_radix(left, 16).ok()?, seq));

@@ -182,7 +182,7 @@ mod tests {
             .from_session(SessionToken::generate());
         let open = OpenFrame::new(&n);
         let capacity = open.text.capacity();
-        let closed = open.close(Cursor::stream(u64::MAX, u64::MAX));
+        let closed = open.close(Cursor::stream_of(u64::MAX, u64::MAX, u32::MAX));
         assert!(closed.as_str().len() <= capacity, "{} > {capacity}", closed.as_str().len());
     }
 }

@@ -156,6 +156,39 @@ struct Ring {
     /// Which collections changed when: what a reader that lost part of the
     /// log is told to reload.
     changes: Changes,
+    /// The cursors of the newest entries evicted, for logs whose cursors
+    /// carry a fingerprint (at most [`GONE_KEPT`] times the capacity): so
+    /// that a cursor older than the log can still be told to name the
+    /// entry this instance had at its position, and get a precise `resync`.
+    gone: VecDeque<Cursor>,
+}
+
+/// How many times the capacity [`Ring::gone`] keeps.
+const GONE_KEPT: usize = 4;
+
+impl Ring {
+    /// Whether `cursor`, a cursor a client sent, names the entry this
+    /// history has (or had) at its position. A cursor without fingerprint
+    /// names whatever is there. One with a fingerprint needs the entry that
+    /// held the position to carry the same one: when this history does not
+    /// know that entry any more, it cannot vouch for the cursor.
+    fn vouches_for(&self, cursor: &Cursor) -> bool {
+        if cursor.fingerprint() == 0 {
+            return true;
+        }
+        let by_position = |c: &Cursor| c.stream_cmp(cursor).unwrap_or(Ordering::Less);
+        let at = |c: &Cursor| by_position(c) == Ordering::Equal;
+        let held = self
+            .entries
+            .binary_search_by(|e| by_position(&e.cursor()))
+            .ok()
+            .map(|i| self.entries[i].cursor());
+        let gone = self.gone.binary_search_by(by_position).ok().map(|i| self.gone[i]);
+        held.or(gone)
+            .or(self.floor.filter(at))
+            .or(Some(self.head).filter(at))
+            .is_some_and(|holder| holder.is_named_by(cursor))
+    }
 }
 
 /// Where a notification sits: its local sequence number and its cursor.
@@ -346,6 +379,7 @@ impl History {
                 floor: None,
                 loaded,
                 changes: Changes::new(Position { seq: 0, cursor: head }),
+                gone: VecDeque::new(),
             }),
         }
     }
@@ -409,7 +443,14 @@ impl History {
         ring.changes.record(&n.collection, n.audience.as_ref(), Position { seq, cursor });
         let evicted = if ring.entries.len() == self.capacity { ring.entries.pop_front() } else { None };
         if let Some(gone) = &evicted {
-            ring.floor = Some(gone.cursor());
+            let cursor = gone.cursor();
+            ring.floor = Some(cursor);
+            if cursor.fingerprint() != 0 {
+                if ring.gone.len() >= self.capacity * GONE_KEPT {
+                    ring.gone.pop_front();
+                }
+                ring.gone.push_back(cursor);
+            }
         }
         let entry = Arc::new(Entry {
             seq,
@@ -509,6 +550,7 @@ impl History {
         ring.head = at;
         ring.floor = Some(at);
         ring.changes.forget_before(Position { seq: ring.next_seq - 1, cursor: at });
+        ring.gone.clear();
         old
     }
 
@@ -594,7 +636,13 @@ impl History {
                 // with no floor, only the stream's beginning, 0-0.
                 let oldest = ring.entries.front().map_or(ring.head, |e| e.cursor());
                 let floor = ring.floor.unwrap_or(Cursor::stream(0, 0));
-                if cursor.stream_cmp(&oldest) == Some(Ordering::Less) && cursor != floor {
+                if cursor.stream_cmp(&oldest) == Some(Ordering::Less) && !floor.is_named_by(&cursor) {
+                    return None;
+                }
+                // A position given again (a restored outbox) to another
+                // entry than the one the client saw: what it missed is not
+                // what comes after it here.
+                if !ring.vouches_for(&cursor) {
                     return None;
                 }
                 match ring.head.stream_cmp(&cursor) {
@@ -643,6 +691,7 @@ impl History {
                 ring.loaded
                     && known.cursor.stream_cmp(&c).is_some_and(Ordering::is_le)
                     && ring.head.stream_cmp(&c).is_some_and(Ordering::is_ge)
+                    && ring.vouches_for(&c)
             }
         };
         if !placeable {
@@ -992,6 +1041,28 @@ mod tests {
         assert_eq!(h.changed_since(Seen::Cursor(id(7)), everything), None, "before the fence");
         h.append_new_at(Notification::new("d", Op::Update), id(10));
         assert_eq!(h.changed_since(Seen::Cursor(id(9)), everything).unwrap(), ["d"]);
+    }
+
+    #[test]
+    fn a_fingerprinted_cursor_places_only_where_its_row_is() {
+        let h = History::for_stream(7, 2);
+        h.mark_loaded();
+        // Position n held by the row with fingerprint 100 + n.
+        let row = |n: u64| Cursor::stream_of(100, n, 100 + n as u32);
+        let other = |n: u64| Cursor::stream_of(100, n, 999);
+        for n in 1..=4 {
+            h.append_new_at(Notification::new(if n == 4 { "b" } else { "a" }, Op::Update), row(n));
+        }
+        // Held: 3 and 4; 2 is the floor; 1 was evicted before it.
+        assert_eq!(h.resume_from(row(3)), Some(4));
+        assert_eq!(h.resume_from(other(3)), None, "another row at position 3");
+        assert_eq!(h.resume_from(row(2)), Some(3), "the floor vouches for itself");
+        assert_eq!(h.resume_from(other(2)), None);
+        assert_eq!(h.resume_from(Cursor::stream(100, 3)), Some(4), "no fingerprint: the position alone");
+        // Evicted, but remembered: a precise answer for the row it was.
+        assert_eq!(h.changed_since(Seen::Cursor(row(1)), everything).unwrap(), ["a", "b"]);
+        assert_eq!(h.changed_since(Seen::Cursor(other(1)), everything), None, "not the row it was");
+        assert_eq!(h.changed_since(Seen::Cursor(other(4)), everything), None);
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub async fn wait_sessions(notifier: &Notifier, n: usize) {
         .unwrap();
 }
 
-/// The sequence part of a cursor string.
+/// The sequence part of a cursor string (`<epoch or log>-<sequence>[-<fingerprint>]`).
 pub fn seq(cursor: &str) -> u64 {
-    cursor.rsplit_once('-').unwrap().1.parse().unwrap()
+    cursor.split('-').nth(1).unwrap().parse().unwrap()
 }

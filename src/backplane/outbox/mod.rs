@@ -47,7 +47,7 @@ const WRITE_BATCH: usize = 256;
 ///   right after the commit loses nothing: the next relay pass, on any
 ///   instance, publishes them.
 /// - **Commit-ordered.** Cursors are positions the relay assigns once a row
-///   is committed (`<log id>-<position>`), so a transaction that commits
+///   is committed (`<log id>-<position>-<fingerprint>`), so a transaction that commits
 ///   late is delivered after, never behind, what clients already hold.
 /// - **Resumable everywhere.** Every instance reads the same log and loads
 ///   its tail at start-up: a client's cursor resumes exactly after a
@@ -76,11 +76,15 @@ const WRITE_BATCH: usize = 256;
 /// On PostgreSQL, each instance keeps one connection of the pool for
 /// `LISTEN` (taken out of the pool, which opens another in its place).
 ///
-/// The log's positions must only grow. Restoring a backup of the database,
-/// or failing over to a replica that missed the last commits, moves them
-/// back: delete the row of `<table>_log` afterwards, so that the next
-/// [`migrate`](Self::migrate) starts a new log (every client then resyncs
-/// once) instead of placing clients' newer cursors in the restored one.
+/// Restoring a backup of the database, or failing over to a replica that
+/// missed the last commits, moves the log's positions back, and the next
+/// rows take positions clients already saw. Nothing needs doing by hand:
+/// - every cursor also names the row at its position (a fingerprint of
+///   its id and creation time), and a cursor whose row is not the one at
+///   its position now gets `resync`, on every instance, restarted or not;
+/// - a running instance that finds the last row it read gone, or another
+///   row in its place, gives the log a new id (every session resyncs once,
+///   and no cursor of the old id places again).
 ///
 /// See `docs/scaling.md` for how it compares with the other engines, and
 /// `docs/benchmarks.md` for what it costs per write.

@@ -181,24 +181,45 @@ pub(crate) async fn log_id<C: ConnectionTrait>(db: &C, names: &Names) -> Result<
     Ok(id as u64)
 }
 
-/// One relayed row: its position and its payload.
+/// One relayed row: its position, its payload, and its fingerprint.
 pub(crate) struct Relayed {
     pub(crate) position: u64,
     pub(crate) payload: String,
+    /// Drawn from the row's id and creation time: a database restored to an
+    /// earlier state hands the same positions to other rows, which have
+    /// other fingerprints (see [`Cursor::Stream`](crate::Cursor::Stream)).
+    pub(crate) fingerprint: u32,
 }
 
-/// Relayed rows after `after`, oldest first, at most `limit`.
-pub(crate) async fn read_after<C: ConnectionTrait>(
+/// What a read found: the log's id, and the relayed rows from a position on.
+pub(crate) struct Read {
+    /// `None` when no row came back (the id is read with the rows).
+    pub(crate) log: Option<u64>,
+    pub(crate) rows: Vec<Relayed>,
+}
+
+/// The relayed rows from position `from` on (that row included, so the
+/// reader can tell it is still the one it read), oldest first, at most
+/// `limit`, with the log's id.
+pub(crate) async fn read_from<C: ConnectionTrait>(
     db: &C,
     names: &Names,
-    after: u64,
+    from: u64,
     limit: usize,
-) -> Result<Vec<Relayed>, DbErr> {
+) -> Result<Read, DbErr> {
     let sql = format!(
-        "SELECT position, payload FROM {} WHERE position > $1 ORDER BY position LIMIT $2",
-        names.table
+        "SELECT position, payload, id, created_ms, (SELECT log_id FROM {}) AS log_id FROM {} \
+         WHERE position >= $1 ORDER BY position LIMIT $2",
+        names.log, names.table
     );
-    rows(db, &sql, vec![(after as i64).into(), (limit as i64).into()]).await
+    let backend = db.get_database_backend();
+    let found =
+        db.query_all_raw(statement(backend, &sql, vec![(from as i64).into(), (limit as i64).into()])).await?;
+    let log = match found.first() {
+        Some(row) => Some(row.try_get::<i64>("", "log_id")? as u64),
+        None => None,
+    };
+    Ok(Read { log, rows: found.iter().map(relayed).collect::<Result<_, _>>()? })
 }
 
 /// The newest `limit` relayed rows, oldest first.
@@ -208,24 +229,49 @@ pub(crate) async fn read_last<C: ConnectionTrait>(
     limit: usize,
 ) -> Result<Vec<Relayed>, DbErr> {
     let sql = format!(
-        "SELECT position, payload FROM {} WHERE position IS NOT NULL ORDER BY position DESC LIMIT $1",
+        "SELECT position, payload, id, created_ms FROM {} WHERE position IS NOT NULL \
+         ORDER BY position DESC LIMIT $1",
         names.table
     );
-    let mut newest_first = rows(db, &sql, vec![(limit as i64).into()]).await?;
+    let backend = db.get_database_backend();
+    let found = db.query_all_raw(statement(backend, &sql, vec![(limit as i64).into()])).await?;
+    let mut newest_first: Vec<Relayed> = found.iter().map(relayed).collect::<Result<_, _>>()?;
     newest_first.reverse();
     Ok(newest_first)
 }
 
-async fn rows<C: ConnectionTrait>(db: &C, sql: &str, values: Vec<Value>) -> Result<Vec<Relayed>, DbErr> {
+fn relayed(row: &sea_orm::QueryResult) -> Result<Relayed, DbErr> {
+    let position: i64 = row.try_get("", "position")?;
+    let id: i64 = row.try_get("", "id")?;
+    let created_ms: i64 = row.try_get("", "created_ms")?;
+    Ok(Relayed {
+        position: position as u64,
+        payload: row.try_get("", "payload")?,
+        fingerprint: fingerprint(id, created_ms),
+    })
+}
+
+/// A row's fingerprint: FNV-1a over its id and creation time, folded to 32
+/// bits, never 0 (which means "none" in a cursor).
+fn fingerprint(id: i64, created_ms: i64) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.to_le_bytes().iter().chain(&created_ms.to_le_bytes()) {
+        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let folded = (hash ^ (hash >> 32)) as u32;
+    folded.max(1)
+}
+
+/// Gives the log a new id, later than `old`, unless its id is no longer
+/// `old` (another instance renewed it, or the table was created anew);
+/// returns the log's id either way. For a log this instance no longer
+/// recognises: cursors of the old id then never place in it.
+pub(crate) async fn renew_log_id(db: &DatabaseConnection, names: &Names, old: u64) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
-    db.query_all_raw(statement(backend, sql, values))
-        .await?
-        .iter()
-        .map(|row| {
-            let position: i64 = row.try_get("", "position")?;
-            Ok(Relayed { position: position as u64, payload: row.try_get("", "payload")? })
-        })
-        .collect()
+    let new = (now_ms() as u64).max(old + 1);
+    let sql = format!("UPDATE {} SET log_id = $1 WHERE log_id = $2", names.log);
+    db.execute_raw(statement(backend, &sql, vec![(new as i64).into(), (old as i64).into()])).await?;
+    log_id(db, names).await
 }
 
 /// Gives the next positions to up to `limit` rows that are visible and not
