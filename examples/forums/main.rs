@@ -37,13 +37,31 @@ use std::process::ExitCode;
 
 use axum::Json;
 use axum::routing::get;
+use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sea_orm::{DatabaseConnection, DbErr};
 use tidings::backplane::{self, Backplane, Memory, Outbox};
 use tidings::{Config, Notifier};
 
-const USAGE: &str = "usage: forums [--addr HOST:PORT] [--backplane memory|redis://…|postgres://…] [--no-relay]   \
-                     (DATABASE_URL selects the database; the default backplane is the outbox in it)";
+/// A small forum application kept live with tidings.
+#[derive(Debug, Parser)]
+#[command(
+    name = "forums",
+    after_help = "DATABASE_URL selects the database (default: the SQLite file ./forums.db); \
+                  the default backplane is the outbox in it."
+)]
+struct Args {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Where notifications go: `outbox` (in the application's database),
+    /// `memory` (this process only), or a `redis://…` or `postgres://…` URL.
+    #[arg(long, value_name = "outbox|memory|URL", default_value = "outbox")]
+    backplane: String,
+    /// With the outbox: write and serve, but leave relaying to other instances.
+    #[arg(long)]
+    no_relay: bool,
+}
 
 /// Where notifications go.
 enum Choice {
@@ -56,34 +74,15 @@ enum Choice {
     Url(Box<dyn Backplane>),
 }
 
-/// The command line: where to listen, and where notifications go.
-fn parse_args() -> Result<(SocketAddr, Choice), String> {
-    let mut addr = "127.0.0.1:3000".to_owned();
-    let mut choice = Choice::Outbox { relay: true };
-    let mut relay = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            a if a.starts_with("--addr=") => addr = a["--addr=".len()..].to_owned(),
-            "--backplane" => {
-                let url = args.next().ok_or("--backplane needs a value")?;
-                choice = match url.as_str() {
-                    "memory" => Choice::Memory,
-                    "outbox" => Choice::Outbox { relay: true },
-                    url => Choice::Url(backplane::from_url(url).map_err(|e| e.to_string())?),
-                };
-            }
-            "--no-relay" => relay = false,
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
+impl Args {
+    /// Where notifications go, or why the `--backplane` URL is refused.
+    fn choice(&self) -> Result<Choice, String> {
+        Ok(match self.backplane.as_str() {
+            "outbox" => Choice::Outbox { relay: !self.no_relay },
+            "memory" => Choice::Memory,
+            url => Choice::Url(backplane::from_url(url).map_err(|e| format!("bad --backplane: {e}"))?),
+        })
     }
-    if let Choice::Outbox { relay: r } = &mut choice {
-        *r = relay;
-    }
-    let addr = addr.parse().map_err(|e| format!("bad --addr {addr:?}: {e}"))?;
-    Ok((addr, choice))
 }
 
 /// The backplane for `choice`: the outbox's tables are created first.
@@ -144,8 +143,10 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let (addr, choice) = match parse_args() {
-        Ok(args) => args,
+    // Bad arguments: clap prints why and the usage, and exits with 2.
+    let args = Args::parse();
+    let (addr, choice) = match args.choice() {
+        Ok(choice) => (args.addr, choice),
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);

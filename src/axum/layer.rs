@@ -14,7 +14,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::SESSION_HEADER;
-use crate::{Batch, Notifier, Rejection, SessionId, SessionToken};
+use crate::{Batch, Notifier, Rejection, SessionToken};
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)
 /// and commits it once the response is produced, if its status is 2xx. It
@@ -136,14 +136,6 @@ fn originator(headers: &http::HeaderMap) -> Result<Option<SessionToken>, Rejecti
     let value = value.to_str().unwrap_or_default();
     if let Ok(token) = value.parse() {
         return Ok(Some(token));
-    }
-    // A public session id, as clients before the token sent (a page still
-    // running an older tidings.js, or connected to an older instance during
-    // a rolling deploy): it proves nothing, so it skips nobody, but the
-    // write itself goes through.
-    if value.len() == 16 && value.parse::<SessionId>().is_ok() {
-        tracing::debug!("tidings: a session id instead of a token in the tidings-session header; ignored");
-        return Ok(None);
     }
     Err(Rejection::new(
         StatusCode::BAD_REQUEST,

@@ -158,8 +158,7 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
         return "notification";
       case "hello":
         sessionId = frame.session ?? null;
-        // Servers before the token was added take the session id instead.
-        token = typeof frame.token === "string" ? frame.token : sessionId;
+        token = typeof frame.token === "string" ? frame.token : null;
         moveCursor(frame);
         return "hello";
       case "resync": // notifications were lost: reload what they were about

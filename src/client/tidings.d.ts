@@ -27,10 +27,10 @@ export interface HelloFrame {
   session: string;
   /**
    * This connection's secret, sent in the `tidings-session` header of the
-   * page's own writes. Absent from servers that predate it. The client keeps
-   * it to itself: `live` does not expose it.
+   * page's own writes. The client keeps it to itself: `live` does not
+   * expose it.
    */
-  token?: string;
+  token: string;
   /** Where this session's stream starts. */
   cursor: string;
 }

@@ -375,13 +375,13 @@ test("client: fetch adds the session header once live", async () => {
   await live.fetch("/api/forums");
   assert.equal(env.requests[0].init.headers.get("tidings-session"), null, "no session yet");
   env.sockets[0].open();
-  env.sockets[0].receive(hello("e-1", "00000000000000b2"));
+  env.sockets[0].receive(hello("e-1", "00000000000000b2", "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"));
   await live.fetch("/api/forums", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" });
   const { input, init } = env.requests[1];
   assert.equal(input, "/api/forums");
   assert.equal(init.method, "POST");
   assert.equal(init.body, "{}");
-  assert.equal(init.headers.get("tidings-session"), "00000000000000b2");
+  assert.equal(init.headers.get("tidings-session"), "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2");
   assert.equal(init.headers.get("content-type"), "application/json");
   live.close();
 });
@@ -405,10 +405,10 @@ test("client: fetch sends the token from hello, never exposing it", async () => 
   assert.equal(env.requests[1].init.headers.get("tidings-session"), null, "no header while offline");
   env.runRetry();
   env.sockets[1].open();
-  env.sockets[1].receive(hello("e-1", "00000000000000d4")); // an older server: no token
+  env.sockets[1].receive(hello("e-1", "00000000000000d4", null)); // a hello without a token
   await live.fetch("/api/forums", { method: "POST" });
-  assert.equal(env.requests[2].init.headers.get("tidings-session"), "00000000000000d4",
-    "without a token the session id is sent, as older servers expect");
+  assert.equal(env.requests[2].init.headers.get("tidings-session"), null,
+    "without a token no header: the public session id proves nothing");
   live.close();
   await live.fetch("/api/forums", { method: "POST" });
   assert.equal(env.requests[3].init.headers.get("tidings-session"), null, "closed: no header");

@@ -91,6 +91,7 @@ export function fakeEnvironment() {
 }
 
 /** A `hello` frame; without `token`, as older servers send it. */
-export const hello = (cursor, session = "00000000000000a1", token) => (
-  token === undefined ? { type: "hello", session, cursor } : { type: "hello", session, token, cursor });
+/** A `hello`; the token defaults to one made from the session id (`null`: none). */
+export const hello = (cursor, session = "00000000000000a1", token = `${session}${session}`) => (
+  token === null ? { type: "hello", session, cursor } : { type: "hello", session, token, cursor });
 export const note = (collection, cursor, data) => ({ collection, op: "insert", data, cursor });

@@ -43,8 +43,8 @@ test("session: hello gives the session id, the token (in the header only) and th
   assert.equal(session.withSessionHeader("/api").headers.get(SESSION_HEADER), null);
   assert.equal(session.cursor, "e-2", "the cursor outlives the session");
 
-  session.receive(hello("e-3", "00000000000000b2")); // an older server: no token
-  assert.equal(session.withSessionHeader("/api").headers.get(SESSION_HEADER), "00000000000000b2");
+  session.receive(hello("e-3", "00000000000000b2", null)); // a hello without a token
+  assert.equal(session.withSessionHeader("/api").headers.get(SESSION_HEADER), null, "the public id is never sent");
   assert.equal(createSession({ cursor: "" }).cursor, null, "an empty cursor is none");
 });
 

@@ -9,14 +9,13 @@
 //! request layer sends them only if the response is a success. Handlers
 //! never notify by hand.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
 };
 use serde::Serialize;
 use tidings::sea_orm::Transaction;
 use tidings::{Batch, Notify, Op};
+use time::format_description::well_known::Rfc3339;
 
 use super::entity::{forum, post};
 
@@ -183,17 +182,8 @@ impl Repository {
 
 /// The current time as RFC 3339 in UTC, to the second (`2025-01-31T09:05:00Z`).
 fn now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let now = time::OffsetDateTime::now_utc();
+    // Whole seconds: RFC 3339 then has no fraction. (Formatting a UTC time
+    // as RFC 3339 cannot fail for years 0 to 9999.)
+    now.replace_nanosecond(0).unwrap_or(now).format(&Rfc3339).unwrap_or_default()
 }
