@@ -35,16 +35,16 @@
 //! Data walks one way: caller → notifier → backplane → hub → session
 //! writer → socket. Each module holds one part of that walk:
 //!
-//! | module | holds | uses |
+//! | module | holds | uses (its imports) |
 //! | --- | --- | --- |
-//! | `notification`, `cursor`, `token` | the data: [`Notification`], [`Op`], [`Cursor`], [`SessionId`], [`SessionToken`] | — |
-//! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | hub, backplane |
-//! | `config`, `identity` | [`Config`], [`Identity`] and [`Rejection`] | backplane |
-//! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Outbox` (in the application's database), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | data only |
-//! | `hub` | the history (the frames every session reads), the session registry, the fan-out (an index of sessions by subscription, the task that hands each entry to the mailboxes of those that may receive it), a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | backplane (as a [`Receiver`](backplane::Receiver)) |
-//! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, snapshot cursors, `serve` | hub |
-//! | [`sea_orm`] | transaction-scoped notifications | handles, backplane |
-//! | [`metrics`] | every metric's name and description, and the handles the hot paths record through | — |
+//! | `notification`, `cursor`, `token` | the data: [`Notification`], [`Op`], [`Cursor`], [`SessionId`], [`SessionToken`] | each other only (a notification names a session) |
+//! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | the data; the notifier: hub, backplane, config; a batch: the notifier it publishes through, backplane |
+//! | `config`, `identity` | [`Config`], [`Identity`] and [`Rejection`] | config: backplane (its default engine), identity (the authorize hook's result); identity: hub (its filters, [`Where`]) |
+//! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Outbox` (in the application's database), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | the data, metrics |
+//! | `hub` | the history (the frames every session reads), the session registry, the fan-out (an index of sessions by subscription, the task that hands each entry to the mailboxes of those that may receive it), a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | the data, backplane (as a [`Receiver`](backplane::Receiver)), config, identity, metrics |
+//! | [`axum`] | the transports: routes, admission and origin checks, WebSocket, SSE, the browser client, the request layer, snapshot cursors, `serve` | hub, the handles, config, identity, metrics |
+//! | [`sea_orm`] | transaction-scoped notifications | the handles (a batch), backplane (the outbox's table) |
+//! | [`metrics`] | every metric's name and description, and the handles the hot paths record through | identity (a rejection's code) |
 //!
 //! The wire protocol is in `docs/protocol.md`, the browser client in
 //! `docs/client.md`, the backplanes' guarantees in `docs/scaling.md`.
@@ -73,6 +73,6 @@ pub use cursor::{Cursor, InvalidCursor};
 pub use hub::Where;
 pub use identity::{Identity, Rejection};
 pub use notification::{Notification, Op};
-pub use notifier::{Health, Notifier};
+pub use notifier::{Health, HealthStatus, Notifier};
 pub use notify::Notify;
 pub use token::{InvalidSessionToken, SessionId, SessionToken};

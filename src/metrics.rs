@@ -41,6 +41,8 @@ use metrics::{
 };
 
 use crate::Rejection;
+#[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
+use crate::backplane::Engine;
 
 /// Gauge: the sessions connected to this instance, by `transport` (`ws`,
 /// `sse`).
@@ -216,20 +218,65 @@ pub(crate) fn slow_reader_closed() {
 
 /// Counts a failed backplane operation (the engine logs or reports why).
 #[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
-pub(crate) fn backplane_error(backplane: &'static str, operation: &'static str) {
-    counter!(BACKPLANE_ERRORS, "backplane" => backplane, "operation" => operation).increment(1);
+pub(crate) fn backplane_error(engine: Engine, operation: Operation) {
+    counter!(BACKPLANE_ERRORS, "backplane" => engine.name(), "operation" => operation.label()).increment(1);
+}
+
+/// What a backplane was doing when it failed: the `operation` label of
+/// [`BACKPLANE_ERRORS`].
+#[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Operation {
+    /// Handing notifications to the engine.
+    Publish,
+    /// Keeping the connection that receives them (LISTEN, XREAD).
+    Listen,
+    /// Reading the outbox's rows.
+    #[cfg(feature = "outbox")]
+    Read,
+    /// A relay pass of the outbox.
+    #[cfg(feature = "outbox")]
+    Relay,
+}
+
+#[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
+impl Operation {
+    fn label(self) -> &'static str {
+        match self {
+            Operation::Publish => "publish",
+            Operation::Listen => "listen",
+            #[cfg(feature = "outbox")]
+            Operation::Read => "read",
+            #[cfg(feature = "outbox")]
+            Operation::Relay => "relay",
+        }
+    }
 }
 
 /// Counts a listening connection established again after a loss.
 #[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
-pub(crate) fn backplane_reconnected(backplane: &'static str) {
-    counter!(BACKPLANE_RECONNECTS, "backplane" => backplane).increment(1);
+pub(crate) fn backplane_reconnected(engine: Engine) {
+    counter!(BACKPLANE_RECONNECTS, "backplane" => engine.name()).increment(1);
 }
 
 /// Counts outbox rows relayed or read.
 #[cfg(feature = "outbox")]
-pub(crate) fn outbox_rows(stage: &'static str, rows: usize) {
+pub(crate) fn outbox_rows(stage: Stage, rows: usize) {
+    let stage = match stage {
+        Stage::Relayed => "relayed",
+        Stage::Read => "read",
+    };
     counter!(OUTBOX_ROWS, "stage" => stage).increment(rows as u64);
+}
+
+/// Where outbox rows were counted: the `stage` label of [`OUTBOX_ROWS`].
+#[cfg(feature = "outbox")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stage {
+    /// Given their positions by a relay pass.
+    Relayed,
+    /// Read by an instance's reader.
+    Read,
 }
 
 /// Gives the recorder installed now each series' unit and meaning.

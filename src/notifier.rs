@@ -73,7 +73,7 @@ impl Notifier {
         let degraded = self.hub.degraded();
         Health {
             backplane: self.hub.config.backplane.name(),
-            status: if degraded.is_some() { "degraded" } else { "ok" },
+            status: if degraded.is_some() { HealthStatus::Degraded } else { HealthStatus::Ok },
             reason: degraded,
             sessions: self.session_count(),
             cursor: self.cursor().to_string(),
@@ -219,6 +219,44 @@ impl std::fmt::Debug for Notifier {
     }
 }
 
+/// Whether the notifier reaches every session it should: the `status` of
+/// [`Health`], `"ok"` or `"degraded"` in JSON.
+///
+/// ```
+/// use tidings::{HealthStatus, Notifier};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let health = Notifier::new().health();
+/// assert_eq!(health.status, HealthStatus::Ok);
+/// assert_eq!(serde_json::to_value(&health).unwrap()["status"], "ok");
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Notifications reach this instance's sessions.
+    Ok,
+    /// The backplane is unreachable: notifications from other instances do
+    /// not arrive (see [`Health::reason`]); sessions resync when it is back.
+    Degraded,
+}
+
+impl HealthStatus {
+    /// `"ok"` or `"degraded"`, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Degraded => "degraded",
+        }
+    }
+}
+
+impl std::fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What [`Notifier::health`] reports; serializes to JSON for a health route.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Health {
@@ -226,7 +264,7 @@ pub struct Health {
     /// `redis`, `postgres`, or an outside engine's.
     pub backplane: &'static str,
     /// `ok`, or `degraded` while the backplane is unreachable.
-    pub status: &'static str,
+    pub status: HealthStatus,
     /// Why it is degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

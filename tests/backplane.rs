@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use common::{Client, serve};
 use serde_json::{Value, json};
 use tidings::backplane::Backplane;
-use tidings::{Config, Notification, Notifier, Notify, Op, PublishError};
+use tidings::{Config, HealthStatus, Notification, Notifier, Notify, Op, PublishError};
 use tokio::time::timeout;
 
 /// The server URL from `var`, or `None` (skip) outside CI.
@@ -218,7 +218,7 @@ mod redis_backplane {
             assert_eq!(before.len(), 1, "{before:?}");
             assert_eq!(before[0]["collection"], "during", "{before:?}");
         }
-        assert_eq!(a.health().status, "ok");
+        assert_eq!(a.health().status, HealthStatus::Ok);
     }
 
     #[tokio::test]
@@ -232,7 +232,7 @@ mod redis_backplane {
                 "{result:?}"
             );
         }
-        assert_eq!(notifier.health().status, "degraded");
+        assert_eq!(notifier.health().status, HealthStatus::Degraded);
     }
 
     #[tokio::test]
@@ -242,7 +242,7 @@ mod redis_backplane {
         let result = timeout(LIMIT, notifier.publish(Notification::new("forums", Op::Insert))).await.unwrap();
         assert!(matches!(result, Err(PublishError::Backplane(_))), "{result:?}");
         let health = notifier.health();
-        assert_eq!(health.status, "degraded");
+        assert_eq!(health.status, HealthStatus::Degraded);
         assert!(health.reason.unwrap().contains("Redis"));
     }
 }

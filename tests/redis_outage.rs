@@ -15,7 +15,7 @@ use common::{Client, LIMIT, serve};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tidings::backplane::Redis;
-use tidings::{Config, Notification, Notifier, Op};
+use tidings::{Config, HealthStatus, Notification, Notifier, Op};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, timeout, timeout_at};
@@ -185,7 +185,7 @@ fn is_resync(frame: &Value) -> bool {
 /// polled, bounded).
 async fn until_healthy(a: &Notifier, b: &Notifier, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while a.health().status != "ok" || b.health().status != "ok" {
+    while a.health().status != HealthStatus::Ok || b.health().status != HealthStatus::Ok {
         assert!(
             Instant::now() < deadline,
             "still degraded after {limit:?}: A {:?}, B {:?}",
@@ -272,7 +272,7 @@ async fn a_publication_refused_while_listeners_are_up_means_resync_everywhere() 
     let () = redis.command(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1)).await;
     let refused = timeout(LIMIT, a.0.publish(note("refused", 0))).await.unwrap();
     assert!(refused.is_err(), "{refused:?}");
-    assert_eq!(a.0.health().status, "degraded");
+    assert_eq!(a.0.health().status, HealthStatus::Degraded);
     let () = redis.command(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0)).await;
 
     let deadline = Instant::now() + RECONNECT_LIMIT;
@@ -302,7 +302,7 @@ async fn health_returns_to_ok_after_a_redis_restart_without_a_write() {
     for instance in [&a.0, &b.0] {
         let result = timeout(LIMIT, instance.publish(note("during", 0))).await.unwrap();
         assert!(result.is_err(), "{result:?}");
-        assert_eq!(instance.health().status, "degraded");
+        assert_eq!(instance.health().status, HealthStatus::Degraded);
     }
     redis.restart().await;
     until_healthy(&a.0, &b.0, RECONNECT_LIMIT).await;

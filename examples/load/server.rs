@@ -326,7 +326,7 @@ async fn stats(State(hub): State<Hub>) -> Response {
             let health = notifier.health();
             let status = match health.reason {
                 Some(reason) => format!("{}: {reason}", health.status),
-                None => health.status.to_owned(),
+                None => health.status.to_string(),
             };
             (health.sessions, health.cursor, status)
         }

@@ -22,7 +22,7 @@ pub struct Memory;
 
 impl Backplane for Memory {
     fn name(&self) -> &'static str {
-        "in-process"
+        super::Engine::Memory.name()
     }
 
     fn start(&self, _hub: Weak<dyn Receiver>) -> Box<dyn Link> {

@@ -50,6 +50,34 @@ pub use postgres::Postgres;
 #[cfg(feature = "redis")]
 pub use redis::Redis;
 
+/// The engines this crate has: the names they go by in health reports,
+/// metrics labels and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engine {
+    Memory,
+    #[cfg(feature = "outbox")]
+    Outbox,
+    #[cfg(feature = "redis")]
+    Redis,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+impl Engine {
+    /// `in-process`, `outbox`, `redis` or `postgres`.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Engine::Memory => "in-process",
+            #[cfg(feature = "outbox")]
+            Engine::Outbox => "outbox",
+            #[cfg(feature = "redis")]
+            Engine::Redis => "redis",
+            #[cfg(feature = "postgres")]
+            Engine::Postgres => "postgres",
+        }
+    }
+}
+
 /// An engine that carries notifications between the instances of an
 /// application: the configuration, from which each
 /// [`Notifier`](crate::Notifier) starts its own [`Link`].

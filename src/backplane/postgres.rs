@@ -15,6 +15,8 @@ use tracing::Instrument;
 use super::envelope::decode;
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
+use crate::backplane::Engine;
+use crate::metrics::Operation;
 
 /// How long the listener may be idle before its connection is checked.
 const IDLE_CHECK: Duration = Duration::from_secs(30);
@@ -73,7 +75,7 @@ fn check_size(payload: &str) -> Result<(), PublishError> {
 
 impl Backplane for Postgres {
     fn name(&self) -> &'static str {
-        "postgres"
+        Engine::Postgres.name()
     }
 
     fn start(&self, hub: Weak<dyn Receiver>) -> Box<dyn Link> {
@@ -181,7 +183,7 @@ async fn publish(
         // them in the order it is called.
         let span = tracing::debug_span!(
             "tidings.backplane.publish",
-            backplane = "postgres",
+            backplane = Engine::Postgres.name(),
             notifications = payloads.len()
         );
         let result = sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
@@ -192,7 +194,7 @@ async fn publish(
             .await
             .map(|_| ())
             .map_err(|e| PublishError::Backplane(format!("pg_notify failed: {e}")));
-        report_publisher(&hub, "postgres", &result);
+        report_publisher(&hub, Engine::Postgres, &result);
         fits.into_iter().for_each(|out| out.finish(result.clone()));
     }
 }
@@ -203,12 +205,11 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
     let mut connected_before = false;
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let span =
-            tracing::info_span!("tidings.backplane.connect", backplane = "postgres", channel = %channel);
+        let span = tracing::info_span!("tidings.backplane.connect", backplane = Engine::Postgres.name(), channel = %channel);
         let mut listener = match open(&listener_options, &channel).instrument(span).await {
             Ok(l) => l,
             Err(e) => {
-                crate::metrics::backplane_error("postgres", "listen");
+                crate::metrics::backplane_error(Engine::Postgres, Operation::Listen);
                 strong.degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
                 drop(strong);
                 backoff.wait().await;
@@ -222,7 +223,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
         strong.interrupt(None);
         strong.degraded(Part::Listener, None);
         if std::mem::replace(&mut connected_before, true) {
-            crate::metrics::backplane_reconnected("postgres");
+            crate::metrics::backplane_reconnected(Engine::Postgres);
         }
         backoff.reset();
         drop(strong);
@@ -260,7 +261,7 @@ async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiv
                 }
             }
         };
-        crate::metrics::backplane_error("postgres", "listen");
+        crate::metrics::backplane_error(Engine::Postgres, Operation::Listen);
         let Some(strong) = hub.upgrade() else { return };
         strong.degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
         drop(strong);

@@ -22,6 +22,8 @@ use tracing::Instrument;
 use super::envelope::decode;
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
+use crate::backplane::Engine;
+use crate::metrics::Operation;
 use crate::{Cursor, Notification};
 
 /// How long one `XREAD` blocks before it is sent again.
@@ -84,7 +86,7 @@ impl Redis {
 
 impl Backplane for Redis {
     fn name(&self) -> &'static str {
-        "redis"
+        Engine::Redis.name()
     }
 
     fn assigns_cursors(&self) -> bool {
@@ -148,7 +150,7 @@ async fn publish(
         }
         let span = tracing::debug_span!(
             "tidings.backplane.publish",
-            backplane = "redis",
+            backplane = Engine::Redis.name(),
             publications = batch.len()
         );
         let result = publisher.send(&batch).instrument(span).await;
@@ -161,7 +163,7 @@ fn report(hub: &Weak<dyn Receiver>, result: &Result<(), PublishError>, backoff: 
     if result.is_ok() {
         backoff.reset();
     }
-    report_publisher(hub, "redis", result);
+    report_publisher(hub, Engine::Redis, result);
 }
 
 /// The publishing side: one connection, replaced whenever it fails.
@@ -291,13 +293,13 @@ async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
     let mut connected_before = false;
     loop {
         let Some(strong) = hub.upgrade() else { return };
-        let span = tracing::info_span!("tidings.backplane.connect", backplane = "redis", key = %options.key);
+        let span = tracing::info_span!("tidings.backplane.connect", backplane = Engine::Redis.name(), key = %options.key);
         let connected =
             client.get_multiplexed_async_connection_with_config(&config).instrument(span.clone()).await;
         let mut connection = match connected {
             Ok(c) => c,
             Err(e) => {
-                crate::metrics::backplane_error("redis", "listen");
+                crate::metrics::backplane_error(Engine::Redis, Operation::Listen);
                 strong.degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
                 drop(strong);
                 backoff.wait().await;
@@ -308,7 +310,7 @@ async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
         let current = match prepared {
             Ok(current) => current,
             Err(e) => {
-                crate::metrics::backplane_error("redis", "listen");
+                crate::metrics::backplane_error(Engine::Redis, Operation::Listen);
                 strong.degraded(Part::Listener, Some(format!("Redis: {e}")));
                 drop(strong);
                 backoff.wait().await;
@@ -317,13 +319,13 @@ async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
         };
         strong.degraded(Part::Listener, None);
         if std::mem::replace(&mut connected_before, true) {
-            crate::metrics::backplane_reconnected("redis");
+            crate::metrics::backplane_reconnected(Engine::Redis);
         }
         backoff.reset();
         drop(strong);
 
         let error = read(&mut connection, &options, &hub, current).await;
-        crate::metrics::backplane_error("redis", "listen");
+        crate::metrics::backplane_error(Engine::Redis, Operation::Listen);
         let Some(strong) = hub.upgrade() else { return };
         strong.degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
         drop(strong);

@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{Done, Part, Publication, PublishError, Receiver, envelope};
+use crate::backplane::Engine;
+use crate::metrics::Operation;
 
 /// A publication encoded on the caller's side (so the publishing task only
 /// sends bytes), waiting in the queue to the publishing task.
@@ -48,13 +50,9 @@ impl Queue {
 
 /// Reports how the last publication went as the publisher's health, and
 /// counts a failure in the `backplane`'s metrics.
-pub(crate) fn report_publisher(
-    hub: &Weak<dyn Receiver>,
-    backplane: &'static str,
-    result: &Result<(), PublishError>,
-) {
+pub(crate) fn report_publisher(hub: &Weak<dyn Receiver>, engine: Engine, result: &Result<(), PublishError>) {
     if result.is_err() {
-        crate::metrics::backplane_error(backplane, "publish");
+        crate::metrics::backplane_error(engine, Operation::Publish);
     }
     report(hub, Part::Publisher, result.as_ref().err().map(ToString::to_string));
 }

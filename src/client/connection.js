@@ -52,10 +52,11 @@ import { createFallback, openTransport, transportUrl } from "./transport.js";
  * @property {() => void} open  opens a connection, unless one is open or opening
  * @property {() => void} reconnect  closes the connection (if any) and opens a new one now
  * @property {() => void} confirmed  `hello` arrived: the connection is live
- * @property {(collections: string[], filters?: Record<string, object[]>, cursors?: Record<string, string>) => void} announce
+ * @property {(collections: string[], filters?: Record<string, object[]>, cursors?: Record<string, string[]>) => boolean} announce
  *   the page subscribes to `collections` (with these filters, from these cursors: the server
- *   replays what came after them): sends a `subscribe` frame for
- *   those the connection lacks or has with another filter (on SSE, reconnects with them)
+ *   replays what came after them): sends `subscribe` frames for those the connection lacks,
+ *   has with another filter, or that start at a cursor (on SSE, reconnects with them);
+ *   false when no connection is live (the next `hello` announces them)
  * @property {(collection: string) => void} retract  the page no longer shows `collection`
  * @property {() => void} reauthenticate  the server said the session must re-authenticate
  *   (an SSE `reauthenticate` frame): as a 4401 close
@@ -187,26 +188,33 @@ export function keepConnection(options) {
 
   function announce(collections, filters, cursors) {
     const c = current;
-    if (!c || !c.gotHello || c.collections === null) return; // null: it receives all
-    const changed = collections.filter((name) => c.collections.get(name) !== filterKey(filters, name));
-    if (changed.length === 0) return;
+    if (!c || !c.gotHello) return false;
+    if (c.collections === null) return true; // it receives all
+    // What the connection lacks or has with another filter, and what must
+    // start at a cursor (a subscriber added since: its read may be older
+    // than what the connection has seen).
+    const differs = (name) => c.collections.get(name) !== filterKey(filters, name);
     if (c.kind === "sse") {
-      reconnect(); // the list is in the URL
-      return;
+      // The list is in the URL: reconnect, resuming from the session's
+      // cursor (SSE has no way to start one collection at another).
+      if (collections.some(differs)) reconnect();
+      return true;
     }
+    const changed = collections.filter((name) => differs(name) || cursors?.[name]?.length > 0);
+    if (changed.length === 0) return true;
     for (const name of changed) c.collections.set(name, filterKey(filters, name));
-    /** One frame for names without filter that start at the same cursor; one per filtered name. */
-    const frame = (names, where) => {
-      const cursor = cursors?.[names[0]];
-      return { type: "subscribe", collections: names, ...(where ? { where } : {}), ...(cursor ? { cursor } : {}) };
-    };
-    const unfiltered = new Map();
-    for (const name of changed.filter((n) => !filters?.[n])) {
-      const key = cursors?.[name] ?? "";
-      unfiltered.set(key, [...(unfiltered.get(key) ?? []), name]);
+    const frame = (names, where, cursor) =>
+      ({ type: "subscribe", collections: names, ...(where ? { where } : {}), ...(cursor ? { cursor } : {}) });
+    // Names without filter or cursor go in one frame; the others one frame
+    // per cursor (the server replays after each: one notification may come
+    // twice, none is missed).
+    const plain = changed.filter((n) => !filters?.[n] && !(cursors?.[n]?.length > 0));
+    if (plain.length > 0) c.transport.send(frame(plain));
+    for (const name of changed.filter((n) => !plain.includes(n))) {
+      const starts = cursors?.[name]?.length > 0 ? cursors[name] : [undefined];
+      for (const cursor of starts) c.transport.send(frame([name], filters?.[name], cursor));
     }
-    for (const names of unfiltered.values()) c.transport.send(frame(names));
-    for (const name of changed.filter((n) => filters?.[n])) c.transport.send(frame([name], filters[name]));
+    return true;
   }
 
   function retract(collection) {

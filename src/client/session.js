@@ -90,8 +90,8 @@ export function matchesWhere(where, frame) {
  * @property {(frame: object) => boolean} [filter]  notifications it does not pass are
  *   skipped (a `resync` that concerns its collection reaches it whatever the filter)
  * @property {() => unknown} trigger  called for every notification and `resync` it gets
- * @property {string|null} [cursor]  the cursor of the read behind it: a `subscribe` frame that
- *   adds it to a live session carries it, and the server replays what came after it
+ * @property {string|null} [cursor]  the cursor of the read behind it, until a `subscribe` frame
+ *   carried it to a live session (the server replays what came after it)
  */
 
 /**
@@ -105,8 +105,10 @@ export function matchesWhere(where, frame) {
  * @property {string[]} collections  the collections with at least one subscriber (read-only)
  * @property {Record<string, object[]>} filters  for each collection whose subscribers all
  *   have a `where`, those filters (any may match): what the server is asked to send (read-only)
- * @property {Record<string, string>} cursors  for each collection, the cursor of its newest
- *   subscriber, if it has one (read-only)
+ * @property {Record<string, string[]>} pendingCursors  for each collection, the distinct
+ *   cursors of its subscribers that no `subscribe` frame has carried yet (read-only)
+ * @property {(cursor?: string|null) => void} announced  the pending cursors (those equal to
+ *   `cursor`, if given: a connection resumes from it) were carried to the server
  * @property {(collection: string, subscriber: Subscriber) => () => boolean} subscribe
  *   adds a subscriber; returns its removal, which returns true when that left
  *   the collection without subscribers (the server can stop sending it)
@@ -229,13 +231,20 @@ export function createSession({ cursor: initialCursor = null, log = console } = 
       }
       return filters;
     },
-    get cursors() {
-      const cursors = {};
+    get pendingCursors() {
+      const pending = {};
       for (const [collection, subscribers] of subscriptions) {
-        const newest = [...subscribers].at(-1);
-        if (newest?.cursor) cursors[collection] = newest.cursor;
+        const cursors = new Set([...subscribers].map((s) => s.cursor).filter(Boolean));
+        if (cursors.size > 0) pending[collection] = [...cursors];
       }
-      return cursors;
+      return pending;
+    },
+    announced(covered) {
+      for (const subscribers of subscriptions.values()) {
+        for (const subscriber of subscribers) {
+          if (covered === undefined || subscriber.cursor === covered) subscriber.cursor = null;
+        }
+      }
     },
     subscribe,
     receive,

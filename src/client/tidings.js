@@ -182,7 +182,11 @@ export function connect(options = {}) {
   const session = createSession({ cursor: config.cursor, log: env.log });
   const connection = keepConnection({
     ...config,
-    query: () => ({ cursor: session.cursor, collections: session.collections, filters: session.filters }),
+    query: () => {
+      // What the connection resumes from covers the subscribers that start there.
+      session.announced(session.cursor);
+      return { cursor: session.cursor, collections: session.collections, filters: session.filters };
+    },
     isHidden: () => Boolean(env.document?.hidden),
     onFrame: handleFrame,
     onState: state.set,
@@ -200,7 +204,12 @@ export function connect(options = {}) {
     if (kind !== "hello") return;
     connection.confirmed();
     state.set("live");
-    connection.announce(session.collections, session.filters, session.cursors);
+    announce();
+  }
+
+  /** Tells the live connection what the page subscribes to, and from where. */
+  function announce() {
+    if (connection.announce(session.collections, session.filters, session.pendingCursors)) session.announced();
   }
 
   /** @type {Live["subscribe"]} */
@@ -222,11 +231,11 @@ export function connect(options = {}) {
     const remove = session.subscribe(collection, {
       filter, where: where ?? undefined, trigger: coalescer.trigger, cursor: from,
     });
-    connection.announce(session.collections, session.filters, from ? { [collection]: from } : undefined);
+    announce();
     return function unsubscribe() {
       if (remove()) connection.retract(collection);
       // Another subscriber's filter may be all that is left: narrow to it.
-      else connection.announce(session.collections, session.filters);
+      else announce();
     };
   }
 

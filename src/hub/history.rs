@@ -156,15 +156,57 @@ struct Ring {
     /// Which collections changed when: what a reader that lost part of the
     /// log is told to reload.
     changes: Changes,
-    /// The cursors of the newest entries evicted, for logs whose cursors
-    /// carry a fingerprint (at most [`GONE_KEPT`] times the capacity): so
-    /// that a cursor older than the log can still be told to name the
-    /// entry this instance had at its position, and get a precise `resync`.
-    gone: VecDeque<Cursor>,
+    /// The fingerprints of the newest entries evicted, for logs whose
+    /// cursors carry one: so that a cursor older than the log can still be
+    /// told to name the entry this instance had at its position, and get a
+    /// precise `resync`.
+    gone: Gone,
 }
 
-/// How many times the capacity [`Ring::gone`] keeps.
-const GONE_KEPT: usize = 4;
+/// How many times the capacity [`Gone`] keeps (4 bytes per position).
+const GONE_KEPT: usize = 16;
+
+/// The fingerprints of evicted entries, by position: a run of consecutive
+/// positions of one log (outbox positions are dense). A position out of
+/// the run (another log, a skipped row) starts a new run.
+#[derive(Default)]
+struct Gone {
+    log: u64,
+    /// The position of `fingerprints[0]`.
+    first: u64,
+    fingerprints: VecDeque<u32>,
+}
+
+impl Gone {
+    /// Remembers an evicted entry's fingerprint, if it has one; keeps at
+    /// most `limit`.
+    fn push(&mut self, cursor: Cursor, limit: usize) {
+        let Cursor::Stream { ms, seq, fingerprint } = cursor else { return };
+        if fingerprint == 0 {
+            return;
+        }
+        if ms != self.log || self.first + self.fingerprints.len() as u64 != seq {
+            self.fingerprints.clear();
+            (self.log, self.first) = (ms, seq);
+        }
+        if self.fingerprints.len() >= limit {
+            self.fingerprints.pop_front();
+            self.first += 1;
+        }
+        self.fingerprints.push_back(fingerprint);
+    }
+
+    /// The cursor of the evicted entry at `cursor`'s position, if known.
+    fn holder(&self, cursor: &Cursor) -> Option<Cursor> {
+        let Cursor::Stream { ms, seq, .. } = *cursor else { return None };
+        let offset = seq.checked_sub(self.first).filter(|_| ms == self.log)?;
+        self.fingerprints.get(usize::try_from(offset).ok()?).map(|f| Cursor::stream_of(ms, seq, *f))
+    }
+
+    fn clear(&mut self) {
+        self.fingerprints.clear();
+    }
+}
 
 impl Ring {
     /// Whether `cursor`, a cursor a client sent, names the entry this
@@ -183,7 +225,7 @@ impl Ring {
             .binary_search_by(|e| by_position(&e.cursor()))
             .ok()
             .map(|i| self.entries[i].cursor());
-        let gone = self.gone.binary_search_by(by_position).ok().map(|i| self.gone[i]);
+        let gone = self.gone.holder(cursor);
         held.or(gone)
             .or(self.floor.filter(at))
             .or(Some(self.head).filter(at))
@@ -379,7 +421,7 @@ impl History {
                 floor: None,
                 loaded,
                 changes: Changes::new(Position { seq: 0, cursor: head }),
-                gone: VecDeque::new(),
+                gone: Gone::default(),
             }),
         }
     }
@@ -445,12 +487,7 @@ impl History {
         if let Some(gone) = &evicted {
             let cursor = gone.cursor();
             ring.floor = Some(cursor);
-            if cursor.fingerprint() != 0 {
-                if ring.gone.len() >= self.capacity * GONE_KEPT {
-                    ring.gone.pop_front();
-                }
-                ring.gone.push_back(cursor);
-            }
+            ring.gone.push(cursor, self.capacity * GONE_KEPT);
         }
         let entry = Arc::new(Entry {
             seq,
@@ -582,21 +619,21 @@ impl History {
 
     /// The cursor of a reader that read everything before `next`: that of
     /// the entry numbered `next - 1` (the head, when nothing came after
-    /// it). A reader whose last entry left the log has lagged: it is told
-    /// the head (it resyncs there when it reads on).
-    pub(crate) fn cursor_through(&self, next: u64) -> Cursor {
+    /// it). `None` when entries it has not read left the log: it lagged,
+    /// and no cursor tells where it is.
+    pub(crate) fn cursor_through(&self, next: u64) -> Option<Cursor> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
         let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
         match next {
-            _ if next >= ring.next_seq => ring.head,
-            _ if next > first => ring.entries[(next - 1 - first) as usize].cursor(),
+            _ if next >= ring.next_seq => Some(ring.head),
+            _ if next > first => Some(ring.entries[(next - 1 - first) as usize].cursor()),
             // Just before the oldest entry held: the newest one gone, or the
             // point of an interruption, or the log's beginning.
-            _ if next == first => ring.floor.unwrap_or(match ring.head.kind() {
+            _ if next == first => Some(ring.floor.unwrap_or(match ring.head.kind() {
                 Kind::Local => Cursor::new(self.epoch, next - 1),
                 Kind::Stream => Cursor::stream(0, 0),
-            }),
-            _ => ring.head,
+            })),
+            _ => None,
         }
     }
 
@@ -842,17 +879,17 @@ mod tests {
     #[test]
     fn the_cursor_through_a_position_is_that_of_the_entry_before_it() {
         let h = History::new(7, 2);
-        assert_eq!(h.cursor_through(1), Cursor::new(7, 0), "nothing read yet");
+        assert_eq!(h.cursor_through(1), Some(Cursor::new(7, 0)), "nothing read yet");
         let stream = History::for_stream(7, 2);
         stream.mark_loaded();
         let ids: Vec<Cursor> = (1..=3)
             .map(|i| stream.append_new_at(Notification::new("a", Op::Update), Cursor::stream(100, i)))
             .collect();
         // Entries 2 and 3 are held; 1 is gone (the floor).
-        assert_eq!(stream.cursor_through(4), ids[2], "read everything: the head");
-        assert_eq!(stream.cursor_through(3), ids[1]);
-        assert_eq!(stream.cursor_through(2), ids[0], "just before the oldest held: the floor");
-        assert_eq!(stream.cursor_through(1), ids[2], "lagged: told the head");
+        assert_eq!(stream.cursor_through(4), Some(ids[2]), "read everything: the head");
+        assert_eq!(stream.cursor_through(3), Some(ids[1]));
+        assert_eq!(stream.cursor_through(2), Some(ids[0]), "just before the oldest held: the floor");
+        assert_eq!(stream.cursor_through(1), None, "lagged: entry 1 is gone unread");
     }
 
     #[test]
@@ -1041,6 +1078,22 @@ mod tests {
         assert_eq!(h.changed_since(Seen::Cursor(id(7)), everything), None, "before the fence");
         h.append_new_at(Notification::new("d", Op::Update), id(10));
         assert_eq!(h.changed_since(Seen::Cursor(id(9)), everything).unwrap(), ["d"]);
+    }
+
+    #[test]
+    fn gone_keeps_a_bounded_run_of_fingerprints() {
+        let mut gone = Gone::default();
+        for seq in 1..=5 {
+            gone.push(Cursor::stream_of(9, seq, seq as u32 * 10), 3);
+        }
+        let at = |seq| gone.holder(&Cursor::stream(9, seq)).map(|c| c.fingerprint());
+        assert_eq!([at(2), at(3), at(4), at(5), at(6)], [None, Some(30), Some(40), Some(50), None]);
+        assert_eq!(gone.holder(&Cursor::stream(8, 4)), None, "another log");
+        gone.push(Cursor::stream_of(9, 9, 90), 3);
+        assert_eq!(gone.holder(&Cursor::stream(9, 5)), None, "a skipped position starts a new run");
+        assert_eq!(gone.holder(&Cursor::stream(9, 9)).map(|c| c.fingerprint()), Some(90));
+        gone.push(Cursor::stream(9, 10), 3);
+        assert_eq!(gone.holder(&Cursor::stream(9, 10)), None, "no fingerprint: nothing kept");
     }
 
     #[test]

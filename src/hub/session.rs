@@ -216,7 +216,7 @@ impl Session {
             self.hub.index.replace(self.id(), &self.mailbox, &before, &self.subscriptions);
             if let Some(after) = after {
                 self.replay(names, after, out);
-                position = Some(self.hub.history.cursor_through(self.next));
+                position = Some(self.position(out));
             }
         }
         out.put(&self.reply(names, result, |collections, all, count| ServerFrame::Subscribed {
@@ -235,14 +235,21 @@ impl Session {
     /// placed; nothing when it lies beyond the head (everything after the
     /// head reaches the new subscription).
     fn replay(&mut self, names: &[String], after: Cursor, out: &mut impl Outbox) {
-        let history = &self.hub.history;
+        let hub = self.hub.clone();
+        let history = &hub.history;
         // Read after the index changed: from `fresh` on, the fan-out hands
         // this session its entries by the new subscription.
         let (_, fresh) = history.position();
+        let from = history.resume_from(after);
+        if self.subscriptions.each().any(|(_, filters)| filters.is_some()) {
+            // Their fields may never have been read: read them now, not
+            // under the lock (as a resumed session's replay does).
+            history.read_fields(from.unwrap_or(self.next).min(self.next)..fresh);
+        }
         if self.next < fresh {
             self.runs.push_front(self.next..fresh);
         }
-        let Some(from) = history.resume_from(after) else {
+        let Some(from) = from else {
             if !history.is_behind(after) {
                 self.resync_subscribed(names, Some(after), out);
             }
@@ -268,11 +275,25 @@ impl Session {
         }
     }
 
+    /// The cursor of everything this session has been sent, for a reply
+    /// that carries it. A session whose unread entries left the history has
+    /// no such cursor: it is sent its `resync` first, and then it is at the
+    /// head.
+    fn position(&mut self, out: &mut impl Outbox) -> Cursor {
+        if let Some(cursor) = self.hub.history.cursor_through(self.next) {
+            return cursor;
+        }
+        let (head, next, interrupted) = self.hub.history.lag_point(self.next);
+        self.resync(head, next, interrupted, out);
+        head
+    }
+
     /// A `resync` for the collections `names` just subscribed: those of
     /// them with a change after `after`, when the history can tell, else
     /// all of them. Its cursor is the session's position: it moves nothing.
-    fn resync_subscribed(&self, names: &[String], after: Option<Cursor>, out: &mut impl Outbox) {
-        let Session { identity, subscriptions, hub, .. } = self;
+    fn resync_subscribed(&mut self, names: &[String], after: Option<Cursor>, out: &mut impl Outbox) {
+        let cursor = self.position(out);
+        let Session { identity, subscriptions, hub, .. } = &*self;
         let named = |collection: &str| names.iter().any(|n| n == collection || n == Subscriptions::ALL);
         let changed = after.and_then(|after| {
             hub.history
@@ -290,7 +311,6 @@ impl Session {
                 Some(all_named.as_slice())
             }
         };
-        let cursor = hub.history.cursor_through(self.next);
         out.put(&ServerFrame::Resync { cursor, collections }.to_frame());
         resynced(hub, &self.span, ResyncCause::Subscribe);
     }

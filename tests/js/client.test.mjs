@@ -293,6 +293,30 @@ test("client: a subscription on a live connection starts at the read's cursor; `
   live.close();
 });
 
+test("client: subscribers added while connecting start at each of their cursors, once", async () => {
+  const env = fakeEnvironment();
+  const live = connect({ ...env.options, cursor: "e-0" });
+  live.subscribe("forums", async () => {});
+  await settle();
+  const [ws] = env.sockets;
+  assert.equal(ws.url, "ws://example.test/ws?collections=forums&cursor=e-0");
+  // Two reads, then their subscriptions, before the connection is live.
+  const unsubscribe7 = live.subscribe("posts", async () => {}, { where: { forum_id: 7 }, cursor: "e-1" });
+  live.subscribe("posts", async () => {}, { where: { forum_id: 8 }, cursor: "e-5" });
+  ws.open();
+  ws.receive(hello("e-0"));
+  const where = [{ forum_id: 7 }, { forum_id: 8 }];
+  assert.deepEqual(ws.sent, [
+    { type: "subscribe", collections: ["posts"], where, cursor: "e-1" },
+    { type: "subscribe", collections: ["posts"], where, cursor: "e-5" },
+  ], "one frame per cursor: the oldest read is covered whatever the order");
+  assert.ok(!ws.sent.some((f) => f.collections.includes("forums")), "forums starts where the URL resumed");
+  // Once carried, a cursor is not sent again: narrowing sends none.
+  unsubscribe7();
+  assert.deepEqual(ws.sent.at(-1), { type: "subscribe", collections: ["posts"], where: [{ forum_id: 8 }] });
+  live.close();
+});
+
 test("client: the first connection waits for live.fetch reads and resumes from their tidings-cursor", async () => {
   const env = fakeEnvironment();
   const gate = deferred();

@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
 use super::{Backplane, Link, Publication, PublishError, Receiver};
+use crate::backplane::Engine;
 use schema::Names;
 
 /// How many queued notifications the writer inserts in one statement.
@@ -198,7 +199,7 @@ impl Outbox {
 
 impl Backplane for Outbox {
     fn name(&self) -> &'static str {
-        "outbox"
+        Engine::Outbox.name()
     }
 
     fn assigns_cursors(&self) -> bool {
@@ -357,8 +358,11 @@ async fn write(
         if payloads.is_empty() {
             continue;
         }
-        let span =
-            tracing::debug_span!("tidings.backplane.publish", backplane = "outbox", rows = payloads.len());
+        let span = tracing::debug_span!(
+            "tidings.backplane.publish",
+            backplane = Engine::Outbox.name(),
+            rows = payloads.len()
+        );
         let result = schema::insert_all(&shared.db, &shared.names, &payloads)
             .instrument(span)
             .await
@@ -368,13 +372,13 @@ async fn write(
         match &result {
             Ok(()) => {
                 if owed_gap.take().is_some() {
-                    report_publisher(&hub, "outbox", &result);
+                    report_publisher(&hub, Engine::Outbox, &result);
                 }
                 backoff.reset();
                 shared.wake_relay.notify_one();
             }
             Err(e) => {
-                report_publisher(&hub, "outbox", &result);
+                report_publisher(&hub, Engine::Outbox, &result);
                 owed_gap = Some(e.to_string());
             }
         }

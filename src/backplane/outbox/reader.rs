@@ -16,9 +16,11 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::schema::{self, Relayed};
+use crate::backplane::Engine;
 use crate::backplane::envelope::decode;
 use crate::backplane::remote::{Backoff, report};
 use crate::backplane::{Part, Receiver};
+use crate::metrics::{Operation, Stage};
 use crate::{Cursor, Notification};
 
 /// How many rows one read delivers; a read that fills it is followed by
@@ -49,12 +51,12 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
     let mut backoff = Backoff::new();
     // Load the tail; until the database answers, health says why.
     let mut mark = loop {
-        let span = tracing::info_span!("tidings.backplane.load", backplane = "outbox");
+        let span = tracing::info_span!("tidings.backplane.load", backplane = Engine::Outbox.name());
         match load(&shared, &hub).instrument(span).await {
             Ok(Some(mark)) => break mark,
             Ok(None) => return,
             Err(e) => {
-                crate::metrics::backplane_error("outbox", "read");
+                crate::metrics::backplane_error(Engine::Outbox, Operation::Read);
                 report(&hub, Part::Listener, Some(format!("cannot read the outbox: {e}")));
                 backoff.wait().await;
             }
@@ -76,8 +78,11 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
         let Some(strong) = hub.upgrade() else { return };
         drop(strong);
         loop {
-            let span =
-                tracing::debug_span!("tidings.backplane.read", backplane = "outbox", after = mark.position);
+            let span = tracing::debug_span!(
+                "tidings.backplane.read",
+                backplane = Engine::Outbox.name(),
+                after = mark.position
+            );
             // The last row read comes back first: it shows the log is still
             // the one this instance read.
             let read = schema::read_from(&shared.db, &shared.names, mark.position, READ + 1).instrument(span);
@@ -105,7 +110,7 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
                 }
                 Err(e) => {
                     // Nothing is lost: the next read starts at the mark again.
-                    crate::metrics::backplane_error("outbox", "read");
+                    crate::metrics::backplane_error(Engine::Outbox, Operation::Read);
                     failing = true;
                     report(&hub, Part::Listener, Some(format!("cannot read the outbox: {e}")));
                     break;
@@ -145,7 +150,7 @@ fn follow(hub: &dyn Receiver, mark: &mut Mark, read: schema::Read) -> Followed {
             None => return Followed::Lost,
         }
     }
-    crate::metrics::outbox_rows("read", rows.len());
+    crate::metrics::outbox_rows(Stage::Read, rows.len());
     let full = rows.len() >= READ;
     let (log, last) = (mark.log, mark.position);
     if let Some(newest) = rows.last() {
@@ -283,7 +288,7 @@ async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>
         if hub.strong_count() == 0 {
             return;
         }
-        let span = tracing::info_span!("tidings.backplane.connect", backplane = "outbox");
+        let span = tracing::info_span!("tidings.backplane.connect", backplane = Engine::Outbox.name());
         let connected = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
             listener.listen(shared.names.channel()).await?;
@@ -292,7 +297,7 @@ async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>
         let mut listener = match connected.instrument(span).await {
             Ok(listener) => listener,
             Err(e) => {
-                crate::metrics::backplane_error("outbox", "listen");
+                crate::metrics::backplane_error(Engine::Outbox, Operation::Listen);
                 tracing::warn!(error = %e, "tidings: cannot LISTEN for the outbox; polling");
                 backoff.wait().await;
                 continue;
@@ -300,7 +305,7 @@ async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>
         };
         listener.eager_reconnect(false);
         if std::mem::replace(&mut connected_before, true) {
-            crate::metrics::backplane_reconnected("outbox");
+            crate::metrics::backplane_reconnected(Engine::Outbox);
         }
         backoff.reset();
         shared.wake_reader.notify_one();
@@ -309,7 +314,7 @@ async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>
         while let Ok(Some(_)) = listener.try_recv().await {
             shared.wake_reader.notify_one();
         }
-        crate::metrics::backplane_error("outbox", "listen");
+        crate::metrics::backplane_error(Engine::Outbox, Operation::Listen);
         tracing::warn!("tidings: lost the outbox's LISTEN connection; polling until it is back");
         backoff.wait().await;
     }

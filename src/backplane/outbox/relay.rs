@@ -14,8 +14,10 @@ use tracing::Instrument;
 
 use super::Shared;
 use super::schema::{self, now_ms};
+use crate::backplane::Engine;
 use crate::backplane::remote::report;
 use crate::backplane::{Part, Receiver};
+use crate::metrics::{Operation, Stage};
 
 /// How many rows one relay pass positions; a pass that fills it is
 /// followed by another at once.
@@ -50,10 +52,10 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
 /// Relays until nothing visible is left unrelayed (or a pass fails).
 async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
     loop {
-        let span = tracing::debug_span!("tidings.backplane.relay", backplane = "outbox");
+        let span = tracing::debug_span!("tidings.backplane.relay", backplane = Engine::Outbox.name());
         match schema::relay(&shared.db, &shared.names, PASS).instrument(span).await {
             Ok(relayed) => {
-                crate::metrics::outbox_rows("relayed", relayed as usize);
+                crate::metrics::outbox_rows(Stage::Relayed, relayed as usize);
                 relay_works(shared, hub);
                 if relayed > 0 {
                     shared.wake_reader.notify_one();
@@ -64,7 +66,7 @@ async fn relay_all(shared: &Shared, hub: &Weak<dyn Receiver>) {
             }
             Err(e) => {
                 // The rows stay in the table: the next pass takes them.
-                crate::metrics::backplane_error("outbox", "relay");
+                crate::metrics::backplane_error(Engine::Outbox, Operation::Relay);
                 relay_fails(shared, hub, format!("outbox relay failed: {e}"));
                 return;
             }

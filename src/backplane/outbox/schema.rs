@@ -262,14 +262,16 @@ fn fingerprint(id: i64, created_ms: i64) -> u32 {
     folded.max(1)
 }
 
-/// Gives the log a new id, later than `old`, unless its id is no longer
-/// `old` (another instance renewed it, or the table was created anew);
-/// returns the log's id either way. For a log this instance no longer
-/// recognises: cursors of the old id then never place in it.
+/// Gives the log a new id, later than `old`, unless it has one already
+/// (another instance renewed it, or the table was created anew); returns
+/// the log's id. For a log this instance no longer recognises: cursors of
+/// the old id then never place in it, and the new id is always later than
+/// `old` (a backup restored with an even older id gets a new one too), so
+/// the history's cursors keep growing.
 pub(crate) async fn renew_log_id(db: &DatabaseConnection, names: &Names, old: u64) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
     let new = (now_ms() as u64).max(old + 1);
-    let sql = format!("UPDATE {} SET log_id = $1 WHERE log_id = $2", names.log);
+    let sql = format!("UPDATE {} SET log_id = $1 WHERE log_id <= $2", names.log);
     db.execute_raw(statement(backend, &sql, vec![(new as i64).into(), (old as i64).into()])).await?;
     log_id(db, names).await
 }
