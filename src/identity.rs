@@ -5,15 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
-
 use crate::hub::Where;
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
 
 /// Who is behind a session, as far as delivery is concerned.
 ///
-/// Returned by the hook given to [`Config::authorize`](crate::Config::authorize).
+/// Returned by the hook given to [`Settings::authorize`](crate::axum::Settings::authorize).
 ///
 /// ```
 /// use tidings::Identity;
@@ -156,55 +152,5 @@ impl Identity {
     /// Whether the session may receive notifications about `collection`.
     pub fn may_read(&self, collection: &str) -> bool {
         self.collections.as_ref().is_none_or(|c| c.contains(collection))
-    }
-}
-
-/// Why a connection was refused, answered before the WebSocket upgrade as an
-/// HTTP status with a JSON body `{"error": "...", "code": "..."}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl Rejection {
-    /// 401: the client did not say who it is.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Rejection::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-    }
-
-    /// 403: the client is known but may not connect.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Rejection::new(StatusCode::FORBIDDEN, "forbidden", message)
-    }
-
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Rejection { status, code, message: message.into() }
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    /// The machine-readable code in the body.
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.status, self.code, self.message)
-    }
-}
-
-impl std::error::Error for Rejection {}
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.message, "code": self.code });
-        (self.status, Json(body)).into_response()
     }
 }

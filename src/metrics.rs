@@ -40,7 +40,6 @@ use metrics::{
     Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
 };
 
-use crate::Rejection;
 #[cfg(any(feature = "redis", feature = "postgres", feature = "outbox"))]
 use crate::backplane::Engine;
 
@@ -202,13 +201,12 @@ impl SessionMetrics {
     }
 }
 
-/// Counts a refused connection attempt, logs it, and hands the rejection
-/// back for the response.
-pub(crate) fn refused(transport: Transport, rejection: Rejection) -> Rejection {
-    let (transport, reason) = (transport.label(), rejection.code());
+/// Counts a refused connection attempt (`reason`: the rejection's code,
+/// answered with HTTP `status`), and logs it.
+pub(crate) fn refused(transport: Transport, reason: &'static str, status: u16) {
+    let transport = transport.label();
     counter!(REFUSED_CONNECTIONS, "transport" => transport, "reason" => reason).increment(1);
-    tracing::info!(transport, reason, status = rejection.status().as_u16(), "tidings: refused a connection");
-    rejection
+    tracing::info!(transport, reason, status, "tidings: refused a connection");
 }
 
 /// Counts a WebSocket session closed because its client stopped reading.

@@ -7,23 +7,33 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Client, LIMIT, serve, wait_sessions};
+use common::{Client, LIMIT, wait_sessions};
 use serde_json::{Value, json};
-use tidings::{Config, Identity, Notifier, Notify, Op, Rejection};
+use tidings::axum::{Rejection, Settings};
+use tidings::{Config, Identity, Notifier, Notify, Op};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// Who the `x-user` header names: user `n` belongs to audience `user:n`
-/// and `forum:n`, may read posts of forum `n` only (by filter), and, with
-/// `x-ttl-ms`, expires after that many milliseconds.
 fn notifier() -> Notifier {
-    notifier_with(Config::default())
+    Notifier::new()
 }
 
 fn notifier_with(config: Config) -> Notifier {
-    Notifier::with_config(config.authorize(|parts| {
+    Notifier::with_config(config)
+}
+
+/// Serves the notifier's routes with [`settings`] on a fresh loopback port.
+async fn serve(notifier: &Notifier) -> SocketAddr {
+    common::serve_with(notifier, settings()).await
+}
+
+/// Who the `x-user` header names: user `n` belongs to audience `user:n`
+/// and `forum:n`, may read posts of forum `n` only (by filter), and, with
+/// `x-ttl-ms`, expires after that many milliseconds.
+fn settings() -> Settings {
+    Settings::default().authorize(|parts| {
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let user = header("x-user");
         let ttl = header("x-ttl-ms").and_then(|t| t.parse::<u64>().ok());
@@ -45,7 +55,7 @@ fn notifier_with(config: Config) -> Notifier {
             }
             Ok(identity)
         }
-    }))
+    })
 }
 
 fn encode(s: &str) -> String {

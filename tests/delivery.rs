@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{Client, LIMIT, seq, serve, serve_router, wait_sessions};
+use common::{Client, LIMIT, seq, serve, serve_router, serve_with, wait_sessions};
 use serde_json::{Value, json};
-use tidings::{Config, Identity, Notification, Notifier, Notify, Op, Rejection};
+use tidings::axum::{Rejection, Settings};
+use tidings::{Config, Identity, Notification, Notifier, Notify, Op};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -280,8 +281,8 @@ async fn replay_honours_the_subscription() {
 }
 
 /// Users are told by an `x-user` header; `guest` may only read forums.
-fn authorizing() -> Config {
-    Config::default().authorize(|parts| {
+fn authorizing() -> Settings {
+    Settings::default().authorize(|parts| {
         let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
         async move {
             match user.as_deref() {
@@ -315,8 +316,8 @@ async fn connect_as(
 
 #[tokio::test]
 async fn the_authorize_hook_rejects_before_upgrading() {
-    let notifier = Notifier::with_config(authorizing());
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::new();
+    let addr = serve_with(&notifier, authorizing()).await;
     let Err((status, body)) = connect_as(addr, None, "").await else { panic!("must be refused") };
     assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
     let Err((status, _)) = connect_as(addr, Some("banned"), "").await else { panic!("must be refused") };
@@ -331,8 +332,8 @@ async fn the_authorize_hook_rejects_before_upgrading() {
 
 #[tokio::test]
 async fn refused_subscriptions_get_an_error_frame() {
-    let notifier = Notifier::with_config(authorizing());
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::new();
+    let addr = serve_with(&notifier, authorizing()).await;
     let mut guest = connect_as(addr, Some("guest"), "").await.unwrap();
     guest.send_text(r#"{"type":"subscribe","collections":["audit"]}"#).await;
     let error = guest.next_json().await;
@@ -345,8 +346,8 @@ async fn refused_subscriptions_get_an_error_frame() {
 
 #[tokio::test]
 async fn audiences_hold_live_and_in_replay() {
-    let notifier = Notifier::with_config(authorizing());
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::new();
+    let addr = serve_with(&notifier, authorizing()).await;
     let mut one = connect_as(addr, Some("1"), "").await.unwrap();
     let mut two = connect_as(addr, Some("2"), "").await.unwrap();
     let two_cursor = two.cursor.clone();

@@ -669,8 +669,7 @@ async fn the_private_forum_is_seen_by_its_members_only_and_logout_revokes() {
 
     let db = TestDb::sqlite();
     let conn = timeout(SETUP_LIMIT, app::connect(Some(db.url()))).await.unwrap().unwrap();
-    let authorize = app::api::authorize(app::repository::Repository::new(conn.clone()));
-    let notifier = Notifier::with_config(tidings::Config::default().authorize(authorize));
+    let notifier = Notifier::new();
     let router = app::router(conn, notifier.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::{Client, seq, serve, wait_sessions};
 use serde_json::json;
+use tidings::axum::Settings;
 use tidings::{Config, Notifier, Notify, Op};
 
 /// The value of the series `name` with all of `labels` in `text`; 0 when
@@ -35,10 +36,9 @@ async fn stuck_readers_are_counted_as_closed_and_lagging_ones_as_resynced() {
 
     // A client that never reads: its writer blocks, and is closed after the
     // write timeout (32 MB is far more than loopback buffers hold).
-    let strict = Notifier::with_config(
-        Config::default().write_timeout(Duration::from_millis(300)).replay_capacity(64),
-    );
-    let addr = serve(&strict).await;
+    let strict = Notifier::with_config(Config::default().replay_capacity(64));
+    let addr =
+        common::serve_with(&strict, Settings::default().write_timeout(Duration::from_millis(300))).await;
     let _stuck = Client::connect(addr, "").await;
     let mut reader = Client::connect(addr, "").await;
     for i in 0..128 {

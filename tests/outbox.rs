@@ -497,11 +497,12 @@ async fn reauthenticating_a_user_on_one_instance_closes_its_sessions_on_another(
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let db = sqlite().await;
     let table = unique_table();
-    let instance = |outbox: Outbox| {
-        Notifier::with_config(Config::default().backplane(outbox).authorize(|parts| {
+    let instance = |outbox: Outbox| Notifier::with_config(Config::default().backplane(outbox));
+    let settings = || {
+        tidings::axum::Settings::default().authorize(|parts| {
             let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
             async move { Ok(tidings::Identity::user(user.unwrap_or_default())) }
-        }))
+        })
     };
     // A does not relay: its order waits for B's relay (at B's next poll),
     // which leaves user 3 time to authorize again on A before the order
@@ -509,7 +510,8 @@ async fn reauthenticating_a_user_on_one_instance_closes_its_sessions_on_another(
     let (a, b) = (instance(outbox(&db, &table).await.relay(false)), instance(outbox(&db, &table).await));
     wait_ready(&a).await;
     wait_ready(&b).await;
-    let (addr_a, addr_b) = (serve(&a).await, serve(&b).await);
+    let (addr_a, addr_b) =
+        (common::serve_with(&a, settings()).await, common::serve_with(&b, settings()).await);
     let connect = |addr: std::net::SocketAddr, user: &'static str| async move {
         let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
         request.headers_mut().insert("x-user", user.parse().unwrap());

@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::{Client, LIMIT, seq, serve};
+use common::{Client, LIMIT, seq, serve, serve_with};
 use serde_json::{Value, json};
-use tidings::{Config, Identity, Notification, Notifier, Notify, Op, Rejection};
+use tidings::axum::{Rejection, Settings};
+use tidings::{Config, Identity, Notification, Notifier, Notify, Op};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -84,8 +85,8 @@ async fn resuming_from_an_evicted_cursor_names_what_changed_since_it() {
 
 /// `x-user: admin` is in audience `admin`; `x-user: guest` is in none and
 /// may read `posts` and `audit` only.
-fn with_audiences() -> Config {
-    Config::default().replay_capacity(4).authorize(|parts| {
+fn with_audiences() -> Settings {
+    Settings::default().authorize(|parts| {
         let user = parts.headers.get("x-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
         async move {
             match user.as_deref() {
@@ -106,8 +107,8 @@ async fn connect_as(addr: std::net::SocketAddr, user: &str, query: &str) -> Clie
 
 #[tokio::test]
 async fn a_resync_never_names_what_the_session_may_not_see() {
-    let notifier = Notifier::with_config(with_audiences());
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::with_config(Config::default().replay_capacity(4));
+    let addr = serve_with(&notifier, with_audiences()).await;
     let old = notifier.cursor().to_string();
     notifier.push(Notification::new("audit", Op::Insert).to("admin"));
     notifier.notify("reports", Op::Insert);

@@ -5,9 +5,10 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{LIMIT, serve, wait_sessions};
+use common::{LIMIT, serve, serve_with, wait_sessions};
 use serde_json::{Value, json};
-use tidings::{Config, Identity, Notifier, Notify, Op, Rejection};
+use tidings::axum::{Rejection, Settings};
+use tidings::{Config, Identity, Notifier, Notify, Op};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -126,7 +127,7 @@ async fn an_unknown_last_event_id_gets_resync() {
 
 #[tokio::test]
 async fn sse_honours_subscriptions_and_authorization() {
-    let config = Config::default().authorize(|parts| {
+    let settings = Settings::default().authorize(|parts| {
         let ok = parts.headers.contains_key("x-user");
         async move {
             if ok {
@@ -136,8 +137,8 @@ async fn sse_honours_subscriptions_and_authorization() {
             }
         }
     });
-    let notifier = Notifier::with_config(config);
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::new();
+    let addr = serve_with(&notifier, settings).await;
 
     let refused = EventStream::open(addr, "", &[]).await;
     assert_eq!(refused.status, 401);
@@ -193,13 +194,13 @@ async fn a_client_that_stops_reading_its_stream_is_closed_after_the_write_timeou
     use std::future::IntoFuture;
     use tokio::io::AsyncReadExt;
 
-    let notifier = Notifier::with_config(
-        Config::default().write_timeout(std::time::Duration::from_millis(300)).replay_capacity(64),
-    );
+    let notifier = Notifier::with_config(Config::default().replay_capacity(64));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new().merge(tidings::axum::routes(&notifier));
-    tokio::spawn(tidings::axum::serve(listener, app, &notifier).into_future());
+    let server =
+        tidings::axum::serve(listener, app, &notifier).write_timeout(std::time::Duration::from_millis(300));
+    tokio::spawn(server.into_future());
 
     let mut stuck = EventStream::open(addr, "", &[]).await;
     stuck.next().await.unwrap(); // its hello; it never reads again

@@ -5,9 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client, LIMIT, seq, serve, wait_sessions};
+use common::{Client, LIMIT, seq, serve, serve_with, wait_sessions};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use tidings::axum::Settings;
 use tidings::{Config, Notifier, Notify, Op};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -63,10 +64,10 @@ async fn a_dropped_connection_is_removed() {
 
 #[tokio::test]
 async fn a_silent_peer_is_closed_and_removed() {
-    let notifier = Notifier::with_config(
-        Config::default().ping_interval(Duration::from_millis(50)).idle_timeout(Duration::from_millis(200)),
-    );
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::new();
+    let settings =
+        Settings::default().ping_interval(Duration::from_millis(50)).idle_timeout(Duration::from_millis(200));
+    let addr = serve_with(&notifier, settings).await;
     // This client reads its hello and then is never polled again: it cannot
     // answer pings, like a peer whose network vanished.
     let _silent = Client::connect(addr, "").await;
@@ -99,10 +100,8 @@ async fn a_silent_peer_is_closed_and_removed() {
 
 #[tokio::test]
 async fn a_stuck_client_is_closed_while_others_keep_receiving() {
-    let notifier = Notifier::with_config(
-        Config::default().write_timeout(Duration::from_millis(300)).replay_capacity(64),
-    );
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::with_config(Config::default().replay_capacity(64));
+    let addr = serve_with(&notifier, Settings::default().write_timeout(Duration::from_millis(300))).await;
     let _stuck = Client::connect(addr, "").await; // never reads again
     let mut reader = Client::connect(addr, "").await;
 
@@ -206,8 +205,8 @@ async fn foreign_origins_are_refused_by_default() {
 
 #[tokio::test]
 async fn an_allow_list_replaces_the_same_host_rule() {
-    let notifier = Notifier::with_config(Config::default().allowed_origins(["https://app.example"]));
-    let addr = serve(&notifier).await;
+    let notifier = Notifier::new();
+    let addr = serve_with(&notifier, Settings::default().allowed_origins(["https://app.example"])).await;
     assert_eq!(upgrade_status(addr, Some("https://app.example")).await.0, 101);
     assert_eq!(upgrade_status(addr, Some(&format!("http://{addr}"))).await.0, 403);
 }

@@ -185,9 +185,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Who a connection is: the example's `user` cookie.
-    let authorize = app::api::authorize(app::repository::Repository::new(db.clone()));
-    let notifier = Notifier::with_config(Config::default().backplane(backplane).authorize(authorize));
+    let notifier = Notifier::with_config(Config::default().backplane(backplane));
     // Health for load balancers: the backplane's state and this instance's sessions.
     let health = notifier.clone();
     let router = app::router(db.clone(), notifier.clone())

@@ -6,9 +6,9 @@ use http::StatusCode;
 use http::request::Parts;
 use serde::Deserialize;
 
-use super::origin;
+use super::{Rejection, Settings, origin};
+use crate::Identity;
 use crate::hub::{Hub, Subscriptions};
-use crate::{Identity, Rejection};
 
 /// The query string of the session routes.
 #[derive(Debug, Default, Deserialize)]
@@ -33,7 +33,7 @@ pub(crate) struct Admission {
 
 /// Runs the checks in order: shutting down, origin, query, the
 /// application's authorize hook, and the requested collections.
-pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejection> {
+pub(crate) async fn admit(hub: &Hub, settings: &Settings, parts: &Parts) -> Result<Admission, Rejection> {
     if hub.is_closing() {
         return Err(Rejection::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -41,10 +41,10 @@ pub(crate) async fn admit(hub: &Hub, parts: &Parts) -> Result<Admission, Rejecti
             "the server is shutting down",
         ));
     }
-    origin::check(&hub.config.origins, &parts.headers)?;
+    origin::check(&settings.origins, &parts.headers)?;
     let Query(params) = Query::<ConnectParams>::try_from_uri(&parts.uri)
         .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
-    let identity = match &hub.config.authorize {
+    let identity = match &settings.authorize {
         Some(authorize) => authorize(parts).await?,
         None => Identity::anonymous(),
     };

@@ -13,8 +13,9 @@ use http::{Request, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::Rejection;
 use super::SESSION_HEADER;
-use crate::{Batch, Notifier, Rejection, SessionToken};
+use crate::{Batch, Notifier, SessionToken};
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)
 /// and commits it once the response is produced, if its status is 2xx. It

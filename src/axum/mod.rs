@@ -29,20 +29,24 @@ use axum::Router;
 use axum::routing::get;
 use http::{HeaderName, StatusCode};
 
-use crate::{Notifier, Rejection};
+use crate::Notifier;
 
 mod admission;
 mod batched;
 mod client;
 mod layer;
 mod origin;
+mod rejection;
 mod serve;
+mod settings;
 mod snapshot;
 mod sse;
 mod ws;
 
 pub use layer::{NotifyLayer, NotifyService, Originator, layer};
+pub use rejection::Rejection;
 pub use serve::{Serve, serve};
+pub use settings::{Origins, Settings};
 pub use snapshot::{CURSOR_HEADER, Snapshot};
 
 /// The close code of a session that must re-authenticate (reason
@@ -63,22 +67,45 @@ const IDLE_FRAMES: usize = 8;
 /// `hello` frame, a secret) with its own writes.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("tidings-session");
 
-/// The routes to merge into the application: the WebSocket endpoint at
-/// [`Config::path`](crate::Config::path) (`/ws` by default) and the
-/// Server-Sent Events fallback at [`Config::sse_path`](crate::Config::sse_path)
-/// (`/events`), and the browser client at `/tidings.js` (see
-/// `docs/client.md`).
+/// The routes to merge into the application, with the default
+/// [`Settings`]: the WebSocket endpoint at `/ws`, the Server-Sent Events
+/// fallback at `/events`, and the browser client at `/tidings.js` (see
+/// `docs/client.md`). [`Settings::routes`] serves them with other settings.
 pub fn routes<S>(notifier: &Notifier) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
-    let config = notifier.config();
+    Settings::default().routes(notifier)
+}
+
+/// What the session routes' handlers are given: the notifier, and the
+/// settings they were made with.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    notifier: Notifier,
+    settings: std::sync::Arc<Settings>,
+}
+
+/// The routes of [`Settings::routes`].
+fn endpoint_routes<S>(notifier: &Notifier, settings: Settings) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (path, sse_path) = (settings.path.clone(), settings.sse_path.clone());
+    let endpoint = Endpoint { notifier: notifier.clone(), settings: std::sync::Arc::new(settings) };
     // Each route answers other methods itself, so that its 405 keeps the
     // JSON error format wherever the routes are merged.
     Router::new()
-        .route(&config.path, get(ws::upgrade).fallback(method_not_allowed).with_state(notifier.clone()))
-        .route(&config.sse_path, get(sse::events).fallback(method_not_allowed).with_state(notifier.clone()))
+        .route(&path, get(ws::upgrade).fallback(method_not_allowed).with_state(endpoint.clone()))
+        .route(&sse_path, get(sse::events).fallback(method_not_allowed).with_state(endpoint))
         .merge(client::routes())
+}
+
+/// Counts and logs a refused connection attempt, and hands the rejection
+/// back for the response.
+pub(crate) fn refused(transport: crate::metrics::Transport, rejection: Rejection) -> Rejection {
+    crate::metrics::refused(transport, rejection.code(), rejection.status().as_u16());
+    rejection
 }
 
 /// The answer of the library's routes to a method other than GET (axum adds

@@ -4,7 +4,7 @@
 use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, StatusCode};
 
-use crate::{Origins, Rejection};
+use super::{Origins, Rejection};
 
 /// Accepts or refuses the upgrade request's `Origin`.
 pub(crate) fn check(policy: &Origins, headers: &HeaderMap) -> Result<(), Rejection> {

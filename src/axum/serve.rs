@@ -28,6 +28,9 @@ use crate::Notifier;
 /// The default of [`Serve::header_read_timeout`].
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default of [`Serve::write_timeout`].
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long to wait before accepting again after an error such as "too many
 /// open files": retrying at once would spin while nothing can be accepted.
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -44,8 +47,8 @@ const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(1);
 ///   [`header_read_timeout`](Serve::header_read_timeout) (10 s by default),
 ///   which also closes idle keep-alive connections: half-open connections
 ///   cannot pile up until the process runs out of file descriptors;
-/// - a write that makes no progress for the notifier's
-///   [`write_timeout`](crate::Config::write_timeout) closes the connection:
+/// - a write that makes no progress for
+///   [`write_timeout`](Serve::write_timeout) (10 s by default) closes the connection:
 ///   a client that stops reading cannot hold a Server-Sent Events stream, a
 ///   download or a WebSocket open forever;
 /// - once the [shutdown signal](Serve::with_graceful_shutdown) resolves, the
@@ -80,6 +83,7 @@ pub fn serve(listener: TcpListener, app: Router, notifier: &Notifier) -> Serve {
         app,
         notifier: notifier.clone(),
         header_read_timeout: HEADER_READ_TIMEOUT,
+        write_timeout: WRITE_TIMEOUT,
         signal: Box::pin(std::future::pending()),
     }
 }
@@ -91,6 +95,7 @@ pub struct Serve {
     app: Router,
     notifier: Notifier,
     header_read_timeout: Duration,
+    write_timeout: Duration,
     signal: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -100,6 +105,16 @@ impl Serve {
     /// keep-alive connection is closed after this long too.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a write may make no progress before the connection is
+    /// closed (default 10 s): the deadline a Server-Sent Events stream, a
+    /// download or a WebSocket gets when its client stops reading. (A
+    /// WebSocket session's own [`write_timeout`](super::Settings::write_timeout)
+    /// closes it cleanly first when it is shorter.)
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -121,10 +136,9 @@ impl Serve {
     }
 
     async fn run(self) {
-        let Serve { listener, app, notifier, header_read_timeout, mut signal } = self;
+        let Serve { listener, app, notifier, header_read_timeout, write_timeout, mut signal } = self;
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
-        let write_timeout = notifier.config().write_timeout;
         // Every connection task holds a receiver: the server knows when all
         // have ended by the sender being closed.
         let (stage, stages) = watch::channel(Stage::Serving);

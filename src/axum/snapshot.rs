@@ -8,7 +8,8 @@ use axum::response::{IntoResponseParts, ResponseParts};
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::{Cursor, Notifier, Rejection};
+use super::Rejection;
+use crate::{Cursor, Notifier};
 
 /// The response header that carries a [`Snapshot`]'s cursor.
 pub const CURSOR_HEADER: HeaderName = HeaderName::from_static("tidings-cursor");

@@ -25,24 +25,25 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tokio_util::sync::CancellationToken;
 
+use super::Endpoint;
 use super::admission::{Admission, admit};
-use crate::Notifier;
 use crate::hub::{Connection, Frame, Mailbox, ServerFrame, Session};
-use crate::metrics::{self, Transport};
+use crate::metrics::Transport;
 
 /// The handler behind the SSE route.
-pub(crate) async fn events(State(notifier): State<Notifier>, request: Request) -> Response {
+pub(crate) async fn events(State(endpoint): State<Endpoint>, request: Request) -> Response {
+    let Endpoint { notifier, settings } = endpoint;
     let hub = notifier.hub().clone();
     let (parts, _body) = request.into_parts();
-    let Admission { identity, subscriptions, cursor } = match admit(&hub, &parts).await {
+    let Admission { identity, subscriptions, cursor } = match admit(&hub, &settings, &parts).await {
         Ok(admission) => admission,
-        Err(rejection) => return metrics::refused(Transport::Sse, rejection).into_response(),
+        Err(rejection) => return super::refused(Transport::Sse, rejection).into_response(),
     };
     // The browser sends Last-Event-ID when it reconnects by itself; it is
     // newer than the cursor in the URL it first connected with.
     let last_event_id = parts.headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let resume = last_event_id.map(str::to_owned).or(cursor);
-    let keep_alive = KeepAlive::new().interval(hub.config.ping_interval).text("");
+    let keep_alive = KeepAlive::new().interval(settings.ping_interval).text("");
     let closing = hub.closing();
     hub.wait_to_open(resume.as_deref()).await;
     let connection = Connection { transport: Transport::Sse, peer: super::serve::peer(&parts) };

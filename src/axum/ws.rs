@@ -35,9 +35,9 @@ use tungstenite::{Message, Utf8Bytes, error::ProtocolError};
 
 use super::admission::{Admission, admit};
 use super::batched::Batched;
+use super::{Endpoint, Rejection, Settings};
 use crate::hub::{ClientFrame, Connection, ErrorCode, Frame, Hub, ServerFrame, Session};
 use crate::metrics::{self, Transport};
-use crate::{Notifier, Rejection};
 
 /// How long a closing connection waits for the peer's close reply.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -54,23 +54,24 @@ type Socket = WebSocketStream<Batched<TokioIo<Upgraded>>>;
 
 /// The handler behind the WebSocket route: checks that it is an upgrade
 /// request and that the client is admitted, then upgrades.
-pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) -> Response {
+pub(crate) async fn upgrade(State(endpoint): State<Endpoint>, request: Request) -> Response {
+    let Endpoint { notifier, settings } = endpoint;
     let hub = notifier.hub().clone();
     let (mut parts, _body) = request.into_parts();
     let accept = match handshake(&parts) {
         Ok(accept) => accept,
-        Err(rejection) => return metrics::refused(Transport::WebSocket, rejection).into_response(),
+        Err(rejection) => return super::refused(Transport::WebSocket, rejection).into_response(),
     };
     let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
         let rejection = not_websocket(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
-        return metrics::refused(Transport::WebSocket, rejection).into_response();
+        return super::refused(Transport::WebSocket, rejection).into_response();
     };
-    let admission = match admit(&hub, &parts).await {
+    let admission = match admit(&hub, &settings, &parts).await {
         Ok(admission) => admission,
-        Err(rejection) => return metrics::refused(Transport::WebSocket, rejection).into_response(),
+        Err(rejection) => return super::refused(Transport::WebSocket, rejection).into_response(),
     };
     let connection = Connection { transport: Transport::WebSocket, peer: super::serve::peer(&parts) };
-    tokio::spawn(open(on_upgrade, hub, admission, connection));
+    tokio::spawn(open(on_upgrade, hub, settings, admission, connection));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -82,22 +83,28 @@ pub(crate) async fn upgrade(State(notifier): State<Notifier>, request: Request) 
 
 /// The connection after the 101: opens the session, then hands it to a
 /// task of its own (see [`run`]), whose future holds nothing of the opening.
-async fn open(on_upgrade: OnUpgrade, hub: Arc<Hub>, admission: Admission, connection: Connection) {
+async fn open(
+    on_upgrade: OnUpgrade,
+    hub: Arc<Hub>,
+    settings: Arc<Settings>,
+    admission: Admission,
+    connection: Connection,
+) {
     // Fails when the client went away before the 101 reached it.
     let Ok(io) = on_upgrade.await else { return };
     // tungstenite writes every frame through at once (its own buffer never
     // shrinks); `Batched` gathers them, and lets go of its buffer when flushed.
     let config = WebSocketConfig::default()
-        .read_buffer_size(hub.config.read_buffer_size)
+        .read_buffer_size(settings.read_buffer_size)
         .write_buffer_size(0)
-        .max_message_size(Some(hub.config.max_message_size))
-        .max_frame_size(Some(hub.config.max_message_size));
-    let io = Batched::new(TokioIo::new(io), hub.config.write_buffer_size);
+        .max_message_size(Some(settings.max_message_size))
+        .max_frame_size(Some(settings.max_message_size));
+    let io = Batched::new(TokioIo::new(io), settings.write_buffer_size);
     let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let Admission { identity, subscriptions, cursor } = admission;
     hub.wait_to_open(cursor.as_deref()).await;
     let (session, first) = Session::open(hub, connection, identity, subscriptions, cursor.as_deref());
-    tokio::spawn(run(socket, session, first));
+    tokio::spawn(run(socket, session, first, settings));
 }
 
 /// Checks the headers of an upgrade request (RFC 6455, section 4.2.1) and
@@ -166,14 +173,19 @@ enum End {
 /// of the task's allocation: it holds the connection once (an `async fn`
 /// would also keep its arguments), and what is rare (replies to client
 /// frames, pings, the close) is boxed when it happens.
-fn run(socket: Socket, session: Session, first: Vec<Frame>) -> impl Future<Output = ()> + Send + 'static {
+fn run(
+    socket: Socket,
+    session: Session,
+    first: Vec<Frame>,
+    settings: Arc<Settings>,
+) -> impl Future<Output = ()> + Send + 'static {
     let hub = session.hub().clone();
-    let interval = hub.config.ping_interval;
+    let interval = settings.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + interval, interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let frames = first.into_iter().map(Frame::into_text).collect();
     let alive = hub.now_ms();
-    let mut conn = Conn { socket, session, frames, alive };
+    let mut conn = Conn { socket, session, frames, alive, settings };
     async move {
         let wake = conn.session.mailbox();
         let closing = hub.closing();
@@ -310,6 +322,8 @@ struct Conn {
     frames: Vec<Utf8Bytes>,
     /// When something last arrived from the peer ([`Hub::now_ms`]).
     alive: u64,
+    /// The routes' settings: timeouts and limits (shared by every session).
+    settings: Arc<Settings>,
 }
 
 impl Conn {
@@ -348,7 +362,7 @@ impl Conn {
             Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => return None,
             Ok(Message::Close(_)) => return self.peer_gone().await,
             Err(e) => {
-                return match violation(&e, self.session.hub().config.max_message_size) {
+                return match violation(&e, self.settings.max_message_size) {
                     Some((code, reason)) => self.refuse(code, reason, false).await,
                     None => self.peer_gone().await,
                 };
@@ -361,7 +375,7 @@ impl Conn {
     /// The peer closed or the connection broke: flushes the close reply
     /// tungstenite queued, if any.
     async fn peer_gone(&mut self) -> Option<End> {
-        let _ = within(self.session.hub().config.write_timeout, self.socket.flush()).await;
+        let _ = within(self.settings.write_timeout, self.socket.flush()).await;
         Some(End::Peer)
     }
 
@@ -377,7 +391,7 @@ impl Conn {
     /// session must re-authenticate (checked before every pull: a session
     /// that always has more to send is closed all the same).
     async fn catch_up(&mut self) -> Flow {
-        let limit = self.session.hub().config.write_timeout;
+        let limit = self.settings.write_timeout;
         let mut unflushed = 0;
         loop {
             if self.session.must_reauthenticate_now() {
@@ -431,15 +445,13 @@ impl Conn {
     /// Closes a peer from which nothing (not even a pong) arrived for the
     /// idle timeout, or pings it.
     async fn ping(&mut self) -> Flow {
-        let hub = self.session.hub().clone();
-        let config = &hub.config;
-        let silent_ms = hub.now_ms().saturating_sub(self.alive);
-        if silent_ms > config.idle_timeout.as_millis() as u64 {
+        let silent_ms = self.session.hub().now_ms().saturating_sub(self.alive);
+        if silent_ms > self.settings.idle_timeout.as_millis() as u64 {
             tracing::debug!(session = %self.session.id(), "tidings: closing a silent peer");
             return self.close(close_code::AWAY, "no pong: peer considered dead".into()).await;
         }
         let ping = self.socket.send(Message::Ping(Default::default()));
-        match within(config.write_timeout, ping).await {
+        match within(self.settings.write_timeout, ping).await {
             Some(Ok(())) => Flow::Continue,
             _ => Flow::Stop,
         }
@@ -448,7 +460,7 @@ impl Conn {
     /// Sends a close frame (bounded by the write timeout) and stops.
     async fn close(&mut self, code: u16, reason: String) -> Flow {
         let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-        let limit = self.session.hub().config.write_timeout;
+        let limit = self.settings.write_timeout;
         let _ = within(limit, self.socket.send(Message::Close(Some(frame)))).await;
         Flow::Stop
     }
@@ -519,7 +531,7 @@ mod tests {
     use super::*;
 
     /// The size of the future `f` returns.
-    fn future_size<A, B, C, R>(_: &impl FnOnce(A, B, C) -> R) -> usize {
+    fn future_size<A, B, C, D, R>(_: &impl FnOnce(A, B, C, D) -> R) -> usize {
         size_of::<R>()
     }
 

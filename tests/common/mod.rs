@@ -24,6 +24,11 @@ pub async fn serve(notifier: &Notifier) -> SocketAddr {
     serve_router(axum::Router::new().merge(tidings::axum::routes(notifier))).await
 }
 
+/// Serves the notifier's routes, made with `settings`, on a fresh loopback port.
+pub async fn serve_with(notifier: &Notifier, settings: tidings::axum::Settings) -> SocketAddr {
+    serve_router(axum::Router::new().merge(settings.routes(notifier))).await
+}
+
 pub async fn serve_router(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -10,8 +10,9 @@ use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use tidings::axum::Rejection;
 use tidings::axum::Snapshot;
-use tidings::{Batch, Identity, Rejection};
+use tidings::{Batch, Identity};
 
 use super::AppState;
 use super::entity::{forum, post};

@@ -40,6 +40,8 @@ pub struct AppState {
 /// `tidings-session` header.
 pub fn router(db: DatabaseConnection, notifier: Notifier) -> Router {
     let state = AppState { repo: Repository::new(db), notifier: notifier.clone() };
+    // Who a connection is: the `user` cookie (see `api::authorize`).
+    let live = tidings::axum::Settings::default().authorize(api::authorize(state.repo.clone()));
     Router::new()
         .route("/", get(page::index))
         .merge(api::routes())
@@ -47,7 +49,7 @@ pub fn router(db: DatabaseConnection, notifier: Notifier) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(state)
         .layer(tidings::axum::layer(&notifier))
-        .merge(tidings::axum::routes(&notifier))
+        .merge(live.routes(&notifier))
 }
 
 /// How long a SQLite writer waits for another's lock before it fails.
