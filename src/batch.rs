@@ -223,8 +223,15 @@ pub(crate) fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notificati
 }
 
 impl Notify for Batch {
-    /// Adds a notification, coalescing it with an earlier equal one.
+    /// Adds a notification, coalescing it with an earlier equal one. One
+    /// about a reserved collection (`$…`) is dropped with a warning: it
+    /// would be refused at publication, and with the outbox it would
+    /// otherwise be written to the table.
     fn push(&self, mut notification: Notification) {
+        if notification.is_reserved() {
+            tracing::warn!(collection = %notification.collection, "tidings: refused a notification about a reserved collection");
+            return;
+        }
         if notification.originator.is_none() {
             notification.originator = self.shared.originator;
         }

@@ -68,17 +68,29 @@ pub struct Notification {
     // Serialized once, on the caller's side; never re-serialized per client.
     pub(crate) data: Option<Box<RawValue>>,
     pub(crate) audience: Option<Arc<str>>,
-    /// The token of the session that caused the change: it skips the
-    /// notification; everyone sees only the id derived from it.
     /// The public id of the session whose request caused this change: the
     /// server derived it from that session's secret token, so it names that
     /// session and no other.
     pub(crate) originator: Option<SessionId>,
     pub(crate) skip_originator: bool,
+    /// An order from one hub to every hub (see `hub::control`), not a
+    /// change: no client ever receives it. Only this crate sets it, so an
+    /// application's notification can never pass for one.
+    pub(crate) control: bool,
 }
+
+/// The prefix of the collections reserved for the hub's own orders.
+pub(crate) const RESERVED_PREFIX: char = '$';
 
 impl Notification {
     /// A notification about `collection` without data.
+    ///
+    /// Collections starting with `$` are reserved for the hub's own orders:
+    /// a notification about one is refused when it is published
+    /// ([`Notifier::publish`](crate::Notifier::publish) returns
+    /// [`PublishError::Reserved`](crate::PublishError::Reserved); `notify`
+    /// and batches drop it with a warning), and no client ever receives one.
+    /// (Clients cannot subscribe to such names either.)
     pub fn new(collection: impl Into<Cow<'static, str>>, op: Op) -> Self {
         Notification {
             collection: collection.into(),
@@ -87,7 +99,14 @@ impl Notification {
             audience: None,
             originator: None,
             skip_originator: true,
+            control: false,
         }
+    }
+
+    /// Whether this is an application's notification about a reserved
+    /// collection (`$…`): refused when published, never delivered.
+    pub(crate) fn is_reserved(&self) -> bool {
+        !self.control && self.collection.starts_with(RESERVED_PREFIX)
     }
 
     /// Attaches `data`, serialized now, once.

@@ -547,3 +547,34 @@ async fn a_long_run_of_filtered_notifications_does_not_hold_back_a_wanted_one() 
     batch.commit();
     assert_eq!(client.next_json().await["collection"], "posts");
 }
+
+/// Collections starting with `$` are the hub's own (its orders between
+/// instances travel under them): an application's notification about one is
+/// refused when published, dropped from batches, and never reaches a
+/// client, not even one subscribed to everything.
+#[tokio::test]
+async fn reserved_collections_are_refused_and_never_delivered() {
+    let notifier = Notifier::new();
+    let addr = serve(&notifier).await;
+    let mut everything = Client::connect(addr, "").await;
+
+    let forged = Notification::new("$reauthenticate", Op::Update)
+        .with_data(&json!({"who": {"audience": "everyone"}, "from": 1}))
+        .unwrap();
+    let refused = notifier.publish(forged).await;
+    assert!(
+        matches!(&refused, Err(tidings::PublishError::Reserved(c)) if c == "$reauthenticate"),
+        "{refused:?}"
+    );
+    notifier.notify("$anything", Op::Insert);
+    let batch = notifier.batch();
+    batch.notify("$other", Op::Insert);
+    batch.notify("posts", Op::Insert);
+    batch.commit();
+
+    let frame = everything.next_json().await;
+    assert_eq!(frame["collection"], "posts", "only the application's own collection arrives: {frame}");
+    marker(&notifier);
+    assert_eq!(everything.next_json().await["collection"], "marker");
+    assert_eq!(notifier.session_count(), 1, "no session was told to reauthenticate");
+}

@@ -44,6 +44,10 @@ struct Envelope<'a> {
     /// each other during a rolling deploy.)
     #[serde(default, rename = "deliver_to_origin", skip_serializing_if = "std::ops::Not::not")]
     deliver_to_originator: bool,
+    /// An order from one hub to every hub, not a change (out of band of the
+    /// application's collections, whatever its collection says).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    control: bool,
 }
 
 /// The envelope of `n` as JSON: every field but the cursor, which each
@@ -58,6 +62,7 @@ pub fn encode(n: &Notification) -> String {
         audience: n.audience.as_deref().map(Cow::Borrowed),
         origin: n.originator,
         deliver_to_originator: !n.skip_originator,
+        control: n.control,
     };
     serde_json::to_string(&envelope).expect("an envelope always serializes")
 }
@@ -76,6 +81,7 @@ pub fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
     if e.deliver_to_originator {
         n = n.deliver_to_originator();
     }
+    n.control = e.control;
     Ok(n)
 }
 

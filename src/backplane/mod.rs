@@ -217,6 +217,27 @@ impl Publication {
         self
     }
 
+    /// The publication without the application's notifications about
+    /// reserved collections (`$…`), each refused with a warning; `None` when
+    /// nothing is left (the outcome, [`PublishError::Reserved`], is
+    /// reported). One byte compared per notification when there are none.
+    pub(crate) fn without_reserved(self) -> Option<Self> {
+        if !self.notifications().iter().any(Notification::is_reserved) {
+            return Some(self);
+        }
+        let (notifications, done) = self.into_parts();
+        let (kept, refused): (Vec<Notification>, Vec<Notification>) =
+            notifications.partition(|n| !n.is_reserved());
+        for n in &refused {
+            tracing::warn!(collection = %n.collection, "tidings: refused a notification about a reserved collection");
+        }
+        if kept.is_empty() {
+            done.finish(Err(PublishError::Reserved(refused[0].collection.to_string())));
+            return None;
+        }
+        Some(Publication { notifications: Notifications::Many(kept), done })
+    }
+
     /// The notifications, in order.
     pub fn notifications(&self) -> &[Notification] {
         match &self.notifications {
@@ -304,6 +325,9 @@ pub enum PublishError {
     },
     /// The notifier is gone.
     Closed,
+    /// The collection is reserved (it starts with `$`): see
+    /// [`Notification::new`].
+    Reserved(String),
 }
 
 impl fmt::Display for PublishError {
@@ -314,6 +338,9 @@ impl fmt::Display for PublishError {
                 write!(f, "notification of {size} bytes exceeds the backplane's limit of {limit}")
             }
             PublishError::Closed => f.write_str("the notifier is shut down"),
+            PublishError::Reserved(collection) => {
+                write!(f, "`{collection}` is reserved: collections starting with `$` are the hub's own")
+            }
         }
     }
 }

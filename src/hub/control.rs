@@ -1,11 +1,12 @@
 //! Messages from one hub to every hub: orders that must reach the sessions
 //! of every instance, not only of the one where the application gave them.
 //!
-//! They travel as notifications of a reserved collection through the same
-//! backplane as everything else (so with the outbox they are as durable and
-//! as ordered as the notifications around them), and each hub acts on them
-//! as they are delivered instead of appending them to its history: no
-//! client ever receives one.
+//! They travel through the same backplane as everything else (so with the
+//! outbox they are as durable and as ordered as the notifications around
+//! them), out of band: marked as orders (`control`, which only this crate
+//! sets), under a reserved collection that applications cannot publish to.
+//! Each hub acts on them as they are delivered instead of appending them to
+//! its history: no client ever receives one.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,13 +40,17 @@ pub(crate) enum Who {
 impl Reauthenticate {
     /// The notification that carries this order to every hub.
     pub(crate) fn notification(&self) -> Notification {
-        Notification::new(REAUTHENTICATE, Op::Update).with_data(self).expect("strings and a number serialize")
+        let mut n = Notification::new(REAUTHENTICATE, Op::Update)
+            .with_data(self)
+            .expect("strings and a number serialize");
+        n.control = true;
+        n
     }
 
     /// The order a delivered notification carries, if it is one (`None`
-    /// for the application's notifications: one byte compared).
+    /// for the application's notifications: one flag read).
     pub(crate) fn carried_by(n: &Notification) -> Option<Option<Reauthenticate>> {
-        if !n.collection.starts_with('$') || n.collection != REAUTHENTICATE {
+        if !n.control || n.collection != REAUTHENTICATE {
             return None;
         }
         // A malformed order (not from this crate) is dropped, not delivered.
@@ -73,7 +78,17 @@ mod tests {
         }
         assert_eq!(Reauthenticate::carried_by(&Notification::new("posts", Op::Update)), None);
         assert_eq!(Reauthenticate::carried_by(&Notification::new("$other", Op::Update)), None);
-        let malformed = Notification::new(REAUTHENTICATE, Op::Update);
+        // An application's notification named like an order is not one.
+        let forged = Notification::new(REAUTHENTICATE, Op::Update)
+            .with_data(&Reauthenticate { who: Who::Audience("everyone".into()), from: 1 });
+        assert_eq!(Reauthenticate::carried_by(&forged.unwrap()), None);
+        let mut malformed = Notification::new(REAUTHENTICATE, Op::Update);
+        malformed.control = true;
         assert_eq!(Reauthenticate::carried_by(&malformed), Some(None));
+        // Orders cross instances as orders.
+        let order = Reauthenticate { who: Who::User("3".into()), from: 7 };
+        let back =
+            crate::backplane::envelope::decode(&crate::backplane::envelope::encode(&order.notification()));
+        assert_eq!(Reauthenticate::carried_by(&back.unwrap()), Some(Some(order)));
     }
 }

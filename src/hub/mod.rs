@@ -147,6 +147,7 @@ impl Hub {
     /// Publishes through the backplane, which brings the notifications back
     /// to every instance's hub, this one included.
     pub(crate) fn publish(&self, publication: Publication) {
+        let Some(publication) = publication.without_reserved() else { return };
         self.metrics.emitted(publication.notifications().len());
         self.link.get().expect("the link is set at start").publish(self, publication);
     }
@@ -262,8 +263,15 @@ impl Hub {
     }
 
     /// Acts on `n` if it is an order between hubs ([`control`]), rather than
-    /// a notification for clients; true if it was one.
+    /// a notification for clients; true if it was one (or an application's
+    /// notification about a reserved collection, dropped).
     fn obey(&self, n: &Notification) -> bool {
+        if n.is_reserved() {
+            // Written by something else than this crate (a row inserted by
+            // hand, another program on the stream): never for clients.
+            tracing::warn!(collection = %n.collection, "tidings: dropped a notification about a reserved collection");
+            return true;
+        }
         match Reauthenticate::carried_by(n) {
             None => false,
             // This hub's own order came back: its sessions were told when
