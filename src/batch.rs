@@ -26,7 +26,7 @@ use crate::{Notification, Notifier, Notify, Op, SessionId, SessionToken};
 ///
 /// Within one batch, a notification is dropped when the latest earlier one
 /// about the same row has the same op. "The same row": same collection,
-/// audience and originator, and the same `id` field when the data is a JSON
+/// audience and origin, and the same `id` field when the data is a JSON
 /// object with one, otherwise the same data (or both without data). The
 /// earlier notification keeps its place and takes the later one's data. So a
 /// transaction that updates row 7 five times sends one `update` for row 7;
@@ -39,7 +39,7 @@ use crate::{Notification, Notifier, Notify, Op, SessionId, SessionToken};
 /// A root batch of more than [`Config::max_batch`](crate::Config::max_batch)
 /// notifications (256 by default, and never more than half the
 /// `replay_capacity`) is condensed when it is committed: one
-/// notification per collection and op (and per audience and originator),
+/// notification per collection and op (and per audience and origin),
 /// without data, in the order each first appeared. Clients reload those
 /// collections; nobody falls behind the history and gets a `resync`.
 ///
@@ -71,7 +71,7 @@ pub struct Batch {
 struct Shared {
     pending: Mutex<Pending>,
     parent: Parent,
-    originator: Option<SessionId>,
+    origin: Option<SessionId>,
 }
 
 enum Parent {
@@ -86,13 +86,13 @@ struct Pending {
 }
 
 /// The row a notification is about, for coalescing: the same row when
-/// collection, audience, originator and id (or data) are equal.
+/// collection, audience, origin and id (or data) are equal.
 #[derive(PartialEq, Eq, Hash)]
 struct Key {
     collection: Box<str>,
     audience: Option<Arc<str>>,
-    originator: Option<SessionId>,
-    skip_originator: bool,
+    origin: Option<SessionId>,
+    skip_origin: bool,
     row: Option<Box<str>>,
 }
 
@@ -113,25 +113,25 @@ impl Key {
         Key {
             collection: n.collection.as_ref().into(),
             audience: n.audience.clone(),
-            originator: n.originator,
-            skip_originator: n.skip_originator,
+            origin: n.origin,
+            skip_origin: n.skip_origin,
             row,
         }
     }
 }
 
 impl Batch {
-    pub(crate) fn new(notifier: Notifier, originator: Option<SessionToken>) -> Batch {
-        Batch::with_parent(Parent::Notifier(notifier), originator.map(|token| token.id()))
+    pub(crate) fn new(notifier: Notifier, origin: Option<SessionToken>) -> Batch {
+        Batch::with_parent(Parent::Notifier(notifier), origin.map(|token| token.id()))
     }
 
-    fn with_parent(parent: Parent, originator: Option<SessionId>) -> Batch {
-        Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, originator }) }
+    fn with_parent(parent: Parent, origin: Option<SessionId>) -> Batch {
+        Batch { shared: Arc::new(Shared { pending: Mutex::new(Pending::default()), parent, origin }) }
     }
 
     /// A nested batch: committing it moves its notifications into this one.
     pub fn child(&self) -> Batch {
-        Batch::with_parent(Parent::Batch(self.clone()), self.shared.originator)
+        Batch::with_parent(Parent::Batch(self.clone()), self.shared.origin)
     }
 
     /// How many notifications are pending.
@@ -194,7 +194,7 @@ impl Batch {
 }
 
 /// Above `limit` notifications, one per collection, op, audience and
-/// originator, without data, in the order of their first appearance (see
+/// origin, without data, in the order of their first appearance (see
 /// "Large batches" on [`Batch`]). If even that is more than `limit` (a
 /// batch that touches hundreds of collections), it is sent as it is: the
 /// readers that fall behind then get an honest `resync`.
@@ -205,15 +205,14 @@ pub(crate) fn condense(items: Vec<Notification>, limit: usize) -> Vec<Notificati
     /// Collection, op and audience: what a condensed notification stands for.
     type Group = (Cow<'static, str>, Op, Option<Arc<str>>);
     let mut kept: Vec<Notification> = Vec::new();
-    // Each group's kept notifications, told apart by originator (rarely
+    // Each group's kept notifications, told apart by origin (rarely
     // more than one).
     let mut groups: HashMap<Group, Vec<usize>> = HashMap::new();
     for n in items {
         let key = (n.collection.clone(), n.op, n.audience.clone());
         let group = groups.entry(key).or_default();
-        let same_originator =
-            |k: &Notification| k.originator == n.originator && k.skip_originator == n.skip_originator;
-        if !group.iter().any(|&at| same_originator(&kept[at])) {
+        let same_origin = |k: &Notification| k.origin == n.origin && k.skip_origin == n.skip_origin;
+        if !group.iter().any(|&at| same_origin(&kept[at])) {
             group.push(kept.len());
             kept.push(Notification { data: None, ..n });
         }
@@ -232,8 +231,8 @@ impl Notify for Batch {
             tracing::warn!(collection = %notification.collection, "tidings: refused a notification about a reserved collection");
             return;
         }
-        if notification.originator.is_none() {
-            notification.originator = self.shared.originator;
+        if notification.origin.is_none() {
+            notification.origin = self.shared.origin;
         }
         let key = Key::of(&notification);
         let mut pending = self.lock();
@@ -322,7 +321,7 @@ mod tests {
             Notification::new("rows", Op::Update)
                 .with_data(&json!({"id": 1}))
                 .unwrap()
-                .from_session(SessionToken::generate()),
+                .with_origin(SessionToken::generate()),
         );
         batch.notify_with("rows", Op::Update, &json!({"id": 1, "v": 2})).unwrap();
         let kept = batch.take();

@@ -71,7 +71,7 @@ impl Config {
     /// out of the history what readers have not read yet and send every
     /// one of them a `resync`: a full reload for everybody. Instead it is
     /// condensed into one notification per collection and op (per audience
-    /// and originator), without data, which tells each client to reload
+    /// and origin), without data, which tells each client to reload
     /// that collection, and nothing else.
     pub fn max_batch(mut self, notifications: usize) -> Self {
         self.max_batch = notifications.max(1);

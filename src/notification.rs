@@ -71,8 +71,8 @@ pub struct Notification {
     /// The public id of the session whose request caused this change: the
     /// server derived it from that session's secret token, so it names that
     /// session and no other.
-    pub(crate) originator: Option<SessionId>,
-    pub(crate) skip_originator: bool,
+    pub(crate) origin: Option<SessionId>,
+    pub(crate) skip_origin: bool,
     /// An order from one hub to every hub (see `hub::control`), not a
     /// change: no client ever receives it. Only this crate sets it, so an
     /// application's notification can never pass for one.
@@ -97,8 +97,8 @@ impl Notification {
             op,
             data: None,
             audience: None,
-            originator: None,
-            skip_originator: true,
+            origin: None,
+            skip_origin: true,
             control: false,
         }
     }
@@ -133,20 +133,20 @@ impl Notification {
     }
 
     /// Records the session whose request caused this change, by its secret
-    /// token (see [`Originator`](crate::axum::Originator)). That session does
+    /// token (see [`OriginToken`](crate::axum::OriginToken)). That session does
     /// not receive the notification unless
-    /// [`deliver_to_originator`](Self::deliver_to_originator) is called; every session
+    /// [`deliver_to_origin`](Self::deliver_to_origin) is called; every session
     /// sees the token's public [`SessionId`] in the `origin` field, never the
     /// token.
-    pub fn from_session(mut self, session: SessionToken) -> Self {
-        self.originator = Some(session.id());
+    pub fn with_origin(mut self, session: SessionToken) -> Self {
+        self.origin = Some(session.id());
         self
     }
 
     /// Delivers the notification to its originating session too (the default
     /// is to skip it, since that tab already knows about its own write).
-    pub fn deliver_to_originator(mut self) -> Self {
-        self.skip_originator = false;
+    pub fn deliver_to_origin(mut self) -> Self {
+        self.skip_origin = false;
         self
     }
 
@@ -171,13 +171,13 @@ impl Notification {
     }
 
     /// The public id of the originating session, if known.
-    pub fn originator(&self) -> Option<SessionId> {
-        self.originator
+    pub fn origin(&self) -> Option<SessionId> {
+        self.origin
     }
 
     /// The token of the session that must not receive this notification, if
     /// any.
-    pub(crate) fn skipped_session(&self) -> Option<SessionId> {
-        self.originator.filter(|_| self.skip_originator)
+    pub(crate) fn origin_to_skip(&self) -> Option<SessionId> {
+        self.origin.filter(|_| self.skip_origin)
     }
 }

@@ -98,10 +98,10 @@ impl Notifier {
     }
 
     /// A batch whose notifications are marked as caused by the session whose
-    /// token this is (see [`Notification::from_session`]), so that session
+    /// token this is (see [`Notification::with_origin`]), so that session
     /// skips them. The request layer ([`axum::layer`](crate::axum::layer))
     /// makes one from the `tidings-session` header.
-    pub fn batch_from(&self, session: Option<SessionToken>) -> Batch {
+    pub fn batch_with_origin(&self, session: Option<SessionToken>) -> Batch {
         Batch::new(self.clone(), session)
     }
 

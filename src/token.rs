@@ -63,7 +63,7 @@ impl<'de> serde::Deserialize<'de> for SessionId {
 ///
 /// The client puts it in the `tidings-session` header of its own HTTP
 /// writes so that the notifications they cause skip it (see
-/// [`Originator`](crate::axum::Originator)). It is never broadcast: other
+/// [`OriginToken`](crate::axum::OriginToken)). It is never broadcast: other
 /// sessions see only its [`SessionId`]. Comparing two tokens takes the same
 /// time whatever they hold, so timing does not reveal how much of a guess was
 /// right. `Debug` shows the public id, never the secret; `Display` writes the

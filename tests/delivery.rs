@@ -1,5 +1,5 @@
 //! Delivery guarantees: resume, resync, slow clients, subscriptions,
-//! audiences and the originator skip, live and in replay.
+//! audiences and the origin skip, live and in replay.
 
 mod common;
 
@@ -371,12 +371,12 @@ async fn the_originating_session_is_skipped_unless_asked() {
     let mut other = Client::connect(addr, "").await;
     let token = writer.token.parse().unwrap();
 
-    notifier.push(Notification::new("forums", Op::Insert).from_session(token));
+    notifier.push(Notification::new("forums", Op::Insert).with_origin(token));
     let seen = other.next_json().await;
     assert_eq!(seen["collection"], "forums");
     assert_eq!(seen["origin"], writer.session.as_str());
 
-    notifier.push(Notification::new("forums", Op::Update).from_session(token).deliver_to_originator());
+    notifier.push(Notification::new("forums", Op::Update).with_origin(token).deliver_to_origin());
     assert_eq!(writer.next_json().await["op"], "update", "the insert was skipped, the opt-in update was not");
 }
 

@@ -76,11 +76,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let originator = match originator(request.headers()) {
-            Ok(originator) => originator,
+        let origin = match origin(request.headers()) {
+            Ok(origin) => origin,
             Err(rejection) => return Box::pin(async move { Ok(rejection.into_response()) }),
         };
-        let batch = self.notifier.batch_from(originator);
+        let batch = self.notifier.batch_with_origin(origin);
         request.extensions_mut().insert(batch.clone());
         // For the `Snapshot` extractor.
         request.extensions_mut().insert(self.notifier.clone());
@@ -115,22 +115,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Batch {
 
 /// The token of the session that made this request, from the
 /// `tidings-session` header: for handlers that call the [`Notifier`] directly
-/// and want [`Notification::from_session`](crate::Notification::from_session).
+/// and want [`Notification::with_origin`](crate::Notification::with_origin).
 ///
 /// Only that session knows its token, so no one else can make a session
 /// miss notifications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Originator(pub Option<SessionToken>);
+pub struct OriginToken(pub Option<SessionToken>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Originator {
+impl<S: Send + Sync> FromRequestParts<S> for OriginToken {
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        originator(&parts.headers).map(Originator)
+        origin(&parts.headers).map(OriginToken)
     }
 }
 
-fn originator(headers: &http::HeaderMap) -> Result<Option<SessionToken>, Rejection> {
+fn origin(headers: &http::HeaderMap) -> Result<Option<SessionToken>, Rejection> {
     let Some(value) = headers.get(&SESSION_HEADER) else {
         return Ok(None);
     };

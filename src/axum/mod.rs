@@ -43,7 +43,7 @@ mod snapshot;
 mod sse;
 mod ws;
 
-pub use layer::{NotifyLayer, NotifyService, Originator, layer};
+pub use layer::{NotifyLayer, NotifyService, OriginToken, layer};
 pub use rejection::Rejection;
 pub use serve::{Serve, serve};
 pub use settings::{Origins, Settings};

@@ -43,7 +43,7 @@ struct Envelope<'a> {
     /// (Field names as in earlier versions, so instances of both understand
     /// each other during a rolling deploy.)
     #[serde(default, rename = "deliver_to_origin", skip_serializing_if = "std::ops::Not::not")]
-    deliver_to_originator: bool,
+    deliver_to_origin: bool,
     /// An order from one hub to every hub, not a change (out of band of the
     /// application's collections, whatever its collection says).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -60,8 +60,8 @@ pub fn encode(n: &Notification) -> String {
         op: n.op,
         data: n.data.as_deref(),
         audience: n.audience.as_deref().map(Cow::Borrowed),
-        origin: n.originator,
-        deliver_to_originator: !n.skip_originator,
+        origin: n.origin,
+        deliver_to_origin: !n.skip_origin,
         control: n.control,
     };
     serde_json::to_string(&envelope).expect("an envelope always serializes")
@@ -77,9 +77,9 @@ pub fn decode(payload: &str) -> Result<Notification, serde_json::Error> {
     if let Some(audience) = e.audience {
         n = n.to(audience.as_ref());
     }
-    n.originator = e.origin;
-    if e.deliver_to_originator {
-        n = n.deliver_to_originator();
+    n.origin = e.origin;
+    if e.deliver_to_origin {
+        n = n.deliver_to_origin();
     }
     n.control = e.control;
     Ok(n)
@@ -97,18 +97,18 @@ mod tests {
             .with_data(&serde_json::json!({"id": 3}))
             .unwrap()
             .to("user:1")
-            .from_session(token)
-            .deliver_to_originator();
+            .with_origin(token)
+            .deliver_to_origin();
         let back = decode(&encode(&n)).unwrap();
         assert_eq!(back.collection(), "posts");
         assert_eq!(back.op(), Op::Delete);
         assert_eq!(back.data().unwrap().get(), r#"{"id":3}"#);
         assert_eq!(back.audience(), Some("user:1"));
-        assert_eq!(back.originator(), Some(token.id()));
-        assert!(back.skipped_session().is_none());
-        let skipping = decode(&encode(&Notification::new("posts", Op::Insert).from_session(token))).unwrap();
+        assert_eq!(back.origin(), Some(token.id()));
+        assert!(back.origin_to_skip().is_none());
+        let skipping = decode(&encode(&Notification::new("posts", Op::Insert).with_origin(token))).unwrap();
         assert_eq!(
-            skipping.skipped_session(),
+            skipping.origin_to_skip(),
             Some(token.id()),
             "the receiving instance skips the same session"
         );
@@ -116,7 +116,7 @@ mod tests {
         let plain = Notification::new("forums", Op::Insert);
         assert_ne!(encode(&plain), encode(&plain), "each envelope is unique");
         assert!(encode(&plain).ends_with(r#""collection":"forums","op":"insert"}"#));
-        assert_eq!(decode(&encode(&plain)).unwrap().skipped_session(), None);
+        assert_eq!(decode(&encode(&plain)).unwrap().origin_to_skip(), None);
         assert_eq!(decode(r#"{"collection":"a","op":"update"}"#).unwrap().collection(), "a");
     }
 }

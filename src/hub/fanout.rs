@@ -24,7 +24,7 @@
 //!
 //! The index finds who *may* receive an entry. The session still decides
 //! with its whole rule (filters, audience, readable collections, the
-//! originator skip) when it reads the entry: the index only spares the
+//! origin skip) when it reads the entry: the index only spares the
 //! others the work.
 
 use std::collections::{HashMap, HashSet, VecDeque};

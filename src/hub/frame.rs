@@ -92,7 +92,7 @@ impl OpenFrame {
             out.push_str(data.get());
             start..out.len()
         });
-        if let Some(origin) = n.originator() {
+        if let Some(origin) = n.origin() {
             out.push_str(r#","origin":""#);
             origin.push_to(&mut out);
             out.push('"');
@@ -150,7 +150,7 @@ mod tests {
         let n = Notification::new("posts", Op::Delete)
             .with_data(&serde_json::json!({"id": 3}))
             .unwrap()
-            .from_session("000102030405060708090a0b0c0d0e0f".parse().unwrap());
+            .with_origin("000102030405060708090a0b0c0d0e0f".parse().unwrap());
         assert_eq!(
             frame(&n).as_str(),
             r#"{"collection":"posts","op":"delete","data":{"id":3},"origin":"be45cb2605bf36be","cursor":"00000abc-7"}"#,
@@ -179,7 +179,7 @@ mod tests {
         let n = Notification::new("\"\"\"", Op::Update)
             .with_data(&serde_json::json!({"id": 1}))
             .unwrap()
-            .from_session(SessionToken::generate());
+            .with_origin(SessionToken::generate());
         let open = OpenFrame::new(&n);
         let capacity = open.text.capacity();
         let closed = open.close(Cursor::stream_of(u64::MAX, u64::MAX, u32::MAX));

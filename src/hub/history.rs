@@ -110,7 +110,7 @@ struct Prepared {
 
 impl Prepared {
     fn new((n, given): (Notification, Option<Cursor>)) -> Self {
-        Prepared { frame: OpenFrame::new(&n), skip: n.skipped_session(), n, given }
+        Prepared { frame: OpenFrame::new(&n), skip: n.origin_to_skip(), n, given }
     }
 }
 
