@@ -4,7 +4,7 @@
 //! instance, and a lost listener connection means a `resync` for every
 //! local client.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -13,13 +13,11 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::envelope::decode;
-use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
-use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
+use super::remote::{
+    Listening, Outgoing, Queue, connecting, next_notification, report_publisher, supervise, unusable,
+};
+use super::{Backplane, Link, Publication, PublishError, Receiver};
 use crate::backplane::Engine;
-use crate::metrics::Operation;
-
-/// How long the listener may be idle before its connection is checked.
-const IDLE_CHECK: Duration = Duration::from_secs(30);
 
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const PAYLOAD_LIMIT: usize = 7999;
@@ -88,7 +86,8 @@ impl Backplane for Postgres {
                     .acquire_timeout(Duration::from_secs(2))
                     .connect_lazy_with(connect.clone().application_name("tidings-publisher"));
                 tokio::spawn(publish(pool, self.channel.clone(), outgoing, hub.clone()));
-                tokio::spawn(listen(connect, self.channel.clone(), hub));
+                let options = connect.application_name(&listener_name(&self.channel));
+                tokio::spawn(supervise(Listener { options, channel: self.channel.clone() }, hub));
             }
             Err(e) => unusable(format!("invalid PostgreSQL URL: {e}"), outgoing, hub),
         }
@@ -100,6 +99,8 @@ impl Backplane for Postgres {
 /// application's transaction.
 struct PostgresLink {
     queue: Queue,
+    /// For NOTIFY inside the application's transaction (feature `sea-orm`).
+    #[cfg_attr(not(feature = "sea-orm"), allow(dead_code))]
     channel: String,
 }
 
@@ -199,73 +200,49 @@ async fn publish(
     }
 }
 
-async fn listen(connect: PgConnectOptions, channel: String, hub: Weak<dyn Receiver>) {
-    let listener_options = connect.application_name(&listener_name(&channel));
-    let mut backoff = Backoff::new();
-    let mut connected_before = false;
-    loop {
-        let Some(strong) = hub.upgrade() else { return };
-        let span = tracing::info_span!("tidings.backplane.connect", backplane = Engine::Postgres.name(), channel = %channel);
-        let mut listener = match open(&listener_options, &channel).instrument(span).await {
-            Ok(l) => l,
-            Err(e) => {
-                crate::metrics::backplane_error(Engine::Postgres, Operation::Listen);
-                strong.degraded(Part::Listener, Some(format!("cannot LISTEN on PostgreSQL: {e}")));
-                drop(strong);
-                backoff.wait().await;
-                continue;
-            }
-        };
+/// The engine's LISTEN, as [`supervise`] drives it.
+struct Listener {
+    options: PgConnectOptions,
+    channel: String,
+}
+
+impl Listening for Listener {
+    type Connection = PgListener;
+
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("tidings.backplane.connect", backplane = Engine::Postgres.name(), channel = %self.channel)
+    }
+
+    async fn connect(&mut self, hub: &Arc<dyn Receiver>) -> Result<PgListener, String> {
+        let listener = open(&self.options, &self.channel)
+            .await
+            .map_err(|e| format!("cannot LISTEN on PostgreSQL: {e}"))?;
         // NOTIFY keeps no history: whatever was sent while we were not
         // listening (before the first LISTEN, or since the connection broke)
         // is gone. Every local client reloads, including one that resumes
         // with a cursor handed out before this point (a page rendered then).
-        strong.interrupt(None);
-        strong.degraded(Part::Listener, None);
-        if std::mem::replace(&mut connected_before, true) {
-            crate::metrics::backplane_reconnected(Engine::Postgres);
-        }
-        backoff.reset();
-        drop(strong);
+        hub.interrupt(None);
+        Ok(listener)
+    }
 
-        // A connection that dies without a reset (a NAT or firewall dropping
-        // it) would leave try_recv waiting forever: check it when idle.
-        let mut check = tokio::time::interval_at(tokio::time::Instant::now() + IDLE_CHECK, IDLE_CHECK);
-        let reason = loop {
-            tokio::select! {
-                received = listener.try_recv() => match received {
-                    Ok(Some(notification)) => {
-                        check.reset();
-                        let Some(hub) = hub.upgrade() else { return };
-                        match decode(notification.payload()) {
-                            Ok(n) => hub.deliver_one(n, None),
-                            Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
-                        }
-                    }
-                    Ok(None) => break "the listener connection was closed".to_owned(),
-                    Err(e) => break e.to_string(),
-                },
-                _ = check.tick() => {
-                    // Nothing arrives for a notifier that was dropped: end here.
-                    if hub.strong_count() == 0 {
-                        return;
-                    }
-                    // Notifications arriving meanwhile are buffered by the
-                    // listener and returned by the next try_recv.
-                    let ping = sqlx::query("SELECT 1").execute(&mut listener);
-                    match tokio::time::timeout(Duration::from_secs(5), ping).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => break format!("the idle check failed: {e}"),
-                        Err(_) => break "the idle check timed out".to_owned(),
+    async fn receive(&mut self, mut listener: PgListener, hub: &Weak<dyn Receiver>) -> Option<String> {
+        loop {
+            match next_notification(&mut listener, hub).await {
+                Ok(Some(notification)) => {
+                    let hub = hub.upgrade()?;
+                    match decode(notification.payload()) {
+                        Ok(n) => hub.deliver_one(n, None),
+                        Err(e) => tracing::warn!(error = %e, "tidings: skipping a malformed NOTIFY payload"),
                     }
                 }
+                Ok(None) => return None,
+                Err(reason) => return Some(format!("lost the PostgreSQL listener: {reason}")),
             }
-        };
-        crate::metrics::backplane_error(Engine::Postgres, Operation::Listen);
-        let Some(strong) = hub.upgrade() else { return };
-        strong.degraded(Part::Listener, Some(format!("lost the PostgreSQL listener: {reason}")));
-        drop(strong);
-        backoff.wait().await;
+        }
     }
 }
 

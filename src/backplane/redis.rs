@@ -20,10 +20,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::envelope::decode;
-use super::remote::{Backoff, Outgoing, Queue, connecting, report_publisher, unusable};
-use super::{Backplane, Link, Part, Publication, PublishError, Receiver};
+use super::remote::{Backoff, Listening, Outgoing, Queue, connecting, report_publisher, supervise, unusable};
+use super::{Backplane, Link, Publication, PublishError, Receiver};
 use crate::backplane::Engine;
-use crate::metrics::Operation;
 use crate::{Cursor, Notification};
 
 /// How long one `XREAD` blocks before it is sent again.
@@ -99,7 +98,7 @@ impl Backplane for Redis {
         match Client::open(self.url.as_str()) {
             Ok(client) => {
                 tokio::spawn(publish(Publisher::new(client.clone(), self.clone()), outgoing, hub.clone()));
-                tokio::spawn(subscribe(client, self.clone(), hub));
+                tokio::spawn(supervise(Subscriber::new(client, self.clone()), hub));
             }
             Err(e) => unusable(format!("invalid Redis URL: {e}"), outgoing, hub),
         }
@@ -283,53 +282,58 @@ struct Position {
     server: Option<String>,
 }
 
-/// Reads the stream and delivers each entry to the local sessions.
-async fn subscribe(client: Client, options: Redis, hub: Weak<dyn Receiver>) {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-    let mut position: Option<Position> = None;
-    let mut backoff = Backoff::new();
-    let mut connected_before = false;
-    loop {
-        let Some(strong) = hub.upgrade() else { return };
-        let span = tracing::info_span!("tidings.backplane.connect", backplane = Engine::Redis.name(), key = %options.key);
-        let connected =
-            client.get_multiplexed_async_connection_with_config(&config).instrument(span.clone()).await;
-        let mut connection = match connected {
-            Ok(c) => c,
-            Err(e) => {
-                crate::metrics::backplane_error(Engine::Redis, Operation::Listen);
-                strong.degraded(Part::Listener, Some(format!("cannot connect to Redis: {e}")));
-                drop(strong);
-                backoff.wait().await;
-                continue;
-            }
-        };
-        let prepared = prepare(&mut connection, &options, &strong, &mut position).instrument(span).await;
-        let current = match prepared {
-            Ok(current) => current,
-            Err(e) => {
-                crate::metrics::backplane_error(Engine::Redis, Operation::Listen);
-                strong.degraded(Part::Listener, Some(format!("Redis: {e}")));
-                drop(strong);
-                backoff.wait().await;
-                continue;
-            }
-        };
-        strong.degraded(Part::Listener, None);
-        if std::mem::replace(&mut connected_before, true) {
-            crate::metrics::backplane_reconnected(Engine::Redis);
-        }
-        backoff.reset();
-        drop(strong);
+/// The engine's reader of the stream, as [`supervise`] drives it: it
+/// delivers each entry to the local sessions.
+struct Subscriber {
+    client: Client,
+    options: Redis,
+    config: AsyncConnectionConfig,
+    /// Where reading goes on from, across connections (`None` until the
+    /// stream's tail is loaded).
+    position: Option<Position>,
+}
 
-        let error = read(&mut connection, &options, &hub, current).await;
-        crate::metrics::backplane_error(Engine::Redis, Operation::Listen);
-        let Some(strong) = hub.upgrade() else { return };
-        strong.degraded(Part::Listener, Some(format!("lost the Redis connection: {error}")));
-        drop(strong);
-        backoff.wait().await;
+impl Subscriber {
+    fn new(client: Client, options: Redis) -> Self {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
+        Subscriber { client, options, config, position: None }
+    }
+}
+
+impl Listening for Subscriber {
+    type Connection = MultiplexedConnection;
+
+    fn engine(&self) -> Engine {
+        Engine::Redis
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("tidings.backplane.connect", backplane = Engine::Redis.name(), key = %self.options.key)
+    }
+
+    async fn connect(&mut self, hub: &Arc<dyn Receiver>) -> Result<MultiplexedConnection, String> {
+        let mut connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+        prepare(&mut connection, &self.options, hub, &mut self.position)
+            .await
+            .map_err(|e| format!("Redis: {e}"))?;
+        Ok(connection)
+    }
+
+    async fn receive(
+        &mut self,
+        mut connection: MultiplexedConnection,
+        hub: &Weak<dyn Receiver>,
+    ) -> Option<String> {
+        let position = self.position.as_mut().expect("prepared before it receives");
+        let error = read(&mut connection, &self.options, hub, position).await;
+        hub.upgrade()?;
+        Some(format!("lost the Redis connection: {error}"))
     }
 }
 

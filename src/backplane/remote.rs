@@ -1,11 +1,15 @@
-//! What the engines that talk to a server (Redis, PostgreSQL) share: the
-//! queue from the caller to their publishing task, the answer for a
-//! backplane that cannot even start, and the reconnection backoff.
+//! What the engines that talk to a server (Redis, PostgreSQL, the outbox's
+//! LISTEN) share: the queue from the caller to their publishing task, the
+//! answer for a backplane that cannot even start, the supervision loop of
+//! their listeners with its reconnection backoff, and the idle check of a
+//! PostgreSQL LISTEN.
 
-use std::sync::Weak;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::{Done, Part, Publication, PublishError, Receiver, envelope};
 use crate::backplane::Engine;
@@ -108,5 +112,122 @@ impl Backoff {
         let jitter = std::collections::hash_map::RandomState::new().hash_one(self.0) % (base / 2 + 1);
         self.0 += 1;
         tokio::time::sleep(Duration::from_millis((base + jitter).min(5_000))).await;
+    }
+}
+
+/// One engine's receiving connection (PostgreSQL's LISTEN, Redis' XREAD,
+/// the outbox's LISTEN), as [`supervise`] drives it: connect, receive until
+/// the connection is lost, and again.
+pub(crate) trait Listening: Send {
+    /// What [`connect`](Self::connect) opens.
+    type Connection: Send;
+
+    /// The engine, for metrics and traces.
+    fn engine(&self) -> Engine;
+
+    /// The span of a connection attempt (with what it connects to).
+    fn span(&self) -> tracing::Span;
+
+    /// Whether health is degraded while it is down. (The outbox's LISTEN
+    /// only wakes its reader, which polls the table anyway: losing it
+    /// delays, and loses nothing.)
+    fn degrades(&self) -> bool {
+        true
+    }
+
+    /// Connects and gets ready to receive; `Err(reason)` when it cannot.
+    fn connect(
+        &mut self,
+        hub: &Arc<dyn Receiver>,
+    ) -> impl Future<Output = Result<Self::Connection, String>> + Send;
+
+    /// Receives until the connection is lost (`Some(reason)`) or the hub is
+    /// gone (`None`).
+    fn receive(
+        &mut self,
+        connection: Self::Connection,
+        hub: &Weak<dyn Receiver>,
+    ) -> impl Future<Output = Option<String>> + Send;
+}
+
+/// The supervision loop every remote engine's listener runs: connects
+/// (with backoff between failures), reports health and metrics, receives
+/// until the connection is lost, and connects again; ends when the hub is
+/// gone.
+pub(crate) async fn supervise(mut listening: impl Listening, hub: Weak<dyn Receiver>) {
+    let engine = listening.engine();
+    let mut backoff = Backoff::new();
+    let mut connected_before = false;
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        let span = listening.span();
+        match listening.connect(&strong).instrument(span).await {
+            Ok(connection) => {
+                if listening.degrades() {
+                    strong.degraded(Part::Listener, None);
+                }
+                if std::mem::replace(&mut connected_before, true) {
+                    crate::metrics::backplane_reconnected(engine);
+                }
+                backoff.reset();
+                drop(strong);
+                let Some(reason) = listening.receive(connection, &hub).await else { return };
+                let Some(strong) = hub.upgrade() else { return };
+                lost(&listening, strong.as_ref(), reason);
+            }
+            Err(reason) => lost(&listening, strong.as_ref(), reason),
+        }
+        backoff.wait().await;
+    }
+}
+
+/// Counts and reports a listener down for `reason`.
+fn lost(listening: &impl Listening, hub: &dyn Receiver, reason: String) {
+    crate::metrics::backplane_error(listening.engine(), Operation::Listen);
+    if listening.degrades() {
+        hub.degraded(Part::Listener, Some(reason));
+    } else {
+        tracing::warn!(
+            backplane = listening.engine().name(),
+            reason,
+            "tidings: listener down; polling until it is back"
+        );
+    }
+}
+
+/// How long a LISTEN connection may stay silent before it is checked: a
+/// connection that died without a reset (a NAT or firewall dropping it)
+/// would otherwise leave the listener waiting forever.
+#[cfg(any(feature = "postgres", feature = "outbox"))]
+const IDLE_CHECK: Duration = Duration::from_secs(30);
+
+/// The next notification on a PostgreSQL `listener`, checking the
+/// connection with `SELECT 1` (bounded) whenever nothing arrived for
+/// [`IDLE_CHECK`]. `Err(reason)` when the connection is lost; `Ok(None)`
+/// when the hub is gone (nothing would arrive for it).
+#[cfg(any(feature = "postgres", feature = "outbox"))]
+pub(crate) async fn next_notification(
+    listener: &mut sqlx::postgres::PgListener,
+    hub: &Weak<dyn Receiver>,
+) -> Result<Option<sqlx::postgres::PgNotification>, String> {
+    loop {
+        match tokio::time::timeout(IDLE_CHECK, listener.try_recv()).await {
+            Ok(Ok(Some(notification))) => return Ok(Some(notification)),
+            Ok(Ok(None)) => return Err("the listener connection was closed".to_owned()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_idle) => {
+                if hub.strong_count() == 0 {
+                    return Ok(None);
+                }
+                // Notifications arriving meanwhile are buffered by the
+                // listener and returned by the next try_recv.
+                let ping = sqlx::query("SELECT 1").execute(&mut *listener);
+                match tokio::time::timeout(Duration::from_secs(5), ping).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("the idle check failed: {e}")),
+                    Err(_) => return Err("the idle check timed out".to_owned()),
+                }
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@
 use std::sync::{Arc, Weak};
 
 use sea_orm::DbBackend;
+use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -18,7 +19,7 @@ use super::Shared;
 use super::schema::{self, Relayed};
 use crate::backplane::Engine;
 use crate::backplane::envelope::decode;
-use crate::backplane::remote::{Backoff, report};
+use crate::backplane::remote::{Backoff, Listening, next_notification, report, supervise};
 use crate::backplane::{Part, Receiver};
 use crate::metrics::{Operation, Stage};
 use crate::{Cursor, Notification};
@@ -65,7 +66,10 @@ pub(super) async fn run(shared: Arc<Shared>, hub: Weak<dyn Receiver>, stopped: C
     report(&hub, Part::Listener, None);
     if shared.db.get_database_backend() == DbBackend::Postgres {
         let pool = shared.db.get_postgres_connection_pool().clone();
-        tokio::spawn(stopped.run_until_cancelled_owned(listen(pool, shared.clone(), hub.clone())));
+        tokio::spawn(
+            stopped
+                .run_until_cancelled_owned(supervise(Wakeup { pool, shared: shared.clone() }, hub.clone())),
+        );
     }
     let mut poll = tokio::time::interval(shared.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -276,46 +280,48 @@ fn is_gap(payload: &str) -> bool {
     payload.starts_with(r#"{"gap":"#)
 }
 
-/// On PostgreSQL: wakes the reader on every relay pass's `NOTIFY`, and
-/// once after each (re)connection, for whatever was relayed while it was
-/// not listening. Losing the connection loses nothing (the table is the
-/// truth and the poll goes on); it only slows other instances' passes
-/// down to the poll interval until it is back.
-async fn listen(pool: sqlx::PgPool, shared: Arc<Shared>, hub: Weak<dyn Receiver>) {
-    let mut backoff = Backoff::new();
-    let mut connected_before = false;
-    loop {
-        if hub.strong_count() == 0 {
-            return;
-        }
-        let span = tracing::info_span!("tidings.backplane.connect", backplane = Engine::Outbox.name());
-        let connected = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener.listen(shared.names.channel()).await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        let mut listener = match connected.instrument(span).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                crate::metrics::backplane_error(Engine::Outbox, Operation::Listen);
-                tracing::warn!(error = %e, "tidings: cannot LISTEN for the outbox; polling");
-                backoff.wait().await;
-                continue;
-            }
-        };
+/// On PostgreSQL, the reader's wake-up, as [`supervise`] drives it: every
+/// relay pass's `NOTIFY` wakes the reader, and so does each (re)connection,
+/// for whatever was relayed while it was not listening. Losing the
+/// connection loses nothing (the table is the truth and the poll goes on);
+/// it only slows other instances' passes down to the poll interval until
+/// it is back, so health stays `ok`.
+struct Wakeup {
+    pool: sqlx::PgPool,
+    shared: Arc<Shared>,
+}
+
+impl Listening for Wakeup {
+    type Connection = PgListener;
+
+    fn engine(&self) -> Engine {
+        Engine::Outbox
+    }
+
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("tidings.backplane.connect", backplane = Engine::Outbox.name())
+    }
+
+    fn degrades(&self) -> bool {
+        false
+    }
+
+    async fn connect(&mut self, _hub: &Arc<dyn Receiver>) -> Result<PgListener, String> {
+        let cannot = |e: sqlx::Error| format!("cannot LISTEN for the outbox: {e}");
+        let mut listener = PgListener::connect_with(&self.pool).await.map_err(cannot)?;
+        listener.listen(self.shared.names.channel()).await.map_err(cannot)?;
         listener.eager_reconnect(false);
-        if std::mem::replace(&mut connected_before, true) {
-            crate::metrics::backplane_reconnected(Engine::Outbox);
+        self.shared.wake_reader.notify_one();
+        Ok(listener)
+    }
+
+    async fn receive(&mut self, mut listener: PgListener, hub: &Weak<dyn Receiver>) -> Option<String> {
+        loop {
+            match next_notification(&mut listener, hub).await {
+                Ok(Some(_)) => self.shared.wake_reader.notify_one(),
+                Ok(None) => return None,
+                Err(reason) => return Some(format!("lost the outbox's LISTEN connection: {reason}")),
+            }
         }
-        backoff.reset();
-        shared.wake_reader.notify_one();
-        // Ends when the connection does (or the task is cancelled with
-        // the notifier).
-        while let Ok(Some(_)) = listener.try_recv().await {
-            shared.wake_reader.notify_one();
-        }
-        crate::metrics::backplane_error(Engine::Outbox, Operation::Listen);
-        tracing::warn!("tidings: lost the outbox's LISTEN connection; polling until it is back");
-        backoff.wait().await;
     }
 }
