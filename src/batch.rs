@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use serde_json::value::RawValue;
 
 use crate::backplane::Publication;
-use crate::{Notification, Notifier, Notify, Op, SessionId, SessionToken};
+use crate::hub::Hub;
+use crate::{Notification, Notify, Op, SessionId, SessionToken};
 
 /// A pending list of notifications tied to a unit of work.
 ///
 /// Nothing is sent until [`commit`](Batch::commit); a batch that is dropped
 /// or [`discard`](Batch::discard)ed sends nothing. Committing a root batch
-/// (from [`Notifier::batch`]) sends its notifications in order; committing a
+/// (from [`Notifier::batch`](crate::Notifier::batch)) sends its notifications in order; committing a
 /// [`child`](Batch::child) hands them to its parent, so nested units of work
 /// (savepoints) go out when the outermost one commits.
 ///
@@ -74,8 +75,11 @@ struct Shared {
     origin: Option<SessionId>,
 }
 
+/// Where a batch's notifications go when it commits.
 enum Parent {
-    Notifier(Notifier),
+    /// Published by the hub (a root batch).
+    Hub(Arc<Hub>),
+    /// Moved into the enclosing batch.
     Batch(Batch),
 }
 
@@ -121,8 +125,8 @@ impl Key {
 }
 
 impl Batch {
-    pub(crate) fn new(notifier: Notifier, origin: Option<SessionToken>) -> Batch {
-        Batch::with_parent(Parent::Notifier(notifier), origin.map(|token| token.id()))
+    pub(crate) fn new(hub: Arc<Hub>, origin: Option<SessionToken>) -> Batch {
+        Batch::with_parent(Parent::Hub(hub), origin.map(|token| token.id()))
     }
 
     fn with_parent(parent: Parent, origin: Option<SessionId>) -> Batch {
@@ -159,20 +163,20 @@ impl Batch {
             return;
         }
         match &self.shared.parent {
-            Parent::Notifier(notifier) => {
-                let items = condense(items, notifier.config().condense_above());
-                notifier.hub().publish(Publication::many(items));
+            Parent::Hub(hub) => {
+                let items = condense(items, hub.config.condense_above());
+                hub.publish(Publication::many(items));
             }
             Parent::Batch(parent) => items.into_iter().for_each(|n| parent.push(n)),
         }
     }
 
-    /// The notifier this batch (or the batch it nests in) sends to.
+    /// The hub this batch (or the batch it nests in) sends to.
     #[cfg(feature = "sea-orm")]
-    pub(crate) fn notifier(&self) -> &Notifier {
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
         match &self.shared.parent {
-            Parent::Notifier(n) => n,
-            Parent::Batch(parent) => parent.notifier(),
+            Parent::Hub(hub) => hub,
+            Parent::Batch(parent) => parent.hub(),
         }
     }
 
@@ -260,6 +264,7 @@ impl std::fmt::Debug for Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Notifier;
     use serde_json::json;
 
     #[tokio::test]

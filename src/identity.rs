@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::hub::Where;
+use crate::filter::Where;
 
 /// Who is behind a session, as far as delivery is concerned.
 ///

@@ -37,13 +37,13 @@
 //!
 //! | module | holds | uses (its imports) |
 //! | --- | --- | --- |
-//! | `notification`, `cursor`, `token` | the data: [`Notification`], [`Op`], [`Cursor`], [`SessionId`], [`SessionToken`] | each other only (a notification names a session) |
-//! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | the data; the notifier: hub, backplane, config; a batch: the notifier it publishes through, backplane |
-//! | `config`, `identity` | the hub's settings, [`Config`]; who a session is, [`Identity`] | config: backplane (its default engine); identity: hub (its filters, [`Where`]) |
+//! | `notification`, `cursor`, `token`, `filter` | the data: [`Notification`], [`Op`], [`Cursor`], [`SessionId`], [`SessionToken`], and row filters ([`Where`]) | each other only (a notification names a session) |
+//! | `notify`, `notifier`, `batch` | the handles: the [`Notify`] trait, [`Notifier`], [`Batch`] | the data; the notifier: hub, backplane, config, batch (it makes them); a batch: hub (which publishes it), backplane |
+//! | `config`, `identity` | the hub's settings, [`Config`]; who a session is, [`Identity`] | config: backplane (its default engine); identity: the data (the filters its `permit` hook judges) |
 //! | [`backplane`] | the engine trait ([`Backplane`](backplane::Backplane)), the hub's face to it ([`Receiver`](backplane::Receiver)), the engines: [`Memory`](backplane::Memory), `Outbox` (in the application's database), `Redis`, `Postgres`, and their [`envelope`](backplane::envelope) | the data, metrics |
-//! | `hub` | the history (the frames every session reads), the session registry, the fan-out (an index of sessions by subscription, the task that hands each entry to the mailboxes of those that may receive it), a session and its subscriptions with their filters ([`Where`]), the frames and control messages of the protocol | the data, backplane (as a [`Receiver`](backplane::Receiver)), config, identity, metrics |
+//! | `hub` | the history (the frames every session reads), the session registry, the fan-out (an index of sessions by subscription, the task that hands each entry to the mailboxes of those that may receive it), a session and its subscriptions, the frames and control messages of the protocol | the data, backplane (as a [`Receiver`](backplane::Receiver)), config, identity, metrics |
 //! | [`axum`] | the transports: their [`Settings`](axum::Settings) (paths, timeouts, origins, the authorize hook) and routes, admission and origin checks, [`Rejection`](axum::Rejection), WebSocket, SSE, the browser client, the request layer, snapshot cursors, `serve` | hub, the handles, config, identity, metrics |
-//! | [`sea_orm`] | transaction-scoped notifications | the handles (a batch), backplane (the outbox's table) |
+//! | [`sea_orm`] | transaction-scoped notifications | the handles (a batch), hub (which writes them in the transaction through the backplane) |
 //! | [`metrics`] | every metric's name and description, and the handles the hot paths record through | backplane (the engines' names) |
 //!
 //! Everything above [`axum`] and [`sea_orm`] is the core: it names no HTTP
@@ -60,6 +60,7 @@ pub mod backplane;
 mod batch;
 mod config;
 mod cursor;
+mod filter;
 mod hub;
 mod identity;
 pub mod metrics;
@@ -74,7 +75,7 @@ pub use backplane::PublishError;
 pub use batch::Batch;
 pub use config::Config;
 pub use cursor::{Cursor, InvalidCursor};
-pub use hub::Where;
+pub use filter::Where;
 pub use identity::Identity;
 pub use notification::{Notification, Op};
 pub use notifier::{Health, HealthStatus, Notifier};

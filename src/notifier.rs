@@ -94,7 +94,7 @@ impl Notifier {
     /// A batch whose notifications go out together when it is committed, and
     /// never if it is dropped first. See [`Batch`].
     pub fn batch(&self) -> Batch {
-        Batch::new(self.clone(), None)
+        Batch::new(self.hub.clone(), None)
     }
 
     /// A batch whose notifications are marked as caused by the session whose
@@ -102,7 +102,7 @@ impl Notifier {
     /// skips them. The request layer ([`axum::layer`](crate::axum::layer))
     /// makes one from the `tidings-session` header.
     pub fn batch_with_origin(&self, session: Option<SessionToken>) -> Batch {
-        Batch::new(self.clone(), session)
+        Batch::new(self.hub.clone(), session)
     }
 
     /// Closes every session whose identity belongs to `audience` with code

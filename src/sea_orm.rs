@@ -92,19 +92,14 @@ impl Transaction {
             self.batch.commit();
             return Ok(());
         }
-        let notifier = self.batch.notifier().clone();
-        let notifications = condense(self.batch.take(), notifier.config().condense_above());
-        let link = notifier.hub().link();
-        if link.publish_in_transaction(&self.txn, &notifications).await? {
-            self.txn.commit().await?;
-            link.committed();
-            notifier.hub().metrics.emitted(notifications.len());
-            return Ok(());
+        let hub = self.batch.hub().clone();
+        let notifications = condense(self.batch.take(), hub.config.condense_above());
+        if let Err(txn) = hub.publish_in_transaction(self.txn, &notifications).await? {
+            txn.commit().await?;
+            // Published after the commit: now for a root batch, after the
+            // response for a request's.
+            self.batch.commit_items(notifications);
         }
-        self.txn.commit().await?;
-        // Published after the commit: now for a root batch, after the
-        // response for a request's.
-        self.batch.commit_items(notifications);
         Ok(())
     }
 

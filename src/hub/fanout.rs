@@ -35,11 +35,11 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use super::Hub;
-use super::filter::{Data, Scalar};
 use super::history::Entry;
 use super::mailbox::{Lag, Mailbox};
 use super::subscriptions::Subscriptions;
 use crate::SessionId;
+use crate::filter::{Data, Scalar};
 
 /// Hashes names and values on every entry: foldhash, seeded per index.
 type Hasher = foldhash::fast::RandomState;

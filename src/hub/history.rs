@@ -24,9 +24,9 @@ use std::sync::atomic::{self, AtomicBool};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use super::filter::{Data, Fields};
 use super::frame::{Frame, OpenFrame, Outbox};
 use crate::cursor::Kind;
+use crate::filter::{Data, Fields};
 use crate::{Cursor, Notification, SessionId};
 
 /// One delivered notification, as sessions read it.

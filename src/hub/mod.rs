@@ -15,7 +15,6 @@
 
 mod control;
 mod fanout;
-mod filter;
 mod frame;
 mod history;
 mod mailbox;
@@ -33,7 +32,6 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use control::{Reauthenticate, Who};
-pub use filter::Where;
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
 pub(crate) use mailbox::Mailbox;
@@ -159,10 +157,24 @@ impl Hub {
         result.await.unwrap_or(Err(PublishError::Closed))
     }
 
-    /// The started backplane (for publishing inside a database transaction).
+    /// Writes `notifications` in the application's transaction through the
+    /// backplane (the outbox's table, PostgreSQL's `pg_notify`), commits
+    /// it, and counts them as emitted. `Ok(Err(txn))`, not committed, when
+    /// the backplane cannot: the caller commits and publishes after.
     #[cfg(feature = "sea-orm")]
-    pub(crate) fn link(&self) -> &dyn Link {
-        self.link.get().expect("the link is set at start").as_ref()
+    pub(crate) async fn publish_in_transaction(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        notifications: &[Notification],
+    ) -> Result<Result<(), sea_orm::DatabaseTransaction>, sea_orm::DbErr> {
+        let link: &dyn Link = self.link.get().expect("the link is set at start").as_ref();
+        if !link.publish_in_transaction(&txn, notifications).await? {
+            return Ok(Err(txn));
+        }
+        txn.commit().await?;
+        link.committed();
+        self.metrics.emitted(notifications.len());
+        Ok(Ok(()))
     }
 
     /// What a session waits for before it opens with `resume` (its cursor,

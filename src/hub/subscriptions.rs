@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::filter::{self, Data, Filter, FilterError, Where};
 use super::protocol::ErrorCode;
 use crate::Identity;
+use crate::filter::{self, Data, Filter, FilterError, Where};
 
 /// Why a `subscribe` or `unsubscribe` frame was refused, with the code of
 /// the `error` frame that says so.
@@ -260,7 +260,7 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::filter::Fields;
+    use crate::filter::Fields;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|n| n.to_string()).collect()
