@@ -7,6 +7,7 @@ use http::request::Parts;
 use serde::Deserialize;
 
 use super::{Rejection, Settings, origin};
+use crate::ErrorCode;
 use crate::Identity;
 use crate::hub::{Hub, Subscriptions};
 
@@ -37,13 +38,13 @@ pub(crate) async fn admit(hub: &Hub, settings: &Settings, parts: &Parts) -> Resu
     if hub.is_closing() {
         return Err(Rejection::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
+            ErrorCode::ShuttingDown,
             "the server is shutting down",
         ));
     }
     origin::check(&settings.origins, &parts.headers)?;
     let Query(params) = Query::<ConnectParams>::try_from_uri(&parts.uri)
-        .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+        .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, e.body_text()))?;
     let identity = match &settings.authorize {
         Some(authorize) => authorize(parts).await?,
         None => Identity::anonymous(),
@@ -51,8 +52,9 @@ pub(crate) async fn admit(hub: &Hub, settings: &Settings, parts: &Parts) -> Resu
     if identity.expiry().is_some_and(|at| at <= std::time::Instant::now()) {
         return Err(Rejection::unauthorized("the identity has expired: authenticate again"));
     }
-    let subscriptions = Subscriptions::from_query(params.collections.as_deref(), params.filters.as_deref())
-        .map_err(|message| Rejection::new(StatusCode::BAD_REQUEST, "bad_query", message))?;
+    let subscriptions =
+        Subscriptions::from_query(params.collections.as_deref(), params.filters.as_deref())
+            .map_err(|message| Rejection::new(StatusCode::BAD_REQUEST, ErrorCode::BadQuery, message))?;
     if let Some(bad) = subscriptions.first_forbidden(&identity) {
         return Err(Rejection::forbidden(format!(
             "not allowed to subscribe to `{bad}` (with its filter, if any)"

@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use super::Rejection;
 use super::SESSION_HEADER;
+use crate::ErrorCode;
 use crate::{Batch, Notifier, SessionToken};
 
 /// A layer that gives each request a [`Batch`] (extract it in the handler)
@@ -106,7 +107,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Batch {
         parts.extensions.get::<Batch>().cloned().ok_or_else(|| {
             Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "missing_layer",
+                ErrorCode::MissingLayer,
                 "the handler extracts a tidings::Batch but tidings::axum::layer is not applied to its route",
             )
         })
@@ -140,7 +141,7 @@ fn origin(headers: &http::HeaderMap) -> Result<Option<SessionToken>, Rejection> 
     }
     Err(Rejection::new(
         StatusCode::BAD_REQUEST,
-        "bad_session_header",
+        ErrorCode::BadSessionHeader,
         "the tidings-session header must be the `token` from a hello frame",
     ))
 }

@@ -29,7 +29,7 @@ use axum::Router;
 use axum::routing::get;
 use http::{HeaderName, StatusCode};
 
-use crate::Notifier;
+use crate::{ErrorCode, Notifier};
 
 mod admission;
 mod batched;
@@ -104,12 +104,16 @@ where
 /// Counts and logs a refused connection attempt, and hands the rejection
 /// back for the response.
 pub(crate) fn refused(transport: crate::metrics::Transport, rejection: Rejection) -> Rejection {
-    crate::metrics::refused(transport, rejection.code(), rejection.status().as_u16());
+    crate::metrics::refused(transport, rejection.code().as_str(), rejection.status().as_u16());
     rejection
 }
 
 /// The answer of the library's routes to a method other than GET (axum adds
 /// the `Allow` header).
 pub(crate) async fn method_not_allowed() -> Rejection {
-    Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is allowed on this route")
+    Rejection::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "only GET is allowed on this route",
+    )
 }

@@ -5,6 +5,7 @@ use http::header::{HOST, ORIGIN};
 use http::{HeaderMap, StatusCode};
 
 use super::{Origins, Rejection};
+use crate::ErrorCode;
 
 /// Accepts or refuses the upgrade request's `Origin`.
 pub(crate) fn check(policy: &Origins, headers: &HeaderMap) -> Result<(), Rejection> {
@@ -28,7 +29,7 @@ pub(crate) fn check(policy: &Origins, headers: &HeaderMap) -> Result<(), Rejecti
     } else {
         Err(Rejection::new(
             StatusCode::FORBIDDEN,
-            "origin_not_allowed",
+            ErrorCode::OriginNotAllowed,
             format!("origin `{origin}` may not open a WebSocket here"),
         ))
     }

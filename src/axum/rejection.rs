@@ -7,28 +7,30 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 
+use crate::ErrorCode;
+
 /// Why a request was refused (a connection before the WebSocket upgrade,
 /// a write's header, an unknown method), answered as an HTTP status with a
 /// JSON body `{"error": "...", "code": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl Rejection {
     /// 401: the client did not say who it is.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Rejection::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Rejection::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
 
     /// 403: the client is known but may not connect.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Rejection::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Rejection::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         Rejection { status, code, message: message.into() }
     }
 
@@ -38,7 +40,7 @@ impl Rejection {
     }
 
     /// The machine-readable code in the body.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         self.code
     }
 }

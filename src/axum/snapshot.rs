@@ -9,6 +9,7 @@ use http::request::Parts;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::Rejection;
+use crate::ErrorCode;
 use crate::{Cursor, Notifier};
 
 /// The response header that carries a [`Snapshot`]'s cursor.
@@ -69,7 +70,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Snapshot {
         let notifier = parts.extensions.get::<Notifier>().ok_or_else(|| {
             Rejection::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "missing_layer",
+                ErrorCode::MissingLayer,
                 "the handler extracts a tidings::axum::Snapshot but tidings::axum::layer is not applied to its route",
             )
         })?;

@@ -36,7 +36,8 @@ use tungstenite::{Message, Utf8Bytes, error::ProtocolError};
 use super::admission::{Admission, admit};
 use super::batched::Batched;
 use super::{Endpoint, Rejection, Settings};
-use crate::hub::{ClientFrame, Connection, ErrorCode, Frame, Hub, ServerFrame, Session};
+use crate::ErrorCode;
+use crate::hub::{ClientFrame, Connection, Frame, Hub, ServerFrame, Session};
 use crate::metrics::{self, Transport};
 
 /// How long a closing connection waits for the peer's close reply.
@@ -144,7 +145,7 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 fn not_websocket(status: StatusCode, message: &str) -> Rejection {
-    Rejection::new(status, "not_websocket", message)
+    Rejection::new(status, ErrorCode::NotWebsocket, message)
 }
 
 /// What a client frame asks of the session.

@@ -35,7 +35,7 @@ pub(crate) use control::{Reauthenticate, Who};
 pub(crate) use frame::Frame;
 pub(crate) use history::History;
 pub(crate) use mailbox::Mailbox;
-pub(crate) use protocol::{ClientFrame, ErrorCode, ServerFrame};
+pub(crate) use protocol::{ClientFrame, ServerFrame};
 pub(crate) use session::{Connection, Session};
 pub(crate) use subscriptions::Subscriptions;
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::frame::Frame;
-use crate::{Cursor, SessionId, SessionToken};
+use crate::{Cursor, ErrorCode, SessionId, SessionToken};
 
 /// A frame a client may send.
 #[derive(Debug, Deserialize)]
@@ -68,17 +68,6 @@ pub(crate) enum ServerFrame<'a> {
     /// The last frame of an SSE session that must re-authenticate (a
     /// WebSocket closes with 4401 instead).
     Reauthenticate,
-}
-
-/// Machine-readable reasons in `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum ErrorCode {
-    /// Not JSON, not a known control frame, or a malformed collection name.
-    BadFrame,
-    /// A subscription the authorize hook does not allow, or one over the
-    /// per-session limit.
-    Forbidden,
 }
 
 impl ServerFrame<'_> {

@@ -15,10 +15,10 @@ use super::Hub;
 use super::frame::{Frame, Outbox};
 use super::history::{Entry, Read, Seen};
 use super::mailbox::{Lag, Mailbox, Taken};
-use super::protocol::{ErrorCode, ServerFrame};
+use super::protocol::ServerFrame;
 use super::subscriptions::{Refusal, Subscriptions};
 use crate::metrics::{ResyncCause, SessionMetrics, Transport};
-use crate::{Cursor, Identity, SessionId, SessionToken};
+use crate::{Cursor, ErrorCode, Identity, SessionId, SessionToken};
 
 /// How many log entries a session reads per batch: bounds how long the
 /// history's read lock is held and how many frames one write gathers.

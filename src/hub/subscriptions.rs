@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::protocol::ErrorCode;
+use crate::ErrorCode;
 use crate::Identity;
 use crate::filter::{self, Data, Filter, FilterError, Where};
 
