@@ -99,9 +99,9 @@ impl Notifier {
 
     /// A batch whose notifications are marked as caused by the session whose
     /// token this is (see [`Notification::with_origin`]), so that session
-    /// skips them. The request layer ([`axum::layer`](crate::axum::layer))
-    /// makes one from the `tidings-session` header.
-    pub fn batch_with_origin(&self, session: Option<SessionToken>) -> Batch {
+    /// skips them: what the request layer ([`axum::layer`](crate::axum::layer))
+    /// gives each request, from its `tidings-session` header.
+    pub(crate) fn batch_with_origin(&self, session: Option<SessionToken>) -> Batch {
         Batch::new(self.hub.clone(), session)
     }
 
