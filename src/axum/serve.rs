@@ -221,6 +221,26 @@ enum Stage {
 
 /// The client's address, when the server provides it: [`serve`] does, as
 /// does axum's `into_make_service_with_connect_info`.
+/// Marks a request served by [`serve`]: its connection's writes have a
+/// deadline. The SSE route warns when it is served without one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline;
+
+/// Warns, once per process, when the Server-Sent Events route is served
+/// without [`serve`]: a client that stops reading its stream would then
+/// hold it open for ever, and nothing else would say so.
+pub(crate) fn check_deadline(parts: &http::request::Parts) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if parts.extensions.get::<Deadline>().is_none()
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "tidings: the Server-Sent Events route is not served by tidings::axum::serve: a client that \
+             stops reading its stream is never closed (serve with tidings::axum::serve)"
+        );
+    }
+}
+
 pub(crate) fn peer(parts: &http::request::Parts) -> Option<SocketAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
 }
@@ -241,6 +261,7 @@ fn connection(
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(Deadline);
         app.clone().call(request)
     });
     // An upgraded connection (a WebSocket) leaves this future at the

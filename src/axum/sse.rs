@@ -35,6 +35,7 @@ pub(crate) async fn events(State(endpoint): State<Endpoint>, request: Request) -
     let Endpoint { notifier, settings } = endpoint;
     let hub = notifier.hub().clone();
     let (parts, _body) = request.into_parts();
+    super::serve::check_deadline(&parts);
     let Admission { identity, subscriptions, cursor } = match admit(&hub, &settings, &parts).await {
         Ok(admission) => admission,
         Err(rejection) => return super::refused(Transport::Sse, rejection).into_response(),
