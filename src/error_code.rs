@@ -50,7 +50,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order `docs/protocol.md` lists them.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: &'static [ErrorCode] = &[
         ErrorCode::BadFrame,
         ErrorCode::Forbidden,
         ErrorCode::Unauthorized,
@@ -96,7 +96,7 @@ mod tests {
     fn every_code_is_documented_with_its_wire_form() {
         let document =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/protocol.md")).unwrap();
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
             assert!(document.contains(&format!("`{code}`")), "docs/protocol.md does not list `{code}`");
         }

@@ -100,8 +100,9 @@ impl Notifier {
     /// A batch whose notifications are marked as caused by the session whose
     /// token this is (see [`Notification::with_origin`]), so that session
     /// skips them: what the request layer ([`axum::layer`](crate::axum::layer))
-    /// gives each request, from its `tidings-session` header.
-    pub(crate) fn batch_with_origin(&self, session: Option<SessionToken>) -> Batch {
+    /// gives each request from its `tidings-session` header, for code that
+    /// handles requests some other way.
+    pub fn batch_with_origin(&self, session: Option<SessionToken>) -> Batch {
         Batch::new(self.hub.clone(), session)
     }
 
@@ -233,6 +234,7 @@ impl std::fmt::Debug for Notifier {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// Notifications reach this instance's sessions.
     Ok,

@@ -4,20 +4,31 @@
 //! reload what changed. See `docs/client.md`. (The same files are the npm
 //! package `tidings`, `src/client/package.json`, of the crate's version.)
 //!
-//! The modules are served under `/tidings/<version>/`, cached forever: a
-//! page gets every module from one version, whatever a deployment does
+//! The modules are served under `/tidings/<release>/`, cached forever: the
+//! release is the crate's version and a hash of the files, so a URL never
+//! serves two contents, even between released versions. Everything an
+//! entry imports comes from one release, whatever a deployment does
 //! meanwhile. They import each other as `./backoff.js`, which resolves the
 //! same way in the browser and in the source tree (where the Node tests
 //! import them). Pages import short-lived entries that re-export the current
-//! version: `/tidings.js`, and `/tidings/<module>.js` for each public
+//! release: `/tidings.js`, and `/tidings/<module>.js` for each public
 //! module (the client and its adapters). Being relative, every specifier
 //! also resolves when the routes are nested under a prefix.
+//!
+//! During a rolling deployment an instance may be asked for a release it
+//! does not serve (an entry from a newer instance, a module requested from
+//! an older one): it redirects to its own, so the page works, with modules
+//! of two releases in the rare page that hit both.
+
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::StatusCode;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 
 /// The client's version: the crate's, and the npm package's.
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -58,36 +69,65 @@ const DECLARATIONS: [(&str, &str); 5] = [
     ("tanstack.d.ts", include_str!("../client/tanstack.d.ts")),
 ];
 
-/// How long browsers keep a versioned module: for ever (its URL changes
-/// with its content).
+/// How long browsers keep a released file: for ever (its URL changes with
+/// its content).
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// How long browsers keep an entry: not at all without asking again, so a
-/// page loaded after a deployment imports the new version.
+/// page loaded after a deployment imports the new release.
 const SHORT_LIVED: &str = "no-cache";
 
+/// The release the modules are served under: the crate's version and a
+/// hash of every file served (FNV-1a, 32 bits), such as `0.1.0-1f2e3d4c`.
+pub(crate) fn release() -> &'static str {
+    static RELEASE: OnceLock<String> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        let mut hash: u32 = 0x811c_9dc5;
+        let sources = MODULES.iter().map(|(_, s, _)| *s).chain(DECLARATIONS.iter().map(|(_, s)| *s));
+        for byte in sources.flat_map(str::bytes) {
+            hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        }
+        format!("{VERSION}-{hash:08x}")
+    })
+}
+
 /// `GET /tidings.js`, `GET /tidings/<module>.js` (the entries),
-/// `GET /tidings/<version>/<module>.js` and `…/<module>.d.ts`.
+/// `GET /tidings/<release>/<module>.js` and `…/<module>.d.ts`, and a
+/// redirect from another release's files to this one's.
 pub(crate) fn routes<S>() -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    let release = release();
     let mut router = Router::new()
-        .route("/tidings.js", entry(format!("export * from \"./tidings/{VERSION}/tidings.js\";\n"), JS));
+        .route("/tidings.js", entry(format!("export * from \"./tidings/{release}/tidings.js\";\n"), JS));
     for (name, source, public) in MODULES {
-        router = router.route(&format!("/tidings/{VERSION}/{name}"), file(source, JS));
+        router = router.route(&format!("/tidings/{release}/{name}"), file(source, JS));
         if public == Public::Yes {
             router = router.route(&format!("/tidings/{name}"), entry(reexport(name), JS));
         }
     }
     for (name, source) in DECLARATIONS {
-        router = router.route(&format!("/tidings/{VERSION}/{name}"), file(source, TS));
-        // `export * from "./<version>/tidings.js"` in a declaration file
-        // takes the types of `./<version>/tidings.d.ts`.
+        router = router.route(&format!("/tidings/{release}/{name}"), file(source, TS));
+        // `export * from "./<release>/tidings.js"` in a declaration file
+        // takes the types of `./<release>/tidings.d.ts`.
         let module = name.replace(".d.ts", ".js");
         router = router.route(&format!("/tidings/{name}"), entry(reexport(&module), TS));
     }
-    router
+    router.route("/tidings/{release}/{file}", get(other_release).fallback(super::method_not_allowed))
+}
+
+/// A file of a release this instance does not serve: redirected to this
+/// instance's (relatively, so a nested prefix is kept), never cached.
+async fn other_release(Path((_, file)): Path<(String, String)>) -> axum::response::Response {
+    let served =
+        MODULES.iter().map(|(n, ..)| *n).chain(DECLARATIONS.iter().map(|(n, _)| *n)).any(|n| n == file);
+    if !served {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let location = format!("../{}/{file}", release());
+    (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, location.as_str()), (CACHE_CONTROL, "no-store")])
+        .into_response()
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
@@ -95,7 +135,8 @@ const TS: &str = "application/typescript; charset=utf-8";
 
 /// What the entry of module `name` says.
 fn reexport(name: &str) -> String {
-    format!("// tidings {VERSION}: see docs/client.md.\nexport * from \"./{VERSION}/{name}\";\n")
+    let release = release();
+    format!("// tidings {release}: see docs/client.md.\nexport * from \"./{release}/{name}\";\n")
 }
 
 /// A versioned file, cached for ever.
@@ -197,10 +238,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_every_module_at_its_version_and_entries_that_point_there() {
+    async fn serves_every_module_at_its_release_and_entries_that_point_there() {
         let mut router: Router = routes();
+        let release = release();
+        assert!(
+            release.starts_with(&format!("{VERSION}-")) && release.len() == VERSION.len() + 9,
+            "{release}"
+        );
         for (name, source, public) in MODULES {
-            let (status, headers, body) = get(&mut router, &format!("/tidings/{VERSION}/{name}")).await;
+            let (status, headers, body) = get(&mut router, &format!("/tidings/{release}/{name}")).await;
             assert_eq!(status, StatusCode::OK, "{name}");
             assert_eq!(headers[CONTENT_TYPE], JS, "{name}");
             assert_eq!(headers[CACHE_CONTROL], IMMUTABLE, "{name}");
@@ -212,25 +258,34 @@ mod tests {
             }
             assert_eq!(headers[CACHE_CONTROL], SHORT_LIVED, "{name}");
             let body = std::str::from_utf8(&body).unwrap();
-            assert_eq!(imports(body), [format!("./{VERSION}/{name}")], "{name}'s entry");
+            assert_eq!(imports(body), [format!("./{release}/{name}")], "{name}'s entry");
         }
         let (_, headers, body) = get(&mut router, "/tidings.js").await;
         assert_eq!(
             (&headers[CONTENT_TYPE], &headers[CACHE_CONTROL]),
             (&JS.parse().unwrap(), &SHORT_LIVED.parse().unwrap())
         );
-        assert_eq!(imports(std::str::from_utf8(&body).unwrap()), [format!("./tidings/{VERSION}/tidings.js")]);
+        assert_eq!(imports(std::str::from_utf8(&body).unwrap()), [format!("./tidings/{release}/tidings.js")]);
         for (name, source) in DECLARATIONS {
-            let (status, headers, body) = get(&mut router, &format!("/tidings/{VERSION}/{name}")).await;
+            let (status, headers, body) = get(&mut router, &format!("/tidings/{release}/{name}")).await;
             assert_eq!(status, StatusCode::OK, "{name}");
             assert_eq!(headers[CONTENT_TYPE], TS, "{name}");
             assert_eq!(body, source.as_bytes(), "{name}");
             let (_, headers, body) = get(&mut router, &format!("/tidings/{name}")).await;
             assert_eq!(headers[CACHE_CONTROL], SHORT_LIVED, "{name}");
             let module = name.replace(".d.ts", ".js");
-            assert_eq!(imports(std::str::from_utf8(&body).unwrap()), [format!("./{VERSION}/{module}")]);
+            assert_eq!(imports(std::str::from_utf8(&body).unwrap()), [format!("./{release}/{module}")]);
         }
         let (status, ..) = get(&mut router, "/tidings/nothing.js").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // Another release's file (a rolling deployment): redirected here,
+        // relatively, and never cached; what is not a file of ours is not.
+        let (status, headers, _) = get(&mut router, "/tidings/0.0.9-00000000/react.js").await;
+        assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(headers[LOCATION], format!("../{release}/react.js").as_str());
+        assert_eq!(headers[CACHE_CONTROL], "no-store");
+        let (status, ..) = get(&mut router, "/tidings/0.0.9-00000000/evil.js").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

@@ -219,8 +219,6 @@ enum Stage {
     Closing,
 }
 
-/// The client's address, when the server provides it: [`serve`] does, as
-/// does axum's `into_make_service_with_connect_info`.
 /// Marks a request served by [`serve`]: its connection's writes have a
 /// deadline. The SSE route warns when it is served without one.
 #[derive(Debug, Clone, Copy)]
@@ -241,6 +239,8 @@ pub(crate) fn check_deadline(parts: &http::request::Parts) {
     }
 }
 
+/// The client's address, when the server provides it: [`serve`] does, as
+/// does axum's `into_make_service_with_connect_info`.
 pub(crate) fn peer(parts: &http::request::Parts) -> Option<SocketAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| *addr)
 }

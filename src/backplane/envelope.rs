@@ -1,6 +1,8 @@
 //! The wire form of a notification between instances: what the Redis and
-//! PostgreSQL engines put in the stream or the NOTIFY payload, and what an
-//! engine written outside this crate may use too.
+//! PostgreSQL engines put in the stream or the NOTIFY payload, and the
+//! outbox in its rows. An engine written outside this crate must carry
+//! notifications in it too: it is the only form that keeps the hub's orders
+//! between instances marked as orders.
 //!
 //! ```
 //! use tidings::backplane::envelope;

@@ -81,6 +81,12 @@ impl Engine {
 /// An engine that carries notifications between the instances of an
 /// application: the configuration, from which each
 /// [`Notifier`](crate::Notifier) starts its own [`Link`].
+///
+/// An engine carries each notification as its [`envelope`]
+/// ([`encode`](envelope::encode) on one side, [`decode`](envelope::decode)
+/// on the other): it must not rebuild notifications from their fields, or
+/// the hub's orders between instances would arrive as reserved names and be
+/// dropped.
 pub trait Backplane: Send + Sync + 'static {
     /// A short name for health reports and logs (`in-process`, `redis`,
     /// `postgres`).
@@ -306,6 +312,7 @@ pub fn from_url(url: &str) -> Result<Box<dyn Backplane>, PublishError> {
 
 /// Why a notification could not be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublishError {
     /// The backplane is unreachable or refused the notification. The
     /// application's write has already happened: the notification is lost

@@ -48,9 +48,15 @@ impl Reauthenticate {
     }
 
     /// The order a delivered notification carries, if it is one (`None`
-    /// for the application's notifications: one flag read).
+    /// for the application's notifications).
+    ///
+    /// An order without the `control` mark is accepted too: instances of
+    /// 0.1 send them so, and the backplane is written only by instances
+    /// (applications cannot publish a reserved collection), so during a
+    /// rolling deploy their orders still reach every session. (The next
+    /// release can require the mark.)
     pub(crate) fn carried_by(n: &Notification) -> Option<Option<Reauthenticate>> {
-        if !n.control || n.collection != REAUTHENTICATE {
+        if n.collection != REAUTHENTICATE {
             return None;
         }
         // A malformed order (not from this crate) is dropped, not delivered.
@@ -71,17 +77,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn orders_round_trip_and_application_notifications_are_not_orders() {
+    fn orders_round_trip_and_other_notifications_are_not_orders() {
         for who in [Who::User("3".into()), Who::Audience("forum:5".into())] {
             let order = Reauthenticate { who, from: 7 };
             assert_eq!(Reauthenticate::carried_by(&order.notification()), Some(Some(order)));
         }
         assert_eq!(Reauthenticate::carried_by(&Notification::new("posts", Op::Update)), None);
         assert_eq!(Reauthenticate::carried_by(&Notification::new("$other", Op::Update)), None);
-        // An application's notification named like an order is not one.
-        let forged = Notification::new(REAUTHENTICATE, Op::Update)
-            .with_data(&Reauthenticate { who: Who::Audience("everyone".into()), from: 1 });
-        assert_eq!(Reauthenticate::carried_by(&forged.unwrap()), None);
+        // An order from an instance before the mark (a rolling deploy) is
+        // still one. (Applications cannot publish it: see
+        // `tests/delivery.rs`, reserved collections.)
+        let order = Reauthenticate { who: Who::Audience("staff".into()), from: 1 };
+        let unmarked = Notification::new(REAUTHENTICATE, Op::Update).with_data(&order).unwrap();
+        assert!(unmarked.is_reserved());
+        assert_eq!(Reauthenticate::carried_by(&unmarked), Some(Some(order)));
         let mut malformed = Notification::new(REAUTHENTICATE, Op::Update);
         malformed.control = true;
         assert_eq!(Reauthenticate::carried_by(&malformed), Some(None));

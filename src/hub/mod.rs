@@ -278,13 +278,14 @@ impl Hub {
     /// a notification for clients; true if it was one (or an application's
     /// notification about a reserved collection, dropped).
     fn obey(&self, n: &Notification) -> bool {
-        if n.is_reserved() {
-            // Written by something else than this crate (a row inserted by
-            // hand, another program on the stream): never for clients.
-            tracing::warn!(collection = %n.collection, "tidings: dropped a notification about a reserved collection");
-            return true;
-        }
         match Reauthenticate::carried_by(n) {
+            // Any other reserved name was written by something else than
+            // this crate (a row inserted by hand, another program on the
+            // stream): never for clients.
+            None if n.is_reserved() => {
+                tracing::warn!(collection = %n.collection, "tidings: dropped a notification about a reserved collection");
+                true
+            }
             None => false,
             // This hub's own order came back: its sessions were told when
             // it was given.

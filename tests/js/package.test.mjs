@@ -31,9 +31,14 @@ test("the packed client holds the modules, their declarations, and nothing else;
     const version = JSON.parse(readFileSync(path.join(clientDir, "package.json"), "utf8")).version;
     assert.equal(packed.version, version);
     const expected = readdirSync(clientDir)
-      .filter((name) => name.endsWith(".js") || name.endsWith(".d.ts") || name === "package.json" || name === "README.md")
+      .filter((name) => name.endsWith(".js") || name.endsWith(".d.ts") || name.startsWith("LICENSE")
+        || name === "package.json" || name === "README.md")
       .sort();
     assert.deepEqual(packed.files.map((f) => f.path).sort(), expected);
+    for (const license of ["LICENSE-MIT", "LICENSE-APACHE"]) {
+      assert.equal(readFileSync(path.join(clientDir, license), "utf8"), readFileSync(path.join(root, license), "utf8"),
+        `src/client/${license} is the crate's`);
+    }
 
     // A scratch application that installs the tarball (no registry needed:
     // the package has no dependencies).
