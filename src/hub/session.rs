@@ -294,10 +294,10 @@ impl Session {
     fn resync_subscribed(&mut self, names: &[String], after: Option<Cursor>, out: &mut impl Outbox) {
         let cursor = self.position(out);
         let Session { identity, subscriptions, hub, .. } = &*self;
-        let named = |collection: &str| names.iter().any(|n| n == collection || n == Subscriptions::ALL);
         let changed = after.and_then(|after| {
-            hub.history
-                .changed_since(Seen::Cursor(after), |c, a| named(c) && may_see(identity, subscriptions, c, a))
+            let may_see =
+                |c: &str, a: Option<&str>| names_include(names, c) && may_see(identity, subscriptions, c, a);
+            hub.history.changed_since(Seen::Cursor(after), may_see)
         });
         if changed.as_ref().is_some_and(Vec::is_empty) {
             return;
