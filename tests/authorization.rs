@@ -7,7 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Client, LIMIT, wait_sessions};
+use common::{Client, LIMIT, encode, wait_sessions};
 use serde_json::{Value, json};
 use tidings::axum::{Rejection, Settings};
 use tidings::{Config, Identity, Notifier, Notify, Op};
@@ -56,12 +56,6 @@ fn settings() -> Settings {
             Ok(identity)
         }
     })
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 fn posts_of(forum: u32) -> String {

@@ -25,7 +25,9 @@ const ROOMS_AS_COLLECTIONS: Shape = Shape {
 };
 
 const ROOMS_AS_FILTERS: Shape = Shape {
-    query: |k| format!("collections=posts&where=%7B%22posts%22%3A%7B%22room%22%3A{k}%7D%7D"),
+    query: |k| {
+        format!("collections=posts&where={}", common::encode(&json!({"posts": {"room": k}}).to_string()))
+    },
     notify: |notifier, k, i| {
         notifier.notify_with("posts", Op::Insert, &json!({ "room": k, "i": i })).unwrap();
     },

@@ -9,20 +9,13 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{Client, LIMIT, serve, wait_sessions};
+use common::{Client, LIMIT, encode, serve, wait_sessions};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tidings::{Notification, Notifier, Notify, Op};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-/// `s`, percent-encoded for a query string.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
 
 fn post(notifier: &Notifier, op: Op, data: Value) {
     notifier.notify_with("posts", op, &data).unwrap();

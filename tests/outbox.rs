@@ -592,11 +592,7 @@ async fn filtered_resume_after_a_restart(db: DatabaseConnection, table: &str) {
     let second = notifier(outbox(&db, table).await);
     wait_ready(&second).await;
     let addr = serve(&second).await;
-    let filter: String = json!({"posts": {"forum_id": 1}})
-        .to_string()
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect();
+    let filter = common::encode(&json!({"posts": {"forum_id": 1}}).to_string());
     let query = format!("collections=posts,marker&where={filter}&cursor={cursor}");
     let mut client = Client::connect(addr, &query).await;
     let frame = client.next_json().await;

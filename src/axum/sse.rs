@@ -68,7 +68,6 @@ fn stream(
         session: Session,
         wake: Arc<Mailbox>,
         pending: VecDeque<Frame>,
-        scratch: Vec<Frame>,
         closing: CancellationToken,
         /// Made once, so an expiry's timer is armed once.
         reauthenticate: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -80,7 +79,6 @@ fn stream(
         reauthenticate: Box::pin(session.must_reauthenticate()),
         session,
         pending,
-        scratch: Vec::new(),
         closing,
         ending: false,
     };
@@ -104,17 +102,14 @@ fn stream(
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let caught_up = state.session.pull(&mut state.scratch);
-            if !state.scratch.is_empty() || !caught_up {
-                state.pending.extend(state.scratch.drain(..));
+            // (What waits is sent first: `pending` is empty here.)
+            let caught_up = state.session.pull(&mut state.pending);
+            if !state.pending.is_empty() || !caught_up {
                 continue;
             }
-            // Idle: what a burst grew is given back (both are empty here).
+            // Idle: what a burst grew is given back (it is empty here).
             if state.pending.capacity() > super::IDLE_FRAMES {
                 state.pending = VecDeque::new();
-            }
-            if state.scratch.capacity() > super::IDLE_FRAMES {
-                state.scratch = Vec::new();
             }
             tokio::select! {
                 biased;

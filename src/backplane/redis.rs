@@ -332,7 +332,6 @@ impl Listening for Subscriber {
     ) -> Option<String> {
         let position = self.position.as_mut().expect("prepared before it receives");
         let error = read(&mut connection, &self.options, hub, position).await;
-        hub.upgrade()?;
         Some(format!("lost the Redis connection: {error}"))
     }
 }
@@ -340,12 +339,12 @@ impl Listening for Subscriber {
 /// Names the connection (so operators see it); the first time, loads the
 /// stream's tail; after a broken connection, makes sure that reading on
 /// loses nothing, or fences off what may have been lost.
-async fn prepare<'p>(
+async fn prepare(
     connection: &mut MultiplexedConnection,
     options: &Redis,
     hub: &Arc<dyn Receiver>,
-    position: &'p mut Option<Position>,
-) -> redis::RedisResult<&'p mut Position> {
+    position: &mut Option<Position>,
+) -> redis::RedisResult<()> {
     redis::cmd("CLIENT")
         .arg("SETNAME")
         .arg(format!("tidings-subscriber:{}", options.key))
@@ -353,11 +352,11 @@ async fn prepare<'p>(
         .await?;
     let server = server_id(connection).await;
     match position {
-        None => Ok(position.insert(load(connection, options, hub, server).await?)),
-        Some(position) => {
-            resume(connection, options, hub.as_ref(), position, server).await?;
-            Ok(position)
+        None => {
+            *position = Some(load(connection, options, hub, server).await?);
+            Ok(())
         }
+        Some(position) => resume(connection, options, hub.as_ref(), position, server).await,
     }
 }
 

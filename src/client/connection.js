@@ -200,20 +200,24 @@ export function keepConnection(options) {
       if (collections.some(differs)) reconnect();
       return true;
     }
-    const changed = collections.filter((name) => differs(name) || cursors?.[name]?.length > 0);
-    if (changed.length === 0) return true;
-    for (const name of changed) c.collections.set(name, filterKey(filters, name));
     const frame = (names, where, cursor) =>
       ({ type: "subscribe", collections: names, ...(where ? { where } : {}), ...(cursor ? { cursor } : {}) });
     // Names without filter or cursor go in one frame; the others one frame
     // per cursor (the server replays after each: one notification may come
     // twice, none is missed).
-    const plain = changed.filter((n) => !filters?.[n] && !(cursors?.[n]?.length > 0));
-    if (plain.length > 0) c.transport.send(frame(plain));
-    for (const name of changed.filter((n) => !plain.includes(n))) {
-      const starts = cursors?.[name]?.length > 0 ? cursors[name] : [undefined];
-      for (const cursor of starts) c.transport.send(frame([name], filters?.[name], cursor));
+    const plain = [];
+    const others = [];
+    for (const name of collections) {
+      const key = filterKey(filters, name);
+      const starts = cursors?.[name] ?? [];
+      if (c.collections.get(name) === key && starts.length === 0) continue;
+      c.collections.set(name, key);
+      const where = filters?.[name];
+      if (!where && starts.length === 0) plain.push(name);
+      else for (const cursor of starts.length > 0 ? starts : [undefined]) others.push(frame([name], where, cursor));
     }
+    if (plain.length > 0) c.transport.send(frame(plain));
+    for (const f of others) c.transport.send(f);
     return true;
   }
 

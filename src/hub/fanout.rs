@@ -241,6 +241,11 @@ impl Index {
             // the ones to wake (each still checks its subscription).
             let Some(members) = self.members.get(audience) else { return };
             if members.len() < subscribers.whole.len() + subscribers.filtered.len() {
+                if !subscribers.filtered.is_empty() {
+                    // A filtered member reads them under the history's
+                    // lock otherwise.
+                    entry.data();
+                }
                 members.values().for_each(|m| m.push(seq));
                 return;
             }

@@ -65,6 +65,12 @@ impl Outbox for Vec<Frame> {
     }
 }
 
+impl Outbox for std::collections::VecDeque<Frame> {
+    fn put(&mut self, frame: &Frame) {
+        self.push_back(frame.clone());
+    }
+}
+
 /// A notification's frame without its cursor:
 /// `{"collection":…,"op":…[,"data":…][,"origin":…],"cursor":"`.
 pub(crate) struct OpenFrame {

@@ -209,6 +209,11 @@ impl Gone {
 }
 
 impl Ring {
+    /// The number of the oldest entry held (the next one's, when none is).
+    fn first_seq(&self) -> u64 {
+        self.entries.front().map_or(self.next_seq, |e| e.seq)
+    }
+
     /// Whether `cursor`, a cursor a client sent, names the entry this
     /// history has (or had) at its position. A cursor without fingerprint
     /// names whatever is there. One with a fingerprint needs the entry that
@@ -532,7 +537,7 @@ impl History {
     pub(crate) fn read_fields(&self, range: Range<u64>) {
         let entries: Vec<Arc<Entry>> = {
             let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-            let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+            let first = ring.first_seq();
             let from = range.start.saturating_sub(first) as usize;
             let to = range.end.saturating_sub(first) as usize;
             ring.entries.range(from.min(ring.entries.len())..to.min(ring.entries.len())).cloned().collect()
@@ -623,7 +628,7 @@ impl History {
     /// and no cursor tells where it is.
     pub(crate) fn cursor_through(&self, next: u64) -> Option<Cursor> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-        let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+        let first = ring.first_seq();
         match next {
             _ if next >= ring.next_seq => Some(ring.head),
             _ if next > first => Some(ring.entries[(next - 1 - first) as usize].cursor()),
@@ -652,7 +657,7 @@ impl History {
     /// `Hub::wait_to_open`).
     pub(crate) fn resume_from(&self, cursor: Cursor) -> Option<u64> {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-        let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+        let first = ring.first_seq();
         match cursor.kind() {
             Kind::Local => {
                 if cursor.epoch() != self.epoch || ring.head.kind() != Kind::Local {
@@ -770,7 +775,7 @@ impl History {
         out: &mut impl Outbox,
     ) -> Read {
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
-        let first = ring.entries.front().map_or(ring.next_seq, |e| e.seq);
+        let first = ring.first_seq();
         let mut budget = max;
         while let Some(run) = runs.front_mut() {
             run.start = run.start.max(*next);

@@ -257,12 +257,8 @@ impl Session {
         };
         let Session { token, identity, subscriptions, .. } = &*self;
         let id = token.id();
-        let mut wanted = |e: &Entry| {
-            e.skip != Some(id)
-                && names_include(names, &e.collection)
-                && subscriptions.wants(&e.collection, || e.data())
-                && identity_may_see(identity, &e.collection, e.audience.as_deref())
-        };
+        let mut wanted =
+            |e: &Entry| names_include(names, &e.collection) && receives(id, identity, subscriptions, e);
         // One run of sequence numbers (not a list of numbers).
         let mut runs: VecDeque<Range<u64>> = std::iter::once(from..self.next).collect();
         let mut at = from;
@@ -374,10 +370,7 @@ impl Session {
         let Session { token, identity, subscriptions, oldest_unwritten, hub, next, runs, .. } = self;
         let id = token.id();
         let wanted = |e: &Entry| {
-            let wanted = e.skip != Some(id)
-                // The subscription first: with filters, most entries stop here.
-                && subscriptions.wants(&e.collection, || e.data())
-                && identity_may_see(identity, &e.collection, e.audience.as_deref());
+            let wanted = receives(id, identity, subscriptions, e);
             if wanted && oldest_unwritten.is_none() {
                 *oldest_unwritten = e.emitted();
             }
@@ -452,6 +445,15 @@ fn may_see(
 /// Whether a `subscribe` frame naming `names` subscribed `collection`.
 fn names_include(names: &[String], collection: &str) -> bool {
     names.iter().any(|n| n == collection || n == Subscriptions::ALL)
+}
+
+/// Whether the session `id`, with this identity and these subscriptions,
+/// receives `entry`: the one rule of live delivery and of a replay.
+fn receives(id: SessionId, identity: &Identity, subscriptions: &Subscriptions, entry: &Entry) -> bool {
+    entry.skip != Some(id)
+        // The subscription first: with filters, most entries stop here.
+        && subscriptions.wants(&entry.collection, || entry.data())
+        && identity_may_see(identity, &entry.collection, entry.audience.as_deref())
 }
 
 /// The identity's part of [`may_see`].

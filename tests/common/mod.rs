@@ -116,6 +116,13 @@ pub async fn wait_sessions(notifier: &Notifier, n: usize) {
         .unwrap();
 }
 
+/// `s`, percent-encoded for a query string.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 /// The sequence part of a cursor string (`<epoch or log>-<sequence>[-<fingerprint>]`).
 pub fn seq(cursor: &str) -> u64 {
     cursor.split('-').nth(1).unwrap().parse().unwrap()

@@ -4,13 +4,12 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
+import { clientDir, run, tsc } from "./tools.mjs";
 
-const clientDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../src/client");
 
 /** The values (functions and constants) a declaration file exports, by name. */
 function declaredValues(source) {
@@ -35,7 +34,6 @@ for (const file of declarations) {
 // written with (`@typedef`s in tidings.js) and checks that the hand-written
 // declarations have exactly the same options and members. An option added
 // to the code and forgotten in tidings.d.ts (or the reverse) fails here.
-const tsc = path.resolve(clientDir, "../../node_modules/.bin/tsc");
 
 test("tidings.d.ts has exactly the options and members of the code's JSDoc types (tsc)", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "tidings-jsdoc-"));
@@ -65,12 +63,3 @@ test("tidings.d.ts has exactly the options and members of the code's JSDoc types
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** Runs a command; its output becomes the failure message. */
-function run(command, args) {
-  try {
-    execFileSync(command, args, { encoding: "utf8", stdio: "pipe", timeout: 120_000 });
-  } catch (error) {
-    assert.fail(`${path.basename(command)} ${args.at(-1)}:\n${error.stdout ?? ""}${error.stderr ?? error.message}`);
-  }
-}

@@ -5,24 +5,11 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const clientDir = path.join(root, "src/client");
-const tsc = path.join(root, "node_modules/.bin/tsc");
-
-/** Runs a command; its output becomes the failure message. */
-function run(command, args, cwd) {
-  try {
-    return execFileSync(command, args, { cwd, encoding: "utf8", stdio: "pipe", timeout: 120_000 });
-  } catch (error) {
-    assert.fail(`${command} ${args.join(" ")}:\n${error.stdout ?? ""}${error.stderr ?? error.message}`);
-  }
-}
+import { clientDir, root, run, tsc } from "./tools.mjs";
 
 test("the packed client holds the modules, their declarations, and nothing else; installed, it imports and type-checks", () => {
   const dir = mkdtempSync(path.join(tmpdir(), "tidings-package-"));
@@ -43,7 +30,7 @@ test("the packed client holds the modules, their declarations, and nothing else;
     // A scratch application that installs the tarball (no registry needed:
     // the package has no dependencies).
     const app = path.join(dir, "app");
-    run("mkdir", [app]);
+    mkdirSync(app);
     writeFileSync(path.join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
     run("npm", ["install", "--offline", "--no-audit", "--no-fund", path.join(dir, packed.filename)], app);
 

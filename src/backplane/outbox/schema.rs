@@ -51,11 +51,7 @@ impl Names {
                  not starting with a digit"
             ));
         }
-        // FNV-1a, 64 bits: stable across processes, unlike std's hashers.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in b"tidings:".iter().chain(table.as_bytes()) {
-            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let hash = fnv1a64(b"tidings:".iter().chain(table.as_bytes()));
         Ok(Names { table: table.to_owned(), log: format!("{table}_log"), lock_key: hash as i64 })
     }
 
@@ -251,13 +247,18 @@ fn relayed(row: &sea_orm::QueryResult) -> Result<Relayed, DbErr> {
     })
 }
 
+/// FNV-1a, 64 bits: stable across processes and builds, unlike std's
+/// hashers (instances must agree on lock keys and fingerprints).
+fn fnv1a64<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    bytes
+        .into_iter()
+        .fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// A row's fingerprint: FNV-1a over its id and creation time, folded to 32
 /// bits, never 0 (which means "none" in a cursor).
 fn fingerprint(id: i64, created_ms: i64) -> u32 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.to_le_bytes().iter().chain(&created_ms.to_le_bytes()) {
-        hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
+    let hash = fnv1a64(id.to_le_bytes().iter().chain(&created_ms.to_le_bytes()));
     let folded = (hash ^ (hash >> 32)) as u32;
     folded.max(1)
 }
